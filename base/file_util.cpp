@@ -1,0 +1,146 @@
+#include "base/file_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <system_error>
+
+#include "base/unique_fd.h"
+
+namespace chrys::base {
+namespace {
+
+Status WriteAll(int fd, const std::string& data, const std::string& path) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return SystemError("write " + path);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status FsyncDir(const std::string& dir) {
+  UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dfd) {
+    return SystemError("open directory " + dir);
+  }
+  if (::fsync(dfd.get()) != 0) {
+    return SystemError("fsync directory " + dir);
+  }
+  return Status::Ok();
+}
+
+std::string RandomSuffix() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s(12, '0');
+  for (auto& c : s) {
+    c = kHex[rng() % 16];
+  }
+  return s;
+}
+
+}  // namespace
+
+Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t mode) {
+  std::filesystem::path target(path);
+  std::string dir = target.parent_path().empty() ? "." : target.parent_path().string();
+  std::string tmp = dir + "/." + target.filename().string() + ".tmp-" + RandomSuffix();
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+  if (!fd) {
+    return SystemError("create " + tmp);
+  }
+  Status written = WriteAll(fd.get(), data, tmp);
+  if (written.ok() && ::fchmod(fd.get(), mode) != 0) {
+    written = SystemError("chmod " + tmp);
+  }
+  if (written.ok() && ::fsync(fd.get()) != 0) {
+    written = SystemError("fsync " + tmp);
+  }
+  fd.Reset();
+  if (written.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    written = SystemError("rename " + tmp + " to " + path);
+  }
+  if (!written.ok()) {
+    ::unlink(tmp.c_str());
+    return written;
+  }
+  return FsyncDir(dir);
+}
+
+Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    return SystemError("open " + path);
+  }
+  std::string out;
+  char buf[65536];
+  while (true) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return SystemError("read " + path);
+    }
+    if (n == 0) {
+      break;
+    }
+    if (out.size() + static_cast<size_t>(n) > max_bytes) {
+      return MakeError(ErrorCode::kResourceExhausted,
+                       path + " is larger than the limit of " + std::to_string(max_bytes) + " bytes");
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+Status MakeDirs(const std::string& path, mode_t mode) {
+  std::error_code ec;
+  std::filesystem::path p(path);
+  std::filesystem::path cur;
+  for (const auto& part : p) {
+    cur /= part;
+    if (cur.string().empty() || cur == "/") {
+      continue;
+    }
+    if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) {
+      return SystemError("mkdir " + cur.string());
+    }
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return SystemError("stat " + path);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return FailedPrecondition(path + " exists and is not a directory");
+  }
+  return Status::Ok();
+}
+
+Status RemoveFileIfExists(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return SystemError("remove " + path);
+  }
+  return Status::Ok();
+}
+
+Status RemoveTree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec) {
+    return Internal("remove " + path + ": " + ec.message());
+  }
+  return Status::Ok();
+}
+
+}  // namespace chrys::base

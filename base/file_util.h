@@ -1,0 +1,28 @@
+// File helpers: crash-safe atomic writes, whole-file reads, directory creation.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "base/result.h"
+
+namespace chrys::base {
+
+// Writes `data` to `path` so that a crash at any instant leaves either the old or the new content:
+// temp file in the same directory, fsync, rename over `path`, fsync of the directory.
+Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t mode = 0644);
+
+// Reads a whole file, refusing files larger than `max_bytes`.
+Result<std::string> ReadFile(const std::string& path, size_t max_bytes = 64UL << 20);
+
+// mkdir -p with the given mode for directories it creates.
+Status MakeDirs(const std::string& path, mode_t mode = 0755);
+
+// Removes a file; a missing file is not an error.
+Status RemoveFileIfExists(const std::string& path);
+
+// Removes a directory tree; a missing tree is not an error. Does not follow symlinks or cross mounts.
+Status RemoveTree(const std::string& path);
+
+}  // namespace chrys::base
