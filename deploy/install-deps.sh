@@ -16,7 +16,7 @@ build_pkgs=(
   libcurl4-openssl-dev libssl-dev
   libgtest-dev libgmock-dev googletest
   nlohmann-json3-dev libarchive-dev zlib1g-dev
-  clang-format clang-tidy
+  clang-format clang-tidy ccache
 )
 runtime_pkgs=(
   qemu-system-x86 qemu-utils qemu-system-common
