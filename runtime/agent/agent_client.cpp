@@ -1,0 +1,386 @@
+#include "runtime/agent/agent_client.h"
+
+#include <grpcpp/create_channel_posix.h>
+#include <grpcpp/grpcpp.h>
+
+#include <thread>
+
+namespace chrys::runtime::agent {
+namespace {
+
+using base::ErrorCode;
+using base::Result;
+using base::Status;
+using Clock = std::chrono::steady_clock;
+
+ErrorCode MapCode(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return ErrorCode::kInvalidArgument;
+    case grpc::StatusCode::NOT_FOUND:
+      return ErrorCode::kNotFound;
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return ErrorCode::kAlreadyExists;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return ErrorCode::kFailedPrecondition;
+    case grpc::StatusCode::UNAVAILABLE:
+      return ErrorCode::kUnavailable;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return ErrorCode::kDeadlineExceeded;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return ErrorCode::kResourceExhausted;
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return ErrorCode::kUnimplemented;
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return ErrorCode::kPermissionDenied;
+    case grpc::StatusCode::ABORTED:
+      return ErrorCode::kAborted;
+    case grpc::StatusCode::CANCELLED:
+      return ErrorCode::kCancelled;
+    default:
+      return ErrorCode::kInternal;
+  }
+}
+
+void SetDeadline(grpc::ClientContext& ctx, std::chrono::milliseconds timeout) {
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+}
+
+}  // namespace
+
+base::Error FromGrpcStatus(const grpc::Status& status, const std::string& context) {
+  // The guest is not trusted: keep its message bounded.
+  std::string message = status.error_message().substr(0, 4096);
+  return base::Error(MapCode(status.error_code()), context + ": " + message);
+}
+
+AgentClient::AgentClient(AgentEndpoint endpoint, AgentClientOptions options, std::shared_ptr<grpc::Channel> channel)
+    : endpoint_(std::move(endpoint)),
+      options_(options),
+      channel_(std::move(channel)),
+      stub_(v1::Agent::NewStub(channel_)) {}
+
+AgentClient::~AgentClient() = default;
+
+Result<std::unique_ptr<AgentClient>> AgentClient::Connect(const AgentEndpoint& endpoint,
+                                                          const AgentClientOptions& options) {
+  CHRYS_ASSIGN_OR_RETURN(base::UniqueFd fd, ConnectTransport(endpoint, options.call_timeout));
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  args.SetMaxSendMessageSize(options.max_receive_message_bytes);
+  // gRPC takes ownership of the descriptor.
+  auto fd_channel = grpc::CreateCustomInsecureChannelFromFd(endpoint.Describe(), fd.Release(), args);
+  if (!fd_channel) {
+    return base::Internal("creating a gRPC channel on " + endpoint.Describe() + " failed");
+  }
+  return std::unique_ptr<AgentClient>(new AgentClient(endpoint, options, std::move(fd_channel)));
+}
+
+Result<std::unique_ptr<AgentClient>> AgentClient::ConnectWhenReady(const AgentEndpoint& endpoint,
+                                                                   std::chrono::milliseconds timeout,
+                                                                   const AgentClientOptions& options) {
+  auto deadline = Clock::now() + timeout;
+  std::string last_error = "no attempt made";
+  while (Clock::now() < deadline) {
+    auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    AgentClientOptions attempt_options = options;
+    attempt_options.call_timeout = std::min(remaining, options.call_timeout);
+    auto client = Connect(endpoint, attempt_options);
+    if (!client.ok()) {
+      last_error = client.error().message();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    // A connected socket does not mean a live agent: on virtio-serial the VMM accepts before the guest
+    // opens its port. Keep pinging on this connection while it stays healthy.
+    while (Clock::now() < deadline && (*client)->Healthy()) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      auto ping = (*client)->Ping(std::min(left, std::chrono::milliseconds(2000)));
+      if (ping.ok() && ping->ready()) {
+        (*client)->options_ = options;
+        return std::move(client).value();
+      }
+      last_error = ping.ok() ? "agent answered but is not ready" : ping.error().message();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return base::DeadlineExceeded("agent at " + endpoint.Describe() + " not ready within " +
+                                std::to_string(timeout.count()) + " ms (last error: " + last_error + ")");
+}
+
+bool AgentClient::Healthy() const {
+  auto state = channel_->GetState(false);
+  return state != GRPC_CHANNEL_TRANSIENT_FAILURE && state != GRPC_CHANNEL_SHUTDOWN;
+}
+
+Result<v1::PingResponse> AgentClient::Ping(std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, timeout);
+  ctx.set_wait_for_ready(true);
+  v1::PingRequest req;
+  v1::PingResponse resp;
+  grpc::Status s = stub_->Ping(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent Ping");
+  }
+  return resp;
+}
+
+Status AgentClient::SetupSandbox(const v1::SetupSandboxRequest& request) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::SetupSandboxResponse resp;
+  grpc::Status s = stub_->SetupSandbox(&ctx, request, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent SetupSandbox");
+  }
+  return Status::Ok();
+}
+
+Result<std::string> AgentClient::MountShare(const std::string& tag, const std::string& name, bool read_only) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::MountShareRequest req;
+  req.set_tag(tag);
+  req.set_name(name);
+  req.set_read_only(read_only);
+  v1::MountShareResponse resp;
+  grpc::Status s = stub_->MountShare(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent MountShare " + tag);
+  }
+  return resp.guest_path();
+}
+
+Result<uint32_t> AgentClient::CreateContainer(const v1::ContainerConfig& config) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::CreateContainerRequest req;
+  *req.mutable_config() = config;
+  v1::CreateContainerResponse resp;
+  grpc::Status s = stub_->CreateContainer(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent CreateContainer " + config.id());
+  }
+  return resp.pid();
+}
+
+Status AgentClient::StartContainer(const std::string& container_id) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::StartContainerRequest req;
+  req.set_container_id(container_id);
+  v1::StartContainerResponse resp;
+  grpc::Status s = stub_->StartContainer(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent StartContainer " + container_id);
+  }
+  return Status::Ok();
+}
+
+Status AgentClient::SignalProcess(const v1::ProcessRef& process, int signal) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::SignalProcessRequest req;
+  *req.mutable_process() = process;
+  req.set_signal(signal);
+  v1::SignalProcessResponse resp;
+  grpc::Status s = stub_->SignalProcess(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent SignalProcess " + process.container_id());
+  }
+  return Status::Ok();
+}
+
+Result<v1::ExitStatus> AgentClient::WaitProcess(const v1::ProcessRef& process, std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, timeout);
+  v1::WaitProcessRequest req;
+  *req.mutable_process() = process;
+  v1::WaitProcessResponse resp;
+  grpc::Status s = stub_->WaitProcess(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent WaitProcess " + process.container_id());
+  }
+  return resp.status();
+}
+
+Result<v1::ExitStatus> AgentClient::ProcessStatus(const v1::ProcessRef& process) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::WaitProcessRequest req;
+  *req.mutable_process() = process;
+  req.set_no_block(true);
+  v1::WaitProcessResponse resp;
+  grpc::Status s = stub_->WaitProcess(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent WaitProcess " + process.container_id());
+  }
+  return resp.status();
+}
+
+Status AgentClient::DeleteContainer(const std::string& container_id, bool force) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::DeleteContainerRequest req;
+  req.set_container_id(container_id);
+  req.set_force(force);
+  v1::DeleteContainerResponse resp;
+  grpc::Status s = stub_->DeleteContainer(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent DeleteContainer " + container_id);
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<v1::ContainerInfo>> AgentClient::ListContainers() {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::ListContainersRequest req;
+  v1::ListContainersResponse resp;
+  grpc::Status s = stub_->ListContainers(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent ListContainers");
+  }
+  return std::vector<v1::ContainerInfo>(resp.containers().begin(), resp.containers().end());
+}
+
+Result<uint32_t> AgentClient::ExecProcess(const std::string& container_id, const std::string& exec_id,
+                                          const v1::ProcessSpec& process) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::ExecProcessRequest req;
+  req.set_container_id(container_id);
+  req.set_exec_id(exec_id);
+  *req.mutable_process() = process;
+  v1::ExecProcessResponse resp;
+  grpc::Status s = stub_->ExecProcess(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent ExecProcess " + container_id + "/" + exec_id);
+  }
+  return resp.pid();
+}
+
+Status AgentClient::WriteStdin(const v1::ProcessRef& process, std::string_view data, bool eof) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::WriteStdinRequest req;
+  *req.mutable_process() = process;
+  req.set_data(std::string(data));
+  req.set_eof(eof);
+  v1::WriteStdinResponse resp;
+  grpc::Status s = stub_->WriteStdin(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent WriteStdin " + process.container_id());
+  }
+  return Status::Ok();
+}
+
+Status AgentClient::ResizeTty(const v1::ProcessRef& process, uint32_t rows, uint32_t columns) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::ResizeTtyRequest req;
+  *req.mutable_process() = process;
+  req.set_rows(rows);
+  req.set_columns(columns);
+  v1::ResizeTtyResponse resp;
+  grpc::Status s = stub_->ResizeTty(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent ResizeTty " + process.container_id());
+  }
+  return Status::Ok();
+}
+
+Status AgentClient::ReadOutput(const v1::ProcessRef& process, const OutputSink& sink,
+                               std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, timeout);
+  v1::ReadOutputRequest req;
+  *req.mutable_process() = process;
+  auto reader = stub_->ReadOutput(&ctx, req);
+  v1::OutputChunk chunk;
+  bool stopped = false;
+  while (reader->Read(&chunk)) {
+    if (!sink(chunk.stream(), chunk.data())) {
+      stopped = true;
+      ctx.TryCancel();
+      break;
+    }
+  }
+  grpc::Status s = reader->Finish();
+  if (stopped) {
+    return Status::Ok();
+  }
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent ReadOutput " + process.container_id());
+  }
+  return Status::Ok();
+}
+
+Result<v1::ContainerStatsResponse> AgentClient::ContainerStats(const std::string& container_id) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::ContainerStatsRequest req;
+  req.set_container_id(container_id);
+  v1::ContainerStatsResponse resp;
+  grpc::Status s = stub_->ContainerStats(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent ContainerStats " + container_id);
+  }
+  return resp;
+}
+
+Result<v1::SandboxStatsResponse> AgentClient::SandboxStats() {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::SandboxStatsRequest req;
+  v1::SandboxStatsResponse resp;
+  grpc::Status s = stub_->SandboxStats(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent SandboxStats");
+  }
+  return resp;
+}
+
+Status AgentClient::WatchEvents(const std::function<bool(const v1::Event&)>& on_event,
+                                std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, timeout);
+  v1::WatchEventsRequest req;
+  auto reader = stub_->WatchEvents(&ctx, req);
+  v1::Event event;
+  bool stopped = false;
+  while (reader->Read(&event)) {
+    if (!on_event(event)) {
+      stopped = true;
+      ctx.TryCancel();
+      break;
+    }
+  }
+  grpc::Status s = reader->Finish();
+  if (stopped) {
+    return Status::Ok();
+  }
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent WatchEvents");
+  }
+  return Status::Ok();
+}
+
+Status AgentClient::Shutdown(std::chrono::milliseconds grace) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, grace + options_.call_timeout);
+  v1::ShutdownRequest req;
+  req.set_grace_period_ms(static_cast<uint32_t>(grace.count()));
+  v1::ShutdownResponse resp;
+  grpc::Status s = stub_->Shutdown(&ctx, req, &resp);
+  if (!s.ok()) {
+    return FromGrpcStatus(s, "agent Shutdown");
+  }
+  return Status::Ok();
+}
+
+}  // namespace chrys::runtime::agent

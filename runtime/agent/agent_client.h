@@ -1,0 +1,99 @@
+// AgentClient: the host's typed handle on one VM's chrys-agent (gRPC over the agent channel).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "guest/proto/agent.grpc.pb.h"
+#include "runtime/agent/transport.h"
+
+namespace grpc {
+class Channel;
+class Status;
+}  // namespace grpc
+
+namespace chrys::runtime::agent {
+
+namespace v1 = ::chrys::agent::v1;
+
+struct AgentClientOptions {
+  // Deadline of ordinary calls (not Wait/ReadOutput/WatchEvents, which block until their event).
+  std::chrono::milliseconds call_timeout{std::chrono::seconds(30)};
+  // Largest message accepted from the agent; the guest is not trusted.
+  int max_receive_message_bytes = 4 << 20;
+};
+
+// Maps a failed gRPC status to our Error (same categories), keeping the agent's message.
+base::Error FromGrpcStatus(const grpc::Status& status, const std::string& context);
+
+class AgentClient {
+ public:
+  // Connects the transport and opens a gRPC channel on it. The agent may not be up yet: use WaitReady.
+  static base::Result<std::unique_ptr<AgentClient>> Connect(const AgentEndpoint& endpoint,
+                                                            const AgentClientOptions& options = {});
+  // Connects (re-dialling while the VM boots and nothing listens yet) and pings until the agent answers
+  // ready, or the timeout passes.
+  static base::Result<std::unique_ptr<AgentClient>> ConnectWhenReady(const AgentEndpoint& endpoint,
+                                                                     std::chrono::milliseconds timeout,
+                                                                     const AgentClientOptions& options = {});
+
+  ~AgentClient();
+  AgentClient(const AgentClient&) = delete;
+  AgentClient& operator=(const AgentClient&) = delete;
+
+  const AgentEndpoint& endpoint() const { return endpoint_; }
+  // True while the underlying connection is usable; false once the agent side went away (reconnect then).
+  bool Healthy() const;
+
+  base::Result<v1::PingResponse> Ping(std::chrono::milliseconds timeout);
+  base::Status SetupSandbox(const v1::SetupSandboxRequest& request);
+  base::Result<std::string> MountShare(const std::string& tag, const std::string& name, bool read_only);
+
+  // Returns the guest pid of the created (not yet started) main process.
+  base::Result<uint32_t> CreateContainer(const v1::ContainerConfig& config);
+  base::Status StartContainer(const std::string& container_id);
+  base::Status SignalProcess(const v1::ProcessRef& process, int signal);
+  // Blocks until the process exits or `timeout` passes (kDeadlineExceeded).
+  base::Result<v1::ExitStatus> WaitProcess(const v1::ProcessRef& process, std::chrono::milliseconds timeout);
+  // The current state without blocking (status.exited() false while it runs).
+  base::Result<v1::ExitStatus> ProcessStatus(const v1::ProcessRef& process);
+  base::Status DeleteContainer(const std::string& container_id, bool force);
+  base::Result<std::vector<v1::ContainerInfo>> ListContainers();
+
+  base::Result<uint32_t> ExecProcess(const std::string& container_id, const std::string& exec_id,
+                                     const v1::ProcessSpec& process);
+  base::Status WriteStdin(const v1::ProcessRef& process, std::string_view data, bool eof);
+  base::Status ResizeTty(const v1::ProcessRef& process, uint32_t rows, uint32_t columns);
+
+  // Receives one chunk of output; return false to stop reading early.
+  using OutputSink = std::function<bool(v1::OutputChunk::Stream stream, std::string_view data)>;
+  // Streams the process's stdout/stderr into `sink` until both are closed (OK), the sink stops, or
+  // `timeout` passes (kDeadlineExceeded). Data flows with backpressure: a slow sink slows the process.
+  base::Status ReadOutput(const v1::ProcessRef& process, const OutputSink& sink, std::chrono::milliseconds timeout);
+
+  base::Result<v1::ContainerStatsResponse> ContainerStats(const std::string& container_id);
+  base::Result<v1::SandboxStatsResponse> SandboxStats();
+  // Delivers events until `on_event` returns false, the connection drops, or `timeout` passes.
+  base::Status WatchEvents(const std::function<bool(const v1::Event&)>& on_event, std::chrono::milliseconds timeout);
+
+  // Asks the guest to stop its containers and power off. The reply comes before the power-off.
+  base::Status Shutdown(std::chrono::milliseconds grace);
+
+  // The raw stub, for calls this class does not wrap.
+  v1::Agent::Stub& stub() { return *stub_; }
+
+ private:
+  AgentClient(AgentEndpoint endpoint, AgentClientOptions options, std::shared_ptr<grpc::Channel> channel);
+
+  AgentEndpoint endpoint_;
+  AgentClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Agent::Stub> stub_;
+};
+
+}  // namespace chrys::runtime::agent
