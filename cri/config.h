@@ -1,0 +1,62 @@
+// Config is chrysd's effective configuration: embedded defaults, then /etc/chrysalis/config.yaml, then flags.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace chrys::cri {
+
+enum class CgroupDriver { kCgroupfs, kSystemd };
+
+struct LogConfig {
+  std::string level = "info";  // trace, debug, info, warn, error, critical, off
+  std::string file;            // empty: standard error
+  int max_size_mib = 50;       // rotate when the file reaches this size
+  int max_files = 5;           // rotated files kept
+};
+
+struct CniConfig {
+  std::string conf_dir = "/etc/cni/net.d";
+  std::vector<std::string> bin_dirs = {"/opt/cni/bin", "/usr/lib/cni"};
+  std::string network_name;  // empty: the first network config list by file name
+  int plugin_timeout_seconds = 60;
+};
+
+struct VmmConfig {
+  std::string qemu_binary = "qemu-system-x86_64";
+  std::string cloud_hypervisor_binary = "cloud-hypervisor";
+  std::string accel = "auto";  // auto, kvm, tcg
+  std::string guest_dir = "/var/lib/chrysalis/guest";
+  int boot_timeout_seconds = 60;
+};
+
+struct Config {
+  std::string socket = "/run/chrysalis/chrysalis.sock";
+  std::string state_dir = "/var/lib/chrysalis";
+  std::string run_dir = "/run/chrysalis";
+  CgroupDriver cgroup_driver = CgroupDriver::kCgroupfs;
+  int shutdown_grace_seconds = 10;
+  LogConfig log;
+  CniConfig cni;
+  VmmConfig vmm;
+
+  nlohmann::json ToJson() const;
+  std::string ToYaml() const;
+};
+
+const char* CgroupDriverName(CgroupDriver driver);
+
+// Applies a YAML document over `config`. Unknown keys and values of the wrong type or range are errors whose
+// message names the key's path (e.g. "log.max_files") and what was expected; `source` names the file.
+base::Status ApplyYaml(Config& config, const std::string& yaml_text, const std::string& source);
+
+// Applies one "dotted.key=value" override (the value is parsed as YAML), as the --set flag does.
+base::Status ApplyOverride(Config& config, const std::string& assignment);
+
+// Checks cross-field rules (absolute paths, known log level...). Called after all layers are applied.
+base::Status Validate(const Config& config);
+
+}  // namespace chrys::cri

@@ -1,0 +1,148 @@
+#include "cri/daemon.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include <grpcpp/server_builder.h>
+
+#include "base/file_util.h"
+#include "cri/logging.h"
+
+namespace chrys::cri {
+namespace {
+
+// CRI messages (ListContainers with many entries, large ExecSync output) exceed gRPC's 4 MiB default.
+constexpr int kMaxMessageBytes = 16 * 1024 * 1024;
+
+// True when something accepts connections on the unix socket at `path`.
+bool SocketIsLive(const std::string& path) {
+  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    return false;
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+}
+
+}  // namespace
+
+Daemon::Daemon(Config config) : config_(std::move(config)) {}
+
+Daemon::~Daemon() { Close(); }
+
+base::Status Daemon::AcquireInstanceLock() {
+  std::string lock_path = config_.socket + ".lock";
+  lock_fd_.Reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock_fd_) {
+    return base::SystemError("open instance lock " + lock_path);
+  }
+  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) {
+      return base::SystemError("lock " + lock_path);
+    }
+    auto pid = base::ReadFile(lock_path, 64);
+    std::string who = pid.ok() && !pid->empty() ? " (pid " + *pid + ")" : "";
+    lock_fd_.Reset();
+    return base::FailedPrecondition("another chrysd" + who + " is already serving " + config_.socket +
+                                    "; stop it first or give this one a different --socket");
+  }
+  std::string pid = std::to_string(::getpid());
+  if (::ftruncate(lock_fd_.get(), 0) != 0 || ::pwrite(lock_fd_.get(), pid.data(), pid.size(), 0) < 0) {
+    return base::SystemError("write pid to " + lock_path);
+  }
+  return base::Status::Ok();
+}
+
+base::Status Daemon::ClearStaleSocket() {
+  struct stat st {};
+  if (::lstat(config_.socket.c_str(), &st) != 0) {
+    return errno == ENOENT ? base::Status::Ok() : base::SystemError("stat " + config_.socket);
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return base::FailedPrecondition(config_.socket + " exists and is not a socket; refusing to replace it");
+  }
+  if (SocketIsLive(config_.socket)) {
+    return base::FailedPrecondition("another process is accepting connections on " + config_.socket +
+                                    "; refusing to take it over");
+  }
+  spdlog::info("replacing stale socket {} left by an earlier run", config_.socket);
+  return base::RemoveFileIfExists(config_.socket);
+}
+
+base::Status Daemon::Start() {
+  std::string socket_dir = std::filesystem::path(config_.socket).parent_path().string();
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(socket_dir, 0755));
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(config_.run_dir, 0755));
+  CHRYS_RETURN_IF_ERROR(AcquireInstanceLock());
+  CHRYS_RETURN_IF_ERROR(ClearStaleSocket());
+
+  auto state = StateStore::Open(config_.state_dir + "/state");
+  if (!state.ok()) {
+    return state.error().Wrap("open state directory");
+  }
+  state_.emplace(std::move(state).value());
+
+  runtime_service_ = std::make_unique<RuntimeServiceImpl>(config_, *state_, [] {
+    return Condition{false, "NetworkPluginNotReady", "pod networking is not available in this build"};
+  });
+  runtime_service_->LoadState();
+  image_service_ = std::make_unique<ImageServiceImpl>();
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix://" + config_.socket, grpc::InsecureServerCredentials());
+  builder.RegisterService(runtime_service_.get());
+  builder.RegisterService(image_service_.get());
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<RpcLogInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  server_ = builder.BuildAndStart();
+  if (!server_) {
+    return base::Unavailable("cannot listen on " + config_.socket + " (see the gRPC error above)");
+  }
+  socket_owned_ = true;
+  if (::chmod(config_.socket.c_str(), 0660) != 0) {
+    return base::SystemError("chmod 0660 " + config_.socket);
+  }
+  spdlog::info("chrysd {} serving CRI v1 on {}", ChrysalisVersion(), config_.socket);
+  return base::Status::Ok();
+}
+
+void Daemon::Wait() {
+  if (server_) {
+    server_->Wait();
+  }
+}
+
+void Daemon::RequestShutdown() {
+  if (server_) {
+    spdlog::info("shutting down: no new RPCs, waiting up to {} s for in-flight ones", config_.shutdown_grace_seconds);
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(config_.shutdown_grace_seconds));
+  }
+}
+
+void Daemon::Close() {
+  if (server_) {
+    RequestShutdown();
+    server_->Wait();
+    server_.reset();
+  }
+  if (socket_owned_) {
+    base::RemoveFileIfExists(config_.socket).ok();
+    socket_owned_ = false;
+  }
+  lock_fd_.Reset();
+}
+
+}  // namespace chrys::cri

@@ -1,0 +1,101 @@
+#include "cri/config.h"
+
+#include <gtest/gtest.h>
+
+namespace chrys::cri {
+namespace {
+
+TEST(ConfigTest, DefaultsAreValid) {
+  Config config;
+  EXPECT_TRUE(Validate(config).ok());
+  EXPECT_EQ(config.socket, "/run/chrysalis/chrysalis.sock");
+  EXPECT_EQ(config.ToJson()["log"]["level"], "info");
+}
+
+TEST(ConfigTest, YamlOverridesDefaults) {
+  Config config;
+  auto s = ApplyYaml(config, "socket: /tmp/x.sock\nlog:\n  level: debug\ncni:\n  bin_dirs: [/a, /b]\n", "f.yaml");
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  EXPECT_EQ(config.socket, "/tmp/x.sock");
+  EXPECT_EQ(config.log.level, "debug");
+  EXPECT_EQ(config.cni.bin_dirs, (std::vector<std::string>{"/a", "/b"}));
+  EXPECT_EQ(config.log.max_files, 5);  // untouched default
+}
+
+TEST(ConfigTest, UnknownKeyNamesPathAndKnownKeys) {
+  Config config;
+  auto s = ApplyYaml(config, "log:\n  levl: debug\n", "/etc/chrysalis/config.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message().find("/etc/chrysalis/config.yaml"), std::string::npos);
+  EXPECT_NE(s.error().message().find("unknown key 'log.levl'"), std::string::npos);
+  EXPECT_NE(s.error().message().find("level"), std::string::npos);
+  auto top = ApplyYaml(config, "sockets: /x\n", "c.yaml");
+  ASSERT_FALSE(top.ok());
+  EXPECT_NE(top.error().message().find("unknown key 'sockets'"), std::string::npos);
+}
+
+TEST(ConfigTest, WrongTypesNameKeyAndExpectation) {
+  struct Case {
+    const char* yaml;
+    const char* key;
+    const char* expected;
+  };
+  const Case cases[] = {
+      {"log:\n  max_files: many\n", "log.max_files", "an integer from 1 to 100"},
+      {"log:\n  max_files: 0\n", "log.max_files", "an integer from 1 to 100"},
+      {"log:\n  max_files: 3.5\n", "log.max_files", "an integer"},
+      {"cgroup_driver: cgroupv3\n", "cgroup_driver", "one of cgroupfs, systemd"},
+      {"cni:\n  bin_dirs: /usr/lib/cni\n", "cni.bin_dirs", "a list of strings"},
+      {"socket: [a, b]\n", "socket", "a string"},
+      {"log: 3\n", "log", "a mapping"},
+      {"vmm:\n  accel: fast\n", "vmm.accel", "one of auto, kvm, tcg"},
+  };
+  for (const auto& c : cases) {
+    Config config;
+    auto s = ApplyYaml(config, c.yaml, "c.yaml");
+    ASSERT_FALSE(s.ok()) << c.yaml;
+    EXPECT_NE(s.error().message().find(std::string("'") + c.key + "'"), std::string::npos) << s.error().message();
+    EXPECT_NE(s.error().message().find(c.expected), std::string::npos) << s.error().message();
+  }
+}
+
+TEST(ConfigTest, SyntaxErrorNamesLine) {
+  Config config;
+  auto s = ApplyYaml(config, "log:\n  level: [debug\n", "c.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message().find("c.yaml: not valid YAML at line"), std::string::npos) << s.error().message();
+}
+
+TEST(ConfigTest, EmptyDocumentKeepsDefaults) {
+  Config config;
+  EXPECT_TRUE(ApplyYaml(config, "", "c.yaml").ok());
+  EXPECT_TRUE(ApplyYaml(config, "# only a comment\n", "c.yaml").ok());
+  EXPECT_EQ(config.log.level, "info");
+}
+
+TEST(ConfigTest, OverridesAndValidation) {
+  Config config;
+  ASSERT_TRUE(ApplyOverride(config, "log.level=debug").ok());
+  EXPECT_EQ(config.log.level, "debug");
+  ASSERT_TRUE(ApplyOverride(config, "cni.bin_dirs=[/x]").ok());
+  EXPECT_EQ(config.cni.bin_dirs.size(), 1U);
+  EXPECT_FALSE(ApplyOverride(config, "nokey").ok());
+  EXPECT_FALSE(ApplyOverride(config, "log.nope=1").ok());
+  ASSERT_TRUE(ApplyOverride(config, "state_dir=relative/path").ok());
+  auto invalid = Validate(config);
+  ASSERT_FALSE(invalid.ok());
+  EXPECT_NE(invalid.error().message().find("'state_dir'"), std::string::npos);
+}
+
+TEST(ConfigTest, YamlRoundTrip) {
+  Config config;
+  config.cgroup_driver = CgroupDriver::kSystemd;
+  config.cni.network_name = "pods";
+  Config reread;
+  auto s = ApplyYaml(reread, config.ToYaml(), "printed");
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  EXPECT_EQ(reread.ToJson(), config.ToJson());
+}
+
+}  // namespace
+}  // namespace chrys::cri
