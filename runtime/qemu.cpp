@@ -1,0 +1,539 @@
+#include "runtime/qemu.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "base/file_util.h"
+#include "base/subprocess.h"
+#include "runtime/agent/transport.h"
+
+namespace chrys::runtime {
+
+using base::Result;
+using base::Status;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+namespace {
+
+constexpr const char* kAgentPortName = agent::kAgentSerialPortName;
+
+bool PathExists(const std::string& path) {
+  return ::access(path.c_str(), F_OK) == 0;
+}
+
+std::string Join(const std::vector<std::string>& parts, const std::string& sep) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    out += (i ? sep : "") + parts[i];
+  }
+  return out;
+}
+
+// QEMU option values use ',' as separator; a literal comma is written twice.
+std::string QemuEscape(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    out += c;
+    if (c == ',') {
+      out += ',';
+    }
+  }
+  return out;
+}
+
+bool WaitForPath(const std::string& path, milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (!PathExists(path)) {
+    if (Clock::now() >= deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<std::string> ResolveQemuAccel(const QemuConfig& config, const std::string& probe_kernel) {
+  if (config.accel == "tcg" || config.accel == "kvm") {
+    return config.accel;
+  }
+  if (config.accel != "auto") {
+    return base::InvalidArgument("qemu accel \"" + config.accel + "\" must be auto, kvm or tcg");
+  }
+  if (!PathExists(config.kvm_device)) {
+    return std::string("tcg");
+  }
+  json key = {{"qemu", config.qemu_binary}, {"kernel", probe_kernel}};
+  if (!config.accel_cache_path.empty()) {
+    auto cached = base::ReadFile(config.accel_cache_path, 1 << 16);
+    if (cached.ok()) {
+      json c = json::parse(*cached, nullptr, false);
+      if (c.is_object() && c.value("key", json()) == key && c.contains("accel") && c["accel"].is_string()) {
+        return c["accel"].get<std::string>();
+      }
+    }
+  }
+  // Some hosts expose /dev/kvm but cannot run an ordinary guest (nested PVM hosts): boot the kernel under KVM and
+  // require it to reach its "cannot mount root" panic on the serial console.
+  std::string console = "/tmp/chrys-kvm-probe-" + std::to_string(::getpid()) + ".log";
+  base::CommandSpec probe;
+  probe.argv = {config.qemu_binary,
+                "-machine",
+                "q35,accel=kvm",
+                "-cpu",
+                "host",
+                "-m",
+                "256",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+                "file:" + console,
+                "-kernel",
+                probe_kernel,
+                "-append",
+                "console=ttyS0 panic=-1 root=/dev/nonexistent"};
+  probe.timeout = std::chrono::seconds(30);
+  auto run = base::RunCommand(probe);
+  std::string log = base::ReadFile(console, 1 << 20).ok() ? *base::ReadFile(console, 1 << 20) : std::string();
+  (void)base::RemoveFileIfExists(console);
+  bool works = run.ok() && run->success() &&
+               (log.find("Kernel panic") != std::string::npos || log.find("VFS: Unable to mount") != std::string::npos);
+  std::string accel = works ? "kvm" : "tcg";
+  if (!config.accel_cache_path.empty()) {
+    size_t slash = config.accel_cache_path.rfind('/');
+    if (slash != std::string::npos && slash > 0) {
+      (void)base::MakeDirs(config.accel_cache_path.substr(0, slash));
+    }
+    (void)base::WriteFileAtomic(config.accel_cache_path, json{{"key", key}, {"accel", accel}}.dump());
+  }
+  return accel;
+}
+
+QemuVmm::QemuVmm(QemuConfig config) : config_(std::move(config)) {}
+
+QemuVmm::~QemuVmm() = default;
+
+AgentChannelKind QemuVmm::EffectiveAgentChannel(const VmLaunchSpec& spec) const {
+  if (spec.agent_channel == AgentChannelKind::kVhostVsock && PathExists(config_.vhost_vsock_device)) {
+    return AgentChannelKind::kVhostVsock;
+  }
+  return AgentChannelKind::kVirtioSerial;
+}
+
+std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, const std::string& accel) const {
+  std::vector<std::string> a = {config_.qemu_binary};
+  auto add = [&a](std::initializer_list<std::string> items) { a.insert(a.end(), items); };
+  add({"-name", "chrys-" + spec.sandbox_id + ",debug-threads=on"});
+  add({"-machine", "q35,accel=" + accel});
+  add({"-cpu", accel == "kvm" ? "host" : "max"});
+  add({"-smp", std::to_string(spec.vcpus)});
+  add({"-nodefaults", "-no-user-config", "-nographic", "-no-reboot"});
+  bool shared_memory = !spec.fs_shares.empty();
+  if (shared_memory) {
+    // vhost-user-fs needs guest RAM the daemon can map: a shared memfd backend.
+    add({"-m", std::to_string(spec.memory_mib) + "M"});
+    add({"-object", "memory-backend-memfd,id=mem0,size=" + std::to_string(spec.memory_mib) + "M,share=on" +
+                        (spec.hugepages ? ",hugetlb=on" : "")});
+    add({"-numa", "node,memdev=mem0"});
+  } else {
+    add({"-m", std::to_string(spec.memory_mib) + "M"});
+  }
+  add({"-chardev", "socket,id=qmp,path=" + QemuEscape(QmpSocketPath(spec)) + ",server=on,wait=off"});
+  add({"-mon", "chardev=qmp,mode=control"});
+  add({"-chardev", "file,id=console,path=" + QemuEscape(spec.console_log_path)});
+  add({"-serial", "chardev:console"});
+  if (spec.disk_path.empty()) {
+    add({"-kernel", spec.kernel_path});
+    if (!spec.initramfs_path.empty()) {
+      add({"-initrd", spec.initramfs_path});
+    }
+    add({"-append", spec.kernel_cmdline});
+  } else {
+    if (!spec.firmware_path.empty()) {
+      add({"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + QemuEscape(spec.firmware_path)});
+    }
+    add({"-drive", "if=none,id=bootdisk,format=raw,file=" + QemuEscape(spec.disk_path)});
+    add({"-device", "virtio-blk-pci,drive=bootdisk,bootindex=0"});
+  }
+  add({"-device", "virtio-rng-pci"});
+  int next_fd = 3;
+  for (size_t i = 0; i < spec.interfaces.size(); ++i) {
+    const auto& nic = spec.interfaces[i];
+    std::vector<std::string> fds;
+    for (size_t q = 0; q < nic.tap_queue_fds.size(); ++q) {
+      fds.push_back(std::to_string(next_fd++));
+    }
+    std::string id = "net" + std::to_string(i);
+    add({"-netdev", "tap,id=" + id + ",fds=" + Join(fds, ":") + ",vhost=off"});
+    size_t queues = nic.tap_queue_fds.size();
+    std::string dev = "virtio-net-pci,netdev=" + id + ",mac=" + nic.guest_mac + ",host_mtu=" + std::to_string(nic.mtu);
+    if (queues > 1) {
+      dev += ",mq=on,vectors=" + std::to_string(2 * queues + 2);
+    }
+    add({"-device", dev});
+  }
+  if (EffectiveAgentChannel(spec) == AgentChannelKind::kVhostVsock) {
+    add({"-device", "vhost-vsock-pci,id=vsock0,guest-cid=" + std::to_string(spec.vsock_cid)});
+  } else {
+    add({"-device", "virtio-serial-pci,id=vser0"});
+    add({"-chardev", "socket,id=agent,path=" + QemuEscape(AgentSocketPath(spec)) + ",server=on,wait=off"});
+    add({"-device", std::string("virtserialport,bus=vser0.0,chardev=agent,name=") + kAgentPortName});
+  }
+  for (size_t i = 0; i < spec.fs_shares.size(); ++i) {
+    std::string id = "fs" + std::to_string(i);
+    add({"-chardev", "socket,id=" + id + ",path=" + QemuEscape(FsSocketPath(spec, i))});
+    add({"-device", "vhost-user-fs-pci,chardev=" + id + ",tag=" + spec.fs_shares[i].tag});
+  }
+  // Empty root ports, one per hot-pluggable disk; chassis numbers must be unique.
+  for (int p = 0; p < config_.hotplug_ports; ++p) {
+    add({"-device", "pcie-root-port,id=hp" + std::to_string(p) + ",chassis=" + std::to_string(p + 1) + ",bus=pcie.0"});
+  }
+  return a;
+}
+
+Result<std::vector<std::string>> QemuVmm::CommandLine(const VmLaunchSpec& spec) const {
+  CHRYS_RETURN_IF_ERROR(ValidateLaunchSpec(spec));
+  CHRYS_ASSIGN_OR_RETURN(std::string accel, ResolveQemuAccel(config_, spec.kernel_path));
+  return BuildCommandLine(spec, accel);
+}
+
+Status QemuVmm::StartHelpers(const VmLaunchSpec& spec) {
+  for (size_t i = 0; i < spec.fs_shares.size(); ++i) {
+    std::string sock = FsSocketPath(spec, i);
+    (void)base::RemoveFileIfExists(sock);
+    DetachedLaunchSpec helper;
+    helper.argv = {config_.virtiofsd_binary,
+                   "--socket-path=" + sock,
+                   "-o",
+                   "source=" + spec.fs_shares[i].host_dir,
+                   "-o",
+                   "cache=auto",
+                   "-o",
+                   "sandbox=chroot"};
+    helper.cgroup_procs_files = cgroup_.procs_files();
+    helper.output_log_path = spec.run_dir + "/virtiofsd-" + std::to_string(i) + ".log";
+    CHRYS_ASSIGN_OR_RETURN(DetachedProcess proc, DetachedProcess::Launch(helper));
+    state_.helper_pids.push_back(proc.pid());
+    state_.helper_start_ticks.push_back(proc.start_ticks());
+    helpers_.push_back(std::move(proc));
+    if (!WaitForPath(sock, std::chrono::seconds(5))) {
+      auto log = base::ReadFile(helper.output_log_path, 1 << 16);
+      return base::Internal("virtiofsd for share \"" + spec.fs_shares[i].tag + "\" did not create " + sock + ": " +
+                            base::Tail(log.ok() ? *log : std::string(), 600));
+    }
+  }
+  return Status::Ok();
+}
+
+Status QemuVmm::Start(const VmLaunchSpec& spec) {
+  if (process_.valid()) {
+    return base::FailedPrecondition("VM " + spec.sandbox_id + " is already started");
+  }
+  CHRYS_RETURN_IF_ERROR(ValidateLaunchSpec(spec));
+  spec_ = spec;
+  if (spec_.vsock_cid == 0) {
+    spec_.vsock_cid = 3 + static_cast<uint32_t>(std::hash<std::string>{}(spec.sandbox_id) % 0x7fff0000u);
+  }
+  CHRYS_ASSIGN_OR_RETURN(accel_, ResolveQemuAccel(config_, spec_.kernel_path));
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(spec_.run_dir, 0700));
+  state_ = VmmProcessState{};
+  state_.kind = VmmKind::kQemu;
+  state_.binary = config_.qemu_binary;
+  state_.control_socket = QmpSocketPath(spec_);
+  state_.agent.kind = EffectiveAgentChannel(spec_);
+  state_.agent.socket_path = state_.agent.kind == AgentChannelKind::kVirtioSerial ? AgentSocketPath(spec_) : "";
+  state_.agent.vsock_cid = spec_.vsock_cid;
+
+  auto fail = [this](base::Error err) -> Status {
+    (void)Kill();
+    return err;
+  };
+  if (config_.place_in_cgroup) {
+    std::vector<CgroupHierarchy> hierarchies = config_.cgroup_hierarchies;
+    if (hierarchies.empty()) {
+      CHRYS_ASSIGN_OR_RETURN(hierarchies, DiscoverCgroupHierarchies());
+    }
+    CHRYS_ASSIGN_OR_RETURN(std::string rel,
+                           VmmCgroupRelativePath(spec_.cgroup_parent, spec_.cgroup_driver, spec_.sandbox_id));
+    CHRYS_ASSIGN_OR_RETURN(cgroup_, VmmCgroup::Create(hierarchies, rel));
+    state_.cgroup_dirs = cgroup_.created_dirs();
+  }
+  for (const auto& path : {QmpSocketPath(spec_), AgentSocketPath(spec_)}) {
+    (void)base::RemoveFileIfExists(path);
+  }
+  Status helpers = StartHelpers(spec_);
+  if (!helpers.ok()) {
+    return fail(helpers.error().Wrap("starting virtiofsd for " + spec_.sandbox_id));
+  }
+  DetachedLaunchSpec launch;
+  launch.argv = BuildCommandLine(spec_, accel_);
+  for (const auto& nic : spec_.interfaces) {
+    launch.pass_fds.insert(launch.pass_fds.end(), nic.tap_queue_fds.begin(), nic.tap_queue_fds.end());
+  }
+  launch.netns_path = spec_.netns_path;
+  launch.cgroup_procs_files = cgroup_.procs_files();
+  launch.output_log_path = VmmLogPath(spec_);
+  auto proc = DetachedProcess::Launch(launch);
+  if (!proc.ok()) {
+    return fail(proc.error().Wrap("starting QEMU for " + spec_.sandbox_id));
+  }
+  process_ = std::move(proc).value();
+  state_.pid = process_.pid();
+  state_.start_time_ticks = process_.start_ticks();
+
+  auto qmp = QmpClient::Connect(QmpSocketPath(spec_), config_.qmp_timeout);
+  if (!qmp.ok()) {
+    return fail(BootFailure("QEMU did not answer on QMP (" + qmp.error().message() + ")"));
+  }
+  qmp_ = std::make_unique<QmpClient>(std::move(qmp).value());
+  auto status = Qmp("query-status", json::object(), config_.qmp_timeout);
+  if (!status.ok()) {
+    return fail(BootFailure("query-status failed: " + status.error().message()));
+  }
+  return Status::Ok();
+}
+
+base::Error QemuVmm::BootFailure(const std::string& what) {
+  auto vmm_log = base::ReadFile(VmmLogPath(spec_), 1 << 20);
+  std::string msg = "VM " + spec_.sandbox_id + ": " + what;
+  if (vmm_log.ok() && !vmm_log->empty()) {
+    msg += "\nQEMU said: " + base::Tail(*vmm_log, 800);
+  }
+  msg += "\nconsole tail:\n" + ConsoleTail(spec_.console_log_path);
+  return base::Unavailable(msg);
+}
+
+Result<json> QemuVmm::Qmp(const std::string& command, const json& args, milliseconds timeout) {
+  if (!qmp_ || !qmp_->connected()) {
+    // A dropped connection (garbage, EOF, timeout) is re-established once; the VMM may simply have restarted its
+    // monitor side. If the VMM itself is gone this fails fast.
+    if (!Alive()) {
+      return base::Unavailable("VMM of " + spec_.sandbox_id + " is not running");
+    }
+    CHRYS_ASSIGN_OR_RETURN(QmpClient fresh, QmpClient::Connect(state_.control_socket, timeout));
+    qmp_ = std::make_unique<QmpClient>(std::move(fresh));
+  }
+  return qmp_->Execute(command, args, timeout);
+}
+
+Status QemuVmm::WaitReady(const ReadinessCheck& check, milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (true) {
+    if (!Alive()) {
+      base::Error err = BootFailure("the VMM exited while the guest was booting");
+      (void)Kill();
+      return err;
+    }
+    std::string tail = ConsoleTail(spec_.console_log_path, 4096);
+    if (tail.find("Kernel panic") != std::string::npos) {
+      base::Error err = BootFailure("the guest kernel panicked");
+      (void)Kill();
+      return err;
+    }
+    auto ready = check();
+    if (!ready.ok()) {
+      base::Error err = BootFailure("readiness check failed: " + ready.error().message());
+      (void)Kill();
+      return err;
+    }
+    if (*ready) {
+      return Status::Ok();
+    }
+    if (Clock::now() >= deadline) {
+      base::Error err = BootFailure("the guest did not become ready within " + std::to_string(timeout.count()) + "ms");
+      (void)Kill();
+      return base::DeadlineExceeded(err.message());
+    }
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+}
+
+Status QemuVmm::HotplugDisk(const DiskSpec& disk, milliseconds timeout) {
+  CHRYS_RETURN_IF_ERROR(ValidateDiskSpec(disk));
+  for (const auto& d : state_.plugged_disks) {
+    if (d.serial == disk.serial) {
+      return base::MakeError(base::ErrorCode::kAlreadyExists, "a disk with serial " + disk.serial + " is plugged");
+    }
+  }
+  int slot = -1;
+  for (int p = 0; p < config_.hotplug_ports && slot < 0; ++p) {
+    if (std::none_of(state_.plugged_disks.begin(), state_.plugged_disks.end(),
+                     [p](const PluggedDisk& d) { return d.slot == p; })) {
+      slot = p;
+    }
+  }
+  if (slot < 0) {
+    return base::MakeError(
+        base::ErrorCode::kResourceExhausted,
+        "all " + std::to_string(config_.hotplug_ports) + " hot-plug ports of " + spec_.sandbox_id + " are in use");
+  }
+  std::string node = "blk-" + disk.serial;
+  std::string dev = "disk-" + disk.serial;
+  json blockdev = {{"driver", "raw"},
+                   {"node-name", node},
+                   {"read-only", disk.read_only},
+                   {"file", {{"driver", "file"}, {"filename", disk.path}, {"read-only", disk.read_only}}}};
+  CHRYS_RETURN_IF_ERROR(Qmp("blockdev-add", blockdev, timeout));
+  json device = {{"driver", "virtio-blk-pci"},
+                 {"id", dev},
+                 {"drive", node},
+                 {"serial", disk.serial},
+                 {"bus", "hp" + std::to_string(slot)}};
+  auto added = Qmp("device_add", device, timeout);
+  if (!added.ok()) {
+    // Roll back the half: the block node must not outlive a failed plug.
+    auto undo = Qmp("blockdev-del", {{"node-name", node}}, timeout);
+    std::string extra =
+        undo.ok() ? "" : " (and removing block node " + node + " failed: " + undo.error().message() + ")";
+    return base::Internal("hot-plugging disk " + disk.serial + " into " + spec_.sandbox_id + ": " +
+                          added.error().message() + extra);
+  }
+  state_.plugged_disks.push_back({disk.serial, dev, slot, disk.read_only, disk.path});
+  return Status::Ok();
+}
+
+Status QemuVmm::UnplugDisk(const std::string& serial, milliseconds timeout) {
+  auto it = std::find_if(state_.plugged_disks.begin(), state_.plugged_disks.end(),
+                         [&](const PluggedDisk& d) { return d.serial == serial; });
+  if (it == state_.plugged_disks.end()) {
+    return base::NotFound("no disk with serial " + serial + " is plugged into " + spec_.sandbox_id);
+  }
+  auto deadline = Clock::now() + timeout;
+  auto left = [&] {
+    return std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
+  };
+  std::string dev = it->device_id;
+  auto del = Qmp("device_del", {{"id", dev}}, left());
+  if (!del.ok() && del.error().message().find("not found") == std::string::npos) {
+    return del.error().Wrap("unplugging disk " + serial);
+  }
+  if (del.ok()) {
+    // The guest has to release the device (ACPI/PCIe hot-unplug); only then may the block node go.
+    CHRYS_RETURN_IF_ERROR(qmp_->WaitEvent(
+        "DEVICE_DELETED", [&](const json& data) { return data.value("device", std::string()) == dev; }, left()));
+  }
+  auto bd = Qmp("blockdev-del", {{"node-name", "blk-" + serial}}, left());
+  if (!bd.ok() && bd.error().message().find("not found") == std::string::npos) {
+    return bd.error().Wrap("removing the block node of disk " + serial);
+  }
+  state_.plugged_disks.erase(it);
+  return Status::Ok();
+}
+
+Status QemuVmm::Shutdown(bool graceful, milliseconds timeout) {
+  if (process_.valid() && Alive() && graceful) {
+    auto pressed = Qmp("system_powerdown", json::object(), std::min(timeout, config_.qmp_timeout));
+    if (pressed.ok()) {
+      process_.WaitExit(timeout);
+    }
+  }
+  if (process_.valid() && Alive()) {
+    // QEMU stops cleanly on SIGTERM; a VMM that ignores it is killed.
+    CHRYS_RETURN_IF_ERROR(process_.Terminate(std::chrono::seconds(2)));
+  }
+  process_.WaitExit(milliseconds(0));
+  return Cleanup();
+}
+
+Status QemuVmm::Kill() {
+  if (process_.valid()) {
+    (void)process_.Signal(SIGKILL);
+    process_.WaitExit(std::chrono::seconds(10));
+  }
+  return Cleanup();
+}
+
+Status QemuVmm::Cleanup() {
+  qmp_.reset();
+  std::string first_error;
+  for (auto& helper : helpers_) {
+    Status s = helper.Terminate(std::chrono::seconds(2));
+    if (!s.ok() && first_error.empty()) {
+      first_error = s.error().message();
+    }
+  }
+  helpers_.clear();
+  std::vector<std::string> sockets = {QmpSocketPath(spec_), AgentSocketPath(spec_)};
+  for (size_t i = 0; i < spec_.fs_shares.size(); ++i) {
+    sockets.push_back(FsSocketPath(spec_, i));
+  }
+  if (!spec_.run_dir.empty()) {
+    for (const auto& s : sockets) {
+      (void)base::RemoveFileIfExists(s);
+    }
+  }
+  Status cg = cgroup_.Remove(std::chrono::seconds(2));
+  if (!cg.ok() && first_error.empty()) {
+    first_error = cg.error().message();
+  }
+  state_.cgroup_dirs = cgroup_.created_dirs();
+  state_.plugged_disks.clear();
+  if (!first_error.empty()) {
+    return base::Internal("cleaning up VM " + spec_.sandbox_id + ": " + first_error);
+  }
+  return Status::Ok();
+}
+
+Result<VmInfo> QemuVmm::Info() {
+  VmInfo info;
+  info.pid = state_.pid;
+  if (!Alive()) {
+    info.state = VmRunState::kShutdown;
+    info.detail = "exited";
+    return info;
+  }
+  CHRYS_ASSIGN_OR_RETURN(json status, Qmp("query-status", json::object(), config_.qmp_timeout));
+  if (!status.is_object() || !status.contains("status") || !status["status"].is_string()) {
+    return base::Internal("query-status returned an unexpected shape: " + status.dump().substr(0, 200));
+  }
+  info.detail = status["status"].get<std::string>();
+  if (info.detail == "running") {
+    info.state = VmRunState::kRunning;
+  } else if (info.detail == "paused" || info.detail == "suspended" || info.detail == "prelaunch") {
+    info.state = VmRunState::kPaused;
+  } else if (info.detail == "shutdown") {
+    info.state = VmRunState::kShutdown;
+  }
+  return info;
+}
+
+Status QemuVmm::Adopt(const VmmProcessState& state, const VmLaunchSpec& spec) {
+  if (state.kind != VmmKind::kQemu) {
+    return base::InvalidArgument("adopt: state is not a QEMU VM");
+  }
+  spec_ = spec;
+  state_ = state;
+  cgroup_ = VmmCgroup::FromCreatedDirs(state.cgroup_dirs);
+  CHRYS_ASSIGN_OR_RETURN(process_, DetachedProcess::Attach(state.pid, state.start_time_ticks, state.binary));
+  for (size_t i = 0; i < state.helper_pids.size(); ++i) {
+    uint64_t ticks = i < state.helper_start_ticks.size() ? state.helper_start_ticks[i] : 0;
+    auto helper = DetachedProcess::Attach(state.helper_pids[i], ticks, config_.virtiofsd_binary);
+    if (!helper.ok()) {
+      return helper.error().Wrap("virtiofsd of " + spec.sandbox_id + " is gone");
+    }
+    helpers_.push_back(std::move(helper).value());
+  }
+  CHRYS_ASSIGN_OR_RETURN(QmpClient qmp, QmpClient::Connect(state.control_socket, config_.qmp_timeout));
+  qmp_ = std::make_unique<QmpClient>(std::move(qmp));
+  CHRYS_ASSIGN_OR_RETURN(VmInfo info, Info());
+  if (info.state == VmRunState::kShutdown) {
+    return base::Unavailable("VM " + spec.sandbox_id + " is shut down (" + info.detail + ")");
+  }
+  return Status::Ok();
+}
+
+bool QemuVmm::Alive() const {
+  return process_.valid() && process_.Alive();
+}
+
+}  // namespace chrys::runtime

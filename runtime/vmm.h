@@ -1,0 +1,165 @@
+// Vmm: the one interface through which a sandbox starts, watches, hot-plugs, stops and re-adopts its VM.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace chrys::runtime {
+
+enum class VmmKind { kQemu, kCloudHypervisor };
+const char* VmmKindName(VmmKind kind);
+
+// How the host reaches the guest agent.
+enum class AgentChannelKind {
+  kVirtioSerial,  // QEMU virtio-serial port backed by a unix socket (server side in the VMM)
+  kVhostVsock,    // AF_VSOCK through /dev/vhost-vsock (QEMU)
+  kHybridVsock,   // Cloud Hypervisor hybrid vsock: unix socket + "CONNECT <port>\n"
+};
+const char* AgentChannelKindName(AgentChannelKind kind);
+
+enum class CgroupDriver { kCgroupfs, kSystemd };
+
+// One guest NIC backed by the queue fds of a multi-queue tap. The caller owns the fds; the driver only hands
+// copies to the VMM process.
+struct NetInterfaceSpec {
+  std::vector<int> tap_queue_fds;
+  std::string guest_mac;  // "02:xx:..."; required
+  int mtu = 1500;
+};
+
+// A host directory shared into the guest over virtio-fs (one virtiofsd per share).
+struct FsShareSpec {
+  std::string tag;
+  std::string host_dir;
+  bool read_only = false;
+};
+
+// Everything needed to launch one VM. Direct kernel boot (kernel + initramfs + cmdline) or disk + firmware.
+struct VmLaunchSpec {
+  std::string sandbox_id;
+  std::string kernel_path;
+  std::string initramfs_path;
+  std::string kernel_cmdline;
+  std::string disk_path;      // disk boot (HAL image); empty for direct kernel boot
+  std::string firmware_path;  // OVMF for disk boot
+  int vcpus = 1;
+  int memory_mib = 512;
+  bool hugepages = false;
+  std::vector<NetInterfaceSpec> interfaces;
+  std::vector<FsShareSpec> fs_shares;
+  AgentChannelKind agent_channel = AgentChannelKind::kVirtioSerial;
+  uint32_t vsock_cid = 0;  // for vsock channels; 0 lets the driver derive one
+  // Directory for this VM's sockets, pid and VMM log (created by the caller, removed on stop).
+  std::string run_dir;
+  std::string console_log_path;
+  std::string netns_path;  // empty: the caller's network namespace
+  std::string cgroup_parent;
+  CgroupDriver cgroup_driver = CgroupDriver::kCgroupfs;
+};
+
+// Where the agent is reached, filled in by the driver after Start/Adopt.
+struct AgentEndpoint {
+  AgentChannelKind kind = AgentChannelKind::kVirtioSerial;
+  std::string socket_path;  // unix socket (virtio-serial, hybrid vsock)
+  uint32_t vsock_cid = 0;
+  uint32_t vsock_port = 1024;
+};
+
+// A hot-plugged disk: its serial, the VMM's id for the device, and the hot-plug slot it occupies.
+struct PluggedDisk {
+  std::string serial;
+  std::string device_id;
+  int slot = -1;
+  bool read_only = true;
+  std::string path;
+};
+
+// What a restarted chrysd needs to find and re-check a running VM. Persisted by the sandbox layer.
+struct VmmProcessState {
+  VmmKind kind = VmmKind::kQemu;
+  pid_t pid = 0;
+  uint64_t start_time_ticks = 0;   // /proc/<pid>/stat field 22: guards against pid reuse
+  std::string binary;              // argv[0] as launched, checked against /proc/<pid>/cmdline
+  std::string control_socket;      // QMP or CH API socket
+  std::vector<pid_t> helper_pids;  // virtiofsd
+  std::vector<uint64_t> helper_start_ticks;
+  std::vector<std::string> cgroup_dirs;  // every cgroup directory created for the VMM
+  AgentEndpoint agent;
+  std::vector<PluggedDisk> plugged_disks;
+};
+
+struct DiskSpec {
+  std::string serial;  // guest-visible identifier, [A-Za-z0-9_-]{1,20}
+  std::string path;
+  bool read_only = true;
+};
+
+enum class VmRunState { kRunning, kPaused, kShutdown, kUnknown };
+
+struct VmInfo {
+  VmRunState state = VmRunState::kUnknown;
+  pid_t pid = 0;
+  std::string detail;  // driver's raw state name ("running", "Running", ...)
+};
+
+// Called repeatedly by WaitReady until it returns true, an error, or the deadline passes.
+using ReadinessCheck = std::function<base::Result<bool>()>;
+
+class Vmm {
+ public:
+  virtual ~Vmm() = default;
+
+  virtual VmmKind kind() const = 0;
+
+  // Launches the VMM process (own session, inside spec.netns_path, in the sandbox cgroup) and boots the guest.
+  // On failure everything started so far is killed and removed.
+  virtual base::Status Start(const VmLaunchSpec& spec) = 0;
+
+  // Polls `check` until it reports ready. Fails early when the VMM dies; on timeout or failure the VMM is killed
+  // and the error quotes the tail of the console log.
+  virtual base::Status WaitReady(const ReadinessCheck& check, std::chrono::milliseconds timeout) = 0;
+
+  virtual base::Status HotplugDisk(const DiskSpec& disk, std::chrono::milliseconds timeout) = 0;
+  virtual base::Status UnplugDisk(const std::string& serial, std::chrono::milliseconds timeout) = 0;
+
+  // graceful: power button first and wait up to `timeout` for the guest to halt; then SIGTERM, then SIGKILL.
+  // Returns once the VMM and its helpers are gone and their sockets and cgroups removed.
+  virtual base::Status Shutdown(bool graceful, std::chrono::milliseconds timeout) = 0;
+  // SIGKILL to the VMM and helpers, then the same cleanup as Shutdown.
+  virtual base::Status Kill() = 0;
+
+  virtual base::Result<VmInfo> Info() = 0;
+
+  // Re-attaches to a VMM started by an earlier chrysd: checks pid + start time + command line, reconnects the
+  // control socket. Errors mean the VM is gone or is not ours.
+  virtual base::Status Adopt(const VmmProcessState& state, const VmLaunchSpec& spec) = 0;
+
+  // True while the VMM process exists.
+  virtual bool Alive() const = 0;
+
+  virtual const VmmProcessState& process_state() const = 0;
+  virtual AgentEndpoint agent_endpoint() const = 0;
+  // The command line Start uses (for `chrysctl debug` and tests).
+  virtual base::Result<std::vector<std::string>> CommandLine(const VmLaunchSpec& spec) const = 0;
+};
+
+}  // namespace chrys::runtime
+
+namespace chrys::runtime {
+
+// Checks what every driver needs from a launch spec (ids, sizes, MACs, fds, paths); errors name the field.
+base::Status ValidateLaunchSpec(const VmLaunchSpec& spec);
+// A disk serial must be 1..20 characters of [A-Za-z0-9_-] (virtio-blk serials are at most 20 bytes).
+base::Status ValidateDiskSpec(const DiskSpec& disk);
+// The last `max_bytes` of a console log, for error messages; "(console log empty)" when there is none.
+std::string ConsoleTail(const std::string& console_log_path, size_t max_bytes = 1500);
+
+}  // namespace chrys::runtime
