@@ -63,17 +63,16 @@ RuntimeServiceImpl::RuntimeServiceImpl(const Config& config, StateStore& state, 
     : config_(config), state_(state), network_ready_(std::move(network_ready)) {}
 
 void RuntimeServiceImpl::LoadState() {
-  auto record = state_.Get(kRuntimeStateKind, kRuntimeStateId);
-  if (!record.ok()) {
-    if (record.error().code() != base::ErrorCode::kNotFound) {
-      spdlog::error("state: cannot read the runtime record: {}", record.error().message());
+  // LoadAll moves a corrupt record aside (logged) instead of failing the start.
+  for (const auto& [id, record] : state_.LoadAll(kRuntimeStateKind)) {
+    if (id != kRuntimeStateId) {
+      continue;
     }
-    return;
-  }
-  std::lock_guard lock(mutex_);
-  pod_cidr_ = record->value("pod_cidr", "");
-  if (!pod_cidr_.empty()) {
-    spdlog::info("state: pod CIDR {} restored", pod_cidr_);
+    std::lock_guard lock(mutex_);
+    pod_cidr_ = record.value("pod_cidr", "");
+    if (!pod_cidr_.empty()) {
+      spdlog::info("state: pod CIDR {} restored", pod_cidr_);
+    }
   }
 }
 
