@@ -317,6 +317,14 @@ base::Result<TunInfo> ReadTunInfo(nl_sock* sock, int ifindex) {
   if (err < 0) {
     return NlError("read link attributes", err);
   }
+  // libnl asks for an ACK on every request; consume it so the next request on this socket stays in step.
+  err = nl_wait_for_ack(sock);
+  if (err < 0) {
+    return NlError("read link attributes ack", err);
+  }
+  if (!info.seen) {
+    return base::Internal("no reply to RTM_GETLINK for ifindex " + std::to_string(ifindex));
+  }
   return info;
 }
 
