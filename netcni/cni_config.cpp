@@ -97,8 +97,14 @@ base::Result<NetworkConfigList> ParseNetworkConfigList(const std::string& text, 
   try {
     doc = json::parse(text);
   } catch (const json::parse_error& e) {
-    return InvalidArgument("CNI config " + source + ": JSON syntax error at " + DescribePosition(text, e.byte) +
-                           " (byte " + std::to_string(e.byte) + "): " + e.what());
+    // e.byte counts the characters read, so the offending one is at e.byte - 1.
+    std::string detail = e.what();
+    if (auto colon = detail.find(": "); colon != std::string::npos) {
+      detail = detail.substr(colon + 2);  // drop nlohmann's "[json.exception...] parse error at ...: " prefix
+    }
+    const size_t offset = e.byte > 0 ? e.byte - 1 : 0;
+    return InvalidArgument("CNI config " + source + ": JSON syntax error at " + DescribePosition(text, offset) +
+                           " (byte offset " + std::to_string(offset) + "): " + detail);
   }
   auto bad = [&source](const std::string& what) { return InvalidArgument("CNI config " + source + ": " + what); };
   if (!doc.is_object()) {
