@@ -54,7 +54,7 @@ bool ValidTag(std::string_view t) {
 }
 
 bool ValidRegistry(std::string_view r) {
-  if (r.empty()) {
+  if (r.empty() || !std::isalnum(static_cast<unsigned char>(r.front()))) {
     return false;
   }
   for (char c : r) {
