@@ -1,0 +1,703 @@
+#include "guest/agent/container_manager.h"
+
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <future>
+#include <sstream>
+
+#include "base/file_util.h"
+#include "guest/agent/log.h"
+#include "guest/agent/oci_spec.h"
+#include "guest/agent/sandbox.h"
+
+namespace chrys::guest {
+namespace {
+
+using base::Result;
+using base::Status;
+using nlohmann::json;
+
+int64_t UnixNanos(std::chrono::system_clock::time_point t) {
+  if (t.time_since_epoch().count() == 0) {
+    return 0;
+  }
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+int PidfdOpen(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+int PidfdSignal(int pidfd, int sig) {
+  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+Result<pid_t> ReadPidFile(const std::string& path) {
+  CHRYS_ASSIGN_OR_RETURN(std::string text, base::ReadFile(path, 64));
+  try {
+    long pid = std::stol(text);
+    if (pid <= 1) {
+      return base::Internal("bad pid '" + text + "' in " + path);
+    }
+    return static_cast<pid_t>(pid);
+  } catch (const std::exception&) {
+    return base::Internal("bad pid '" + text + "' in " + path);
+  }
+}
+
+std::string TailOfFile(const std::string& path) {
+  auto text = base::ReadFile(path, 1 << 20);
+  if (!text.ok()) {
+    return "";
+  }
+  // crun logs one message per line; the last lines carry the reason.
+  std::string t = *text;
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) {
+    t.pop_back();
+  }
+  return t.size() > 1024 ? t.substr(t.size() - 1024) : t;
+}
+
+void FillCgroupStats(const std::string& dir, v1::CgroupStats* stats) {
+  auto cpu = base::ReadFile(dir + "/cpu.stat", 64 << 10);
+  if (cpu.ok()) {
+    stats->set_cpu_usage_usec(CgroupKey(*cpu, "usage_usec"));
+    stats->set_cpu_user_usec(CgroupKey(*cpu, "user_usec"));
+    stats->set_cpu_system_usec(CgroupKey(*cpu, "system_usec"));
+  }
+  auto current = base::ReadFile(dir + "/memory.current", 64);
+  uint64_t usage = current.ok() ? std::strtoull(current->c_str(), nullptr, 10) : 0;
+  stats->set_memory_usage_bytes(usage);
+  auto mstat = base::ReadFile(dir + "/memory.stat", 64 << 10);
+  if (mstat.ok()) {
+    uint64_t inactive = CgroupKey(*mstat, "inactive_file");
+    stats->set_memory_working_set_bytes(usage > inactive ? usage - inactive : 0);
+    stats->set_memory_rss_bytes(CgroupKey(*mstat, "anon"));
+  }
+  auto pids = base::ReadFile(dir + "/pids.current", 64);
+  if (pids.ok()) {
+    stats->set_pids_current(std::strtoull(pids->c_str(), nullptr, 10));
+  }
+  auto events = base::ReadFile(dir + "/memory.events", 4096);
+  if (events.ok()) {
+    stats->set_oom_kills(CgroupKey(*events, "oom_kill"));
+  }
+  stats->set_timestamp_unix_nanos(UnixNanos(std::chrono::system_clock::now()));
+}
+
+}  // namespace
+
+uint64_t CgroupKey(const std::string& text, const std::string& key) {
+  std::istringstream in(text);
+  std::string k;
+  uint64_t v = 0;
+  while (in >> k >> v) {
+    if (k == key) {
+      return v;
+    }
+  }
+  return 0;
+}
+
+v1::ExitStatus ToProto(bool exited, const ProcessExit& exit, bool oom, std::chrono::system_clock::time_point started) {
+  v1::ExitStatus s;
+  s.set_exited(exited);
+  s.set_started_at_unix_nanos(UnixNanos(started));
+  if (exited) {
+    s.set_exit_code(exit.exit_code);
+    s.set_signal(exit.signal);
+    s.set_oom_killed(oom);
+    s.set_exited_at_unix_nanos(UnixNanos(exit.at));
+  }
+  return s;
+}
+
+bool EventHub::Subscription::Next(v1::Event& out, std::chrono::milliseconds wait) {
+  std::unique_lock lock(mu);
+  if (!cv.wait_for(lock, wait, [&] { return !events.empty(); })) {
+    return false;
+  }
+  out = std::move(events.front());
+  events.pop_front();
+  return true;
+}
+
+std::shared_ptr<EventHub::Subscription> EventHub::Subscribe() {
+  auto sub = std::make_shared<Subscription>();
+  std::lock_guard lock(mu_);
+  subs_.push_back(sub);
+  return sub;
+}
+
+void EventHub::Unsubscribe(const std::shared_ptr<Subscription>& sub) {
+  std::lock_guard lock(mu_);
+  std::erase(subs_, sub);
+}
+
+void EventHub::Publish(const v1::Event& event) {
+  std::lock_guard lock(mu_);
+  for (auto& sub : subs_) {
+    std::lock_guard sub_lock(sub->mu);
+    if (sub->events.size() >= kMaxQueued) {
+      sub->events.pop_front();
+    }
+    sub->events.push_back(event);
+    sub->cv.notify_all();
+  }
+}
+
+ContainerManager::ContainerManager(std::string crun) : crun_(std::move(crun)) {
+  oom_thread_ = std::thread([this] { OomWatchLoop(); });
+}
+
+ContainerManager::~ContainerManager() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  exit_cv_.notify_all();
+  if (oom_thread_.joinable()) {
+    oom_thread_.join();
+  }
+}
+
+Result<ChildReaper::RunResult> ContainerManager::Crun(const std::vector<std::string>& args,
+                                                      std::chrono::milliseconds timeout) {
+  std::vector<std::string> argv = {crun_, "--root", kCrunRoot};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return ChildReaper::Instance().Run(argv, timeout);
+}
+
+Result<pid_t> ContainerManager::CrunWithStdio(const std::vector<std::string>& args, ProcessIo& io,
+                                              const std::string& log_path, std::chrono::milliseconds timeout) {
+  SpawnSpec spec;
+  spec.argv = {crun_, "--root", kCrunRoot, "--log", log_path};
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.stdin_fd = io.child_stdin();
+  spec.stdout_fd = io.child_stdout();
+  spec.stderr_fd = io.child_stderr();
+  // The container's process must not end up in our session: a tty process gets its own.
+  spec.new_session = true;
+  auto done = std::make_shared<std::promise<ProcessExit>>();
+  auto exited = done->get_future();
+  CHRYS_ASSIGN_OR_RETURN(pid_t pid,
+                         ChildReaper::Instance().Spawn(spec, [done](const ProcessExit& e) { done->set_value(e); }));
+  if (exited.wait_for(timeout) != std::future_status::ready) {
+    ::kill(pid, SIGKILL);
+    exited.wait_for(std::chrono::seconds(5));
+    return base::DeadlineExceeded("crun " + args[0] + " did not finish within " + std::to_string(timeout.count()) +
+                                  " ms");
+  }
+  ProcessExit e = exited.get();
+  if (e.signal != 0 || e.exit_code != 0) {
+    std::string why = TailOfFile(log_path);
+    return base::FailedPrecondition("crun " + args[0] + " failed (exit " + std::to_string(e.exit_code) +
+                                    "): " + (why.empty() ? "no message from crun" : why));
+  }
+  return pid;
+}
+
+void ContainerManager::WatchProcess(const std::string& container_id, const std::string& exec_id,
+                                    std::shared_ptr<Process> process) {
+  pid_t pid = process->pid;
+  ChildReaper::Instance().Watch(
+      pid, [this, container_id, exec_id, process](const ProcessExit& e) { OnExit(container_id, exec_id, process, e); });
+}
+
+void ContainerManager::OnExit(const std::string& container_id, const std::string& exec_id,
+                              const std::shared_ptr<Process>& process, const ProcessExit& exit) {
+  bool oom = false;
+  if (exec_id.empty()) {
+    uint64_t kills = OomKills(container_id);
+    std::lock_guard lock(mu_);
+    auto it = containers_.find(container_id);
+    oom = kills > 0;
+    if (it != containers_.end() && kills > it->second->oom_kills_seen) {
+      it->second->oom_kills_seen = kills;
+    }
+  }
+  v1::Event event;
+  {
+    std::lock_guard lock(mu_);
+    process->exited = true;
+    process->exit = exit;
+    process->pidfd.Reset();
+    auto* exited = event.mutable_exited();
+    exited->mutable_process()->set_container_id(container_id);
+    exited->mutable_process()->set_exec_id(exec_id);
+    *exited->mutable_status() = ToProto(true, exit, oom, process->started_at);
+  }
+  exit_cv_.notify_all();
+  events_.Publish(event);
+  LogInfo("container %s%s%s exited: code %d signal %d%s", container_id.c_str(), exec_id.empty() ? "" : " exec ",
+          exec_id.c_str(), exit.exit_code, exit.signal, oom ? " (OOM killed)" : "");
+}
+
+uint64_t ContainerManager::OomKills(const std::string& id) {
+  auto events = base::ReadFile(std::string(kCgroupParent) + "/" + id + "/memory.events", 4096);
+  return events.ok() ? CgroupKey(*events, "oom_kill") : 0;
+}
+
+void ContainerManager::OomWatchLoop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    exit_cv_.wait_for(lock, std::chrono::seconds(1));
+    if (stopping_) {
+      break;
+    }
+    std::vector<std::shared_ptr<Container>> running;
+    for (auto& [id, c] : containers_) {
+      if (c->init && c->init->started && !c->init->exited) {
+        running.push_back(c);
+      }
+    }
+    lock.unlock();
+    for (auto& c : running) {
+      uint64_t kills = OomKills(c->id);
+      bool fresh = false;
+      {
+        std::lock_guard l(mu_);
+        if (kills > c->oom_kills_seen) {
+          c->oom_kills_seen = kills;
+          fresh = true;
+        }
+      }
+      if (fresh) {
+        v1::Event event;
+        event.mutable_oom()->set_container_id(c->id);
+        event.mutable_oom()->set_oom_kills(kills);
+        events_.Publish(event);
+      }
+    }
+    lock.lock();
+  }
+}
+
+Result<uint32_t> ContainerManager::Create(const v1::ContainerConfig& config) {
+  const std::string& id = config.id();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      return base::FailedPrecondition("the sandbox is shutting down");
+    }
+    if (containers_.count(id) != 0 || busy_.count(id) != 0) {
+      return base::Error(base::ErrorCode::kAlreadyExists, "container " + id + " already exists");
+    }
+    busy_[id] = true;
+  }
+  struct BusyGuard {
+    ContainerManager* self;
+    std::string id;
+    ~BusyGuard() {
+      std::lock_guard lock(self->mu_);
+      self->busy_.erase(id);
+    }
+  } busy_guard{this, id};
+
+  auto container = std::make_shared<Container>();
+  container->id = id;
+  container->bundle = std::string(kContainersDir) + "/" + id;
+  container->rootfs = container->bundle + "/rootfs";
+  (void)base::RemoveTree(container->bundle);
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(container->bundle, 0700));
+
+  auto undo_bundle = [&] { (void)base::RemoveTree(container->bundle); };
+  auto mounted = storage_.MountRootfs(id, config.rootfs(), container->rootfs);
+  if (!mounted.ok()) {
+    undo_bundle();
+    return mounted.error();
+  }
+  auto undo_rootfs = [&] {
+    (void)storage_.UnmountRootfs(id, container->rootfs);
+    undo_bundle();
+  };
+
+  SpecContext context;
+  context.rootfs_path = container->rootfs;
+  context.cgroups_path = "/chrys/" + id;
+  context.sandbox_files = SandboxFilesForContainers();
+  json spec = BuildOciSpec(config, context);
+  auto written = base::WriteFileAtomic(container->bundle + "/config.json",
+                                       spec.dump(1, ' ', false, json::error_handler_t::replace), 0600);
+  if (!written.ok()) {
+    undo_rootfs();
+    return written.error();
+  }
+  const auto& p = config.process();
+  auto io = ProcessIo::Create(p.tty(), p.stdin(), p.tty_rows(), p.tty_columns());
+  if (!io.ok()) {
+    undo_rootfs();
+    return io.error();
+  }
+  std::shared_ptr<ProcessIo> shared_io = std::move(io).value();
+  std::string pid_file = container->bundle + "/pid";
+  auto created = CrunWithStdio({"create", "--bundle", container->bundle, "--pid-file", pid_file, id}, *shared_io,
+                               container->bundle + "/crun.log", std::chrono::seconds(60));
+  if (!created.ok()) {
+    // crun may have left state behind even when it failed.
+    (void)Crun({"delete", "--force", id}, std::chrono::seconds(30));
+    undo_rootfs();
+    return created.error().Wrap("creating container " + id);
+  }
+  auto pid = ReadPidFile(pid_file);
+  if (!pid.ok()) {
+    (void)Crun({"delete", "--force", id}, std::chrono::seconds(30));
+    undo_rootfs();
+    return pid.error();
+  }
+  shared_io->StartAfterSpawn();
+  auto process = std::make_shared<Process>();
+  process->pid = *pid;
+  process->pidfd.Reset(PidfdOpen(*pid));
+  process->io = shared_io;
+  container->init = process;
+  {
+    std::lock_guard lock(mu_);
+    containers_[id] = container;
+  }
+  WatchProcess(id, "", process);
+  LogInfo("container %s created, pid %d", id.c_str(), *pid);
+  return static_cast<uint32_t>(*pid);
+}
+
+Status ContainerManager::Start(const std::string& id) {
+  std::shared_ptr<Container> c;
+  {
+    std::lock_guard lock(mu_);
+    auto it = containers_.find(id);
+    if (it == containers_.end()) {
+      return base::NotFound("container " + id + " not found");
+    }
+    c = it->second;
+    if (c->init->started) {
+      return base::FailedPrecondition("container " + id + " was already started");
+    }
+    if (c->init->exited) {
+      return base::FailedPrecondition("container " + id + " already exited");
+    }
+  }
+  CHRYS_ASSIGN_OR_RETURN(auto result, Crun({"start", id}, std::chrono::seconds(30)));
+  if (!result.ok()) {
+    return base::FailedPrecondition("crun start " + id + " failed: " + result.output.substr(0, 1024));
+  }
+  std::lock_guard lock(mu_);
+  c->init->started = true;
+  c->init->started_at = std::chrono::system_clock::now();
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<ContainerManager::Process>> ContainerManager::FindProcess(const v1::ProcessRef& ref) {
+  auto it = containers_.find(ref.container_id());
+  if (it == containers_.end()) {
+    return base::NotFound("container " + ref.container_id() + " not found");
+  }
+  if (ref.exec_id().empty()) {
+    return it->second->init;
+  }
+  auto e = it->second->execs.find(ref.exec_id());
+  if (e == it->second->execs.end()) {
+    return base::NotFound("exec " + ref.exec_id() + " not found in container " + ref.container_id());
+  }
+  return e->second;
+}
+
+Status ContainerManager::Signal(const v1::ProcessRef& ref, int signal) {
+  std::lock_guard lock(mu_);
+  CHRYS_ASSIGN_OR_RETURN(auto process, FindProcess(ref));
+  if (process->exited) {
+    return base::FailedPrecondition("process already exited");
+  }
+  // Through the pidfd: never signals a recycled pid.
+  int rc = process->pidfd ? PidfdSignal(process->pidfd.get(), signal) : ::kill(process->pid, signal);
+  if (rc != 0 && errno != ESRCH) {
+    return base::SystemError("signalling " + ref.container_id());
+  }
+  return Status::Ok();
+}
+
+Result<v1::ExitStatus> ContainerManager::Wait(const v1::ProcessRef& ref, bool no_block,
+                                              std::chrono::steady_clock::time_point deadline,
+                                              const std::function<bool()>& cancelled) {
+  std::unique_lock lock(mu_);
+  CHRYS_ASSIGN_OR_RETURN(auto process, FindProcess(ref));
+  while (!process->exited && !no_block) {
+    if (cancelled() || std::chrono::steady_clock::now() >= deadline) {
+      return base::DeadlineExceeded("process " + ref.container_id() + " still running");
+    }
+    exit_cv_.wait_for(lock, std::chrono::milliseconds(200));
+  }
+  bool oom = false;
+  if (ref.exec_id().empty()) {
+    auto it = containers_.find(ref.container_id());
+    oom = it != containers_.end() && it->second->oom_kills_seen > 0;
+  }
+  return ToProto(process->exited, process->exit, oom, process->started_at);
+}
+
+Status ContainerManager::Cleanup(const std::string& id, const std::string& bundle, const std::string& rootfs) {
+  auto deleted = Crun({"delete", "--force", id}, std::chrono::seconds(30));
+  if (!deleted.ok()) {
+    return deleted.error();
+  }
+  if (!deleted->ok() && deleted->output.find("does not exist") == std::string::npos) {
+    return base::Internal("crun delete " + id + " failed: " + deleted->output.substr(0, 1024));
+  }
+  CHRYS_RETURN_IF_ERROR(storage_.UnmountRootfs(id, rootfs));
+  return base::RemoveTree(bundle);
+}
+
+Status ContainerManager::Delete(const std::string& id, bool force) {
+  std::shared_ptr<Container> c;
+  {
+    std::unique_lock lock(mu_);
+    auto it = containers_.find(id);
+    if (it == containers_.end()) {
+      return base::NotFound("container " + id + " not found");
+    }
+    c = it->second;
+    if (c->deleting) {
+      return base::Error(base::ErrorCode::kAborted, "container " + id + " is being deleted");
+    }
+    bool running = !c->init->exited;
+    if (running && c->init->started && !force) {
+      return base::FailedPrecondition("container " + id + " is running; stop it first or delete with force");
+    }
+    c->deleting = true;
+    if (running && c->init->pidfd) {
+      PidfdSignal(c->init->pidfd.get(), SIGKILL);
+    } else if (running) {
+      ::kill(c->init->pid, SIGKILL);
+    }
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!c->init->exited && std::chrono::steady_clock::now() < deadline) {
+      exit_cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+    if (!c->init->exited) {
+      c->deleting = false;
+      return base::DeadlineExceeded("container " + id + " did not die after SIGKILL");
+    }
+  }
+  Status cleaned = Cleanup(id, c->bundle, c->rootfs);
+  std::lock_guard lock(mu_);
+  if (!cleaned.ok()) {
+    c->deleting = false;
+    return cleaned.error().Wrap("deleting container " + id);
+  }
+  containers_.erase(id);
+  return Status::Ok();
+}
+
+std::vector<v1::ContainerInfo> ContainerManager::List() {
+  std::lock_guard lock(mu_);
+  std::vector<v1::ContainerInfo> out;
+  for (const auto& [id, c] : containers_) {
+    v1::ContainerInfo info;
+    info.set_id(id);
+    info.set_pid(static_cast<uint32_t>(c->init->pid));
+    info.set_state(c->init->exited    ? v1::ContainerInfo::STOPPED
+                   : c->init->started ? v1::ContainerInfo::RUNNING
+                                      : v1::ContainerInfo::CREATED);
+    *info.mutable_status() = ToProto(c->init->exited, c->init->exit, c->oom_kills_seen > 0, c->init->started_at);
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+Result<uint32_t> ContainerManager::Exec(const std::string& container_id, const std::string& exec_id,
+                                        const v1::ProcessSpec& spec) {
+  std::shared_ptr<Container> c;
+  {
+    std::lock_guard lock(mu_);
+    auto it = containers_.find(container_id);
+    if (it == containers_.end()) {
+      return base::NotFound("container " + container_id + " not found");
+    }
+    c = it->second;
+    if (!c->init->started || c->init->exited || c->deleting) {
+      return base::FailedPrecondition("container " + container_id + " is not running");
+    }
+    if (c->execs.count(exec_id) != 0) {
+      return base::Error(base::ErrorCode::kAlreadyExists, "exec " + exec_id + " already exists");
+    }
+    if (c->execs.size() >= 256) {
+      // Finished execs are kept for their exit status; drop the oldest finished one.
+      for (auto e = c->execs.begin(); e != c->execs.end(); ++e) {
+        if (e->second->exited && e->second->io->stdout_buffer().Drained()) {
+          c->execs.erase(e);
+          break;
+        }
+      }
+      if (c->execs.size() >= 256) {
+        return base::Error(base::ErrorCode::kResourceExhausted, "too many execs in container " + container_id);
+      }
+    }
+    auto placeholder = std::make_shared<Process>();
+    placeholder->exited = true;  // not signalable until it runs
+    placeholder->exit.exit_code = 255;
+    c->execs[exec_id] = placeholder;
+  }
+  auto drop_placeholder = [&] {
+    std::lock_guard lock(mu_);
+    c->execs.erase(exec_id);
+  };
+  std::string process_file = c->bundle + "/exec-" + exec_id + ".json";
+  std::string pid_file = c->bundle + "/exec-" + exec_id + ".pid";
+  json process = BuildOciProcess(spec, false);
+  auto written = base::WriteFileAtomic(process_file, process.dump(1, ' ', false, json::error_handler_t::replace), 0600);
+  if (!written.ok()) {
+    drop_placeholder();
+    return written.error();
+  }
+  auto io = ProcessIo::Create(spec.tty(), spec.stdin(), spec.tty_rows(), spec.tty_columns());
+  if (!io.ok()) {
+    drop_placeholder();
+    return io.error();
+  }
+  std::shared_ptr<ProcessIo> shared_io = std::move(io).value();
+  auto ran = CrunWithStdio({"exec", "--detach", "--pid-file", pid_file, "--process", process_file, container_id},
+                           *shared_io, c->bundle + "/exec-" + exec_id + ".log", std::chrono::seconds(60));
+  ::unlink(process_file.c_str());
+  if (!ran.ok()) {
+    drop_placeholder();
+    return ran.error().Wrap("exec in " + container_id);
+  }
+  auto pid = ReadPidFile(pid_file);
+  ::unlink(pid_file.c_str());
+  if (!pid.ok()) {
+    drop_placeholder();
+    return pid.error();
+  }
+  shared_io->StartAfterSpawn();
+  auto proc = std::make_shared<Process>();
+  proc->pid = *pid;
+  proc->pidfd.Reset(PidfdOpen(*pid));
+  proc->io = shared_io;
+  proc->started = true;
+  proc->started_at = std::chrono::system_clock::now();
+  {
+    std::lock_guard lock(mu_);
+    c->execs[exec_id] = proc;
+  }
+  WatchProcess(container_id, exec_id, proc);
+  return static_cast<uint32_t>(*pid);
+}
+
+Status ContainerManager::WriteStdin(const v1::ProcessRef& ref, const std::string& data, bool eof) {
+  std::shared_ptr<ProcessIo> io;
+  {
+    std::lock_guard lock(mu_);
+    CHRYS_ASSIGN_OR_RETURN(auto process, FindProcess(ref));
+    io = process->io;
+  }
+  if (!io) {
+    return base::FailedPrecondition("process has no stdio yet");
+  }
+  return io->WriteStdin(data, eof, std::chrono::seconds(10));
+}
+
+Status ContainerManager::Resize(const v1::ProcessRef& ref, uint32_t rows, uint32_t columns) {
+  std::shared_ptr<ProcessIo> io;
+  {
+    std::lock_guard lock(mu_);
+    CHRYS_ASSIGN_OR_RETURN(auto process, FindProcess(ref));
+    io = process->io;
+  }
+  if (!io) {
+    return base::FailedPrecondition("process has no stdio yet");
+  }
+  return io->Resize(rows, columns);
+}
+
+Result<std::shared_ptr<ProcessIo>> ContainerManager::Io(const v1::ProcessRef& ref) {
+  std::lock_guard lock(mu_);
+  CHRYS_ASSIGN_OR_RETURN(auto process, FindProcess(ref));
+  if (!process->io) {
+    return base::FailedPrecondition("process has no stdio yet");
+  }
+  return process->io;
+}
+
+Result<v1::ContainerStatsResponse> ContainerManager::Stats(const std::string& id) {
+  {
+    std::lock_guard lock(mu_);
+    if (containers_.count(id) == 0) {
+      return base::NotFound("container " + id + " not found");
+    }
+  }
+  v1::ContainerStatsResponse resp;
+  FillCgroupStats(std::string(kCgroupParent) + "/" + id, resp.mutable_stats());
+  resp.set_rootfs_used_bytes(storage_.UpperUsage(id));
+  return resp;
+}
+
+Result<v1::SandboxStatsResponse> ContainerManager::SandboxStats() {
+  v1::SandboxStatsResponse resp;
+  FillCgroupStats(kCgroupParent, resp.mutable_containers());
+  auto meminfo = base::ReadFile("/proc/meminfo", 64 << 10);
+  if (meminfo.ok()) {
+    // "MemTotal:  123 kB": the key carries its colon.
+    resp.set_memory_total_bytes(CgroupKey(*meminfo, "MemTotal:") * 1024);
+    resp.set_memory_available_bytes(CgroupKey(*meminfo, "MemAvailable:") * 1024);
+  }
+  auto stat = base::ReadFile("/proc/stat", 64 << 10);
+  if (stat.ok()) {
+    std::istringstream in(*stat);
+    std::string cpu;
+    uint64_t user = 0, nice = 0, system = 0;
+    in >> cpu >> user >> nice >> system;
+    long hz = ::sysconf(_SC_CLK_TCK);
+    resp.set_guest_cpu_usage_usec((user + nice + system) * 1000000 / static_cast<uint64_t>(hz > 0 ? hz : 100));
+  }
+  auto load = base::ReadFile("/proc/loadavg", 256);
+  if (load.ok()) {
+    resp.set_load_average_milli(static_cast<uint64_t>(std::strtod(load->c_str(), nullptr) * 1000));
+  }
+  std::lock_guard lock(mu_);
+  resp.set_num_containers(static_cast<uint32_t>(containers_.size()));
+  return resp;
+}
+
+void ContainerManager::StopAll(std::chrono::milliseconds grace) {
+  std::vector<std::shared_ptr<Container>> all;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    for (auto& [id, c] : containers_) {
+      all.push_back(c);
+      if (!c->init->exited && c->init->pidfd) {
+        PidfdSignal(c->init->pidfd.get(), SIGTERM);
+      }
+    }
+  }
+  exit_cv_.notify_all();
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  {
+    std::unique_lock lock(mu_);
+    auto all_exited = [&] {
+      for (auto& c : all) {
+        if (!c->init->exited) {
+          return false;
+        }
+      }
+      return true;
+    };
+    while (!all_exited() && std::chrono::steady_clock::now() < deadline) {
+      exit_cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+    for (auto& c : all) {
+      if (!c->init->exited && c->init->pidfd) {
+        PidfdSignal(c->init->pidfd.get(), SIGKILL);
+      }
+    }
+  }
+  for (auto& c : all) {
+    Status s = Delete(c->id, true);
+    if (!s.ok()) {
+      LogWarn("shutdown: %s", s.error().message().c_str());
+    }
+  }
+}
+
+}  // namespace chrys::guest

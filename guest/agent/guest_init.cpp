@@ -1,0 +1,145 @@
+#include "guest/agent/guest_init.h"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "base/file_util.h"
+#include "base/unique_fd.h"
+#include "guest/agent/log.h"
+
+namespace chrys::guest {
+namespace {
+
+base::Status MountOne(const char* source, const char* target, const char* type, unsigned long flags, const char* data) {
+  ::mkdir(target, 0755);
+  if (::mount(source, target, type, flags, data) != 0 && errno != EBUSY) {
+    return base::SystemError(std::string("mount ") + type + " on " + target);
+  }
+  return base::Status::Ok();
+}
+
+}  // namespace
+
+base::Status MountBaseFilesystems() {
+  // pivot_root(2) fails on the initramfs (rootfs has no parent mount). A bind mount of it moved onto "/"
+  // does have one, and costs nothing, unlike copying the initramfs into a tmpfs.
+  ::mkdir("/.chrys-root", 0755);
+  if (::mount("/", "/.chrys-root", nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+    return base::SystemError("bind-mounting the initramfs root");
+  }
+  if (::chdir("/.chrys-root") != 0 || ::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0 || ::chroot(".") != 0 ||
+      ::chdir("/") != 0) {
+    return base::SystemError("moving the root bind mount onto /");
+  }
+  CHRYS_RETURN_IF_ERROR(MountOne("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr));
+  CHRYS_RETURN_IF_ERROR(MountOne("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr));
+  CHRYS_RETURN_IF_ERROR(MountOne("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755"));
+  CHRYS_RETURN_IF_ERROR(
+      MountOne("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "ptmxmode=0666,mode=0620,gid=5"));
+  CHRYS_RETURN_IF_ERROR(MountOne("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"));
+  CHRYS_RETURN_IF_ERROR(MountOne("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755"));
+  CHRYS_RETURN_IF_ERROR(MountOne("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"));
+  CHRYS_RETURN_IF_ERROR(
+      MountOne("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "nsdelegate"));
+  // /dev/ptmx must point at the devpts instance for posix_openpt.
+  ::unlink("/dev/ptmx");
+  if (::symlink("pts/ptmx", "/dev/ptmx") != 0) {
+    LogWarn("symlink /dev/ptmx: %s", std::strerror(errno));
+  }
+  (void)!::symlink("/proc/self/fd", "/dev/fd");
+  ::mkdir("/etc", 0755);
+  return base::Status::Ok();
+}
+
+std::vector<std::string> LoadModules() {
+  std::vector<std::string> failed;
+  utsname uts{};
+  ::uname(&uts);
+  std::string dir = std::string("/lib/modules/") + uts.release + "/";
+  auto list = base::ReadFile(kModuleListPath, 1 << 20);
+  if (!list.ok()) {
+    LogWarn("no module list: %s", list.error().message().c_str());
+    return failed;
+  }
+  size_t start = 0;
+  const std::string& text = *list;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) {
+      end = text.size();
+    }
+    std::string rel = text.substr(start, end - start);
+    start = end + 1;
+    if (rel.empty()) {
+      continue;
+    }
+    base::UniqueFd fd(::open((dir + rel).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      LogWarn("module %s: %s", rel.c_str(), std::strerror(errno));
+      failed.push_back(rel);
+      continue;
+    }
+    if (::syscall(SYS_finit_module, fd.get(), "", 0) != 0 && errno != EEXIST) {
+      LogWarn("loading module %s: %s", rel.c_str(), std::strerror(errno));
+      failed.push_back(rel);
+    }
+  }
+  return failed;
+}
+
+base::Status EnableCgroupControllers() {
+  auto available = base::ReadFile("/sys/fs/cgroup/cgroup.controllers", 4096);
+  if (!available.ok()) {
+    return available.error();
+  }
+  std::string enable;
+  for (const char* c : {"cpu", "cpuset", "memory", "pids", "io"}) {
+    if (available->find(c) != std::string::npos) {
+      enable += std::string(enable.empty() ? "" : " ") + "+" + c;
+    }
+  }
+  base::UniqueFd fd(::open("/sys/fs/cgroup/cgroup.subtree_control", O_WRONLY | O_CLOEXEC));
+  if (!fd || ::write(fd.get(), enable.data(), enable.size()) < 0) {
+    return base::SystemError("enabling cgroup controllers '" + enable + "'");
+  }
+  return base::Status::Ok();
+}
+
+std::vector<std::string> ModuleLoadOrder(const std::vector<std::string>& wanted,
+                                         const std::vector<std::pair<std::string, std::vector<std::string>>>& deps) {
+  std::map<std::string, std::vector<std::string>> graph(deps.begin(), deps.end());
+  std::vector<std::string> order;
+  std::set<std::string> placed;
+  std::set<std::string> visiting;
+  std::function<void(const std::string&)> visit = [&](const std::string& m) {
+    if (placed.count(m) != 0 || visiting.count(m) != 0) {
+      return;  // done, or a cycle (modules.dep has none; do not loop if it ever does)
+    }
+    visiting.insert(m);
+    auto it = graph.find(m);
+    if (it != graph.end()) {
+      // modules.dep lists dependencies so that loading them right to left works.
+      for (auto d = it->second.rbegin(); d != it->second.rend(); ++d) {
+        visit(*d);
+      }
+    }
+    visiting.erase(m);
+    placed.insert(m);
+    order.push_back(m);
+  };
+  for (const auto& w : wanted) {
+    visit(w);
+  }
+  return order;
+}
+
+}  // namespace chrys::guest

@@ -1,0 +1,156 @@
+// chrys-agent: the guest agent. As PID 1 of a microVM it sets up the guest and serves chrys.agent.v1 to
+// the host over vsock or virtio-serial. `--socket PATH` serves on a unix socket instead (development, tests).
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
+#include <signal.h>
+#include <sys/reboot.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <ctime>
+#include <thread>
+
+#include "guest/agent/agent_service.h"
+#include "guest/agent/channel.h"
+#include "guest/agent/child_reaper.h"
+#include "guest/agent/container_manager.h"
+#include "guest/agent/guest_init.h"
+#include "guest/agent/log.h"
+#include "guest/agent/validation.h"
+
+namespace {
+
+using namespace chrys::guest;
+
+constexpr uint32_t kVsockPort = 1024;
+constexpr const char* kPortName = "chrys.agent";
+
+uint64_t BootMs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+[[noreturn]] void Halt(const char* why) {
+  LogWarn("fatal: %s; powering off", why);
+  ::sync();
+  ::reboot(RB_POWER_OFF);
+  ::_exit(1);
+}
+
+void PowerOff() {
+  LogInfo("powering off");
+  ::sync();
+  if (::getpid() == 1) {
+    ::reboot(RB_POWER_OFF);
+  }
+  ::_exit(0);
+}
+
+// Serves whichever host channels exist; the virtio-serial port may show up a little after the module loads.
+void StartChannels(grpc::Server* server) {
+  bool vsock = HasVirtioVsock();
+  if (vsock) {
+    auto s = ServeVsock(server, kVsockPort);
+    if (s.ok()) {
+      LogInfo("listening on vsock port %u", kVsockPort);
+    } else {
+      LogWarn("vsock: %s", s.error().message().c_str());
+    }
+  }
+  auto port = FindVirtioPort(kPortName, std::chrono::milliseconds(vsock ? 200 : 5000));
+  if (port.ok()) {
+    auto s = ServeVirtioSerial(server, *port);
+    if (!s.ok()) {
+      LogWarn("virtio-serial: %s", s.error().message().c_str());
+    } else {
+      LogInfo("serving on virtio-serial port %s", port->c_str());
+    }
+    return;
+  }
+  if (!vsock) {
+    // Keep looking: a VMM may add the port later; without any channel the agent is useless but harmless.
+    std::thread([server] {
+      for (;;) {
+        auto later = FindVirtioPort(kPortName, std::chrono::seconds(60));
+        if (later.ok() && ServeVirtioSerial(server, *later).ok()) {
+          LogInfo("serving on virtio-serial port %s", later->c_str());
+          return;
+        }
+      }
+    }).detach();
+    LogWarn("no vsock device and no virtio-serial port '%s' yet", kPortName);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);
+  std::string socket_path;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
+      socket_path = argv[++i];
+    }
+  }
+  bool pid1 = ::getpid() == 1;
+  auto reaper = ChildReaper::Start();
+  if (!reaper.ok()) {
+    if (pid1) {
+      Halt(reaper.error().message().c_str());
+    }
+    LogWarn("%s", reaper.error().message().c_str());
+    return 1;
+  }
+  if (pid1) {
+    ::setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+    auto mounted = MountBaseFilesystems();
+    if (!mounted.ok()) {
+      Halt(mounted.error().message().c_str());
+    }
+    auto failed = LoadModules();
+    if (!failed.empty()) {
+      LogWarn("%zu modules failed to load", failed.size());
+    }
+    auto cgroups = EnableCgroupControllers();
+    if (!cgroups.ok()) {
+      LogWarn("%s", cgroups.error().message().c_str());
+    }
+  }
+
+  ContainerManager containers;
+  AgentService service(containers, PowerOff);
+  grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(static_cast<int>(kMaxRequestBytes));
+  builder.SetMaxSendMessageSize(4 << 20);
+  // Few threads and one completion queue: the agent stays small while idle.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 2);
+  grpc::ResourceQuota quota("chrys-agent");
+  quota.SetMaxThreads(256);
+  builder.SetResourceQuota(quota);
+  if (!socket_path.empty()) {
+    ::unlink(socket_path.c_str());
+    builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
+  }
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    if (pid1) {
+      Halt("gRPC server did not start");
+    }
+    LogWarn("gRPC server did not start");
+    return 1;
+  }
+  service.SetReady(BootMs());
+  if (pid1) {
+    StartChannels(server.get());
+  }
+  LogInfo("ready after %llu ms of guest uptime", static_cast<unsigned long long>(BootMs()));
+  server->Wait();
+  if (pid1) {
+    Halt("gRPC server stopped");
+  }
+  return 0;
+}

@@ -1,0 +1,93 @@
+// ProcessIo: a container or exec process's stdio as the agent holds it: stdin writer, bounded output buffers.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+
+namespace chrys::guest {
+
+// One output stream: a reader thread moves bytes from the pipe into a bounded buffer; when the buffer is
+// full the thread stops reading, so the writing process blocks instead of the agent growing (backpressure).
+class OutputBuffer {
+ public:
+  explicit OutputBuffer(size_t capacity) : capacity_(capacity) {}
+  ~OutputBuffer();
+  OutputBuffer(const OutputBuffer&) = delete;
+  OutputBuffer& operator=(const OutputBuffer&) = delete;
+
+  // Starts draining `fd` (taken over). EIO counts as end of stream (a pty whose slave side closed).
+  void StartReading(base::UniqueFd fd);
+  // Appends directly (tests, and messages the agent itself adds).
+  void Append(const char* data, size_t size);
+  void MarkEof();
+
+  // Takes up to `max` bytes, waiting at most `wait` for data. Returns false when the stream ended and is
+  // drained (nothing more will ever come).
+  bool Take(std::string& out, size_t max, std::chrono::milliseconds wait);
+  // Puts bytes that could not be delivered back at the front.
+  void PutBack(const std::string& data);
+  bool Drained();
+  size_t size();
+
+ private:
+  const size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string data_;
+  bool eof_ = false;
+  std::thread reader_;
+  std::atomic<bool> stop_{false};
+};
+
+class ProcessIo {
+ public:
+  // Output buffers hold this much per stream before the process is slowed down.
+  static constexpr size_t kBufferBytes = 256 << 10;
+
+  // Pipes for stdout/stderr (and stdin when wanted), or one pty for a tty process.
+  static base::Result<std::unique_ptr<ProcessIo>> Create(bool tty, bool stdin, uint32_t rows, uint32_t columns);
+  ~ProcessIo();
+
+  // The child's ends; close them (ReleaseChildEnds) once the process has them.
+  int child_stdin() const { return child_stdin_.get(); }
+  int child_stdout() const { return child_stdout_.get(); }
+  int child_stderr() const { return child_stderr_.get(); }
+  // Closes our copies of the child's ends and starts the readers.
+  void StartAfterSpawn();
+
+  bool tty() const { return tty_; }
+  OutputBuffer& stdout_buffer() { return stdout_; }
+  OutputBuffer& stderr_buffer() { return stderr_; }
+
+  base::Status WriteStdin(const std::string& data, bool eof, std::chrono::milliseconds timeout);
+  base::Status Resize(uint32_t rows, uint32_t columns);
+  // Hands out a new reader generation; older readers see theirs is stale and stop.
+  uint64_t NewReader() { return ++reader_generation_; }
+  bool IsCurrentReader(uint64_t generation) const { return reader_generation_.load() == generation; }
+
+ private:
+  ProcessIo() : stdout_(kBufferBytes), stderr_(kBufferBytes) {}
+
+  bool tty_ = false;
+  std::mutex stdin_mu_;
+  base::UniqueFd stdin_writer_;  // pipe write end, or the pty master (dup)
+  base::UniqueFd pty_master_;    // for resize
+  base::UniqueFd child_stdin_;
+  base::UniqueFd child_stdout_;
+  base::UniqueFd child_stderr_;
+  base::UniqueFd stdout_reader_;
+  base::UniqueFd stderr_reader_;
+  OutputBuffer stdout_;
+  OutputBuffer stderr_;
+  std::atomic<uint64_t> reader_generation_{0};
+};
+
+}  // namespace chrys::guest

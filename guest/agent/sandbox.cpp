@@ -1,0 +1,213 @@
+#include "guest/agent/sandbox.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "base/file_util.h"
+#include "guest/agent/child_reaper.h"
+#include "guest/agent/log.h"
+
+namespace chrys::guest {
+namespace {
+
+constexpr const char* kBusybox = "/bin/busybox";
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+bool IsV6(const std::string& addr) {
+  return addr.find(':') != std::string::npos;
+}
+
+std::vector<std::pair<std::string, std::string>> ListNics() {
+  std::vector<std::pair<std::string, std::string>> nics;
+  DIR* dir = ::opendir("/sys/class/net");
+  if (dir == nullptr) {
+    return nics;
+  }
+  while (dirent* e = ::readdir(dir)) {
+    std::string name = e->d_name;
+    if (name[0] == '.' || name == "lo") {
+      continue;
+    }
+    auto mac = base::ReadFile("/sys/class/net/" + name + "/address", 64);
+    if (mac.ok()) {
+      std::string m = *mac;
+      while (!m.empty() && m.back() == '\n') {
+        m.pop_back();
+      }
+      nics.emplace_back(Lower(m), name);
+    }
+  }
+  ::closedir(dir);
+  return nics;
+}
+
+base::Status RunIp(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {kBusybox};
+  argv.insert(argv.end(), args.begin(), args.end());
+  CHRYS_ASSIGN_OR_RETURN(auto result, ChildReaper::Instance().Run(argv, std::chrono::seconds(10)));
+  if (!result.ok()) {
+    std::string cmd;
+    for (const auto& a : args) {
+      cmd += (cmd.empty() ? "" : " ") + a;
+    }
+    return base::Internal("'" + cmd + "' failed: " + result.output.substr(0, 1024));
+  }
+  return base::Status::Ok();
+}
+
+}  // namespace
+
+std::string RenderResolvConf(const v1::DnsConfig& dns) {
+  std::string text;
+  for (const auto& s : dns.servers()) {
+    text += "nameserver " + s + "\n";
+  }
+  if (dns.searches_size() > 0) {
+    text += "search";
+    for (const auto& s : dns.searches()) {
+      text += " " + s;
+    }
+    text += "\n";
+  }
+  if (dns.options_size() > 0) {
+    text += "options";
+    for (const auto& o : dns.options()) {
+      text += " " + o;
+    }
+    text += "\n";
+  }
+  return text;
+}
+
+std::string RenderHosts(const std::string& hostname, const std::vector<std::string>& extra_hosts) {
+  std::string text = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+  if (!hostname.empty()) {
+    text += "127.0.1.1\t" + hostname + "\n";
+  }
+  for (const auto& line : extra_hosts) {
+    text += line + "\n";
+  }
+  return text;
+}
+
+base::Result<std::vector<std::vector<std::string>>> NetworkCommands(
+    const v1::SetupSandboxRequest& request, const std::vector<std::pair<std::string, std::string>>& nic_by_mac) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.push_back({"ip", "link", "set", "dev", "lo", "up"});
+  for (const auto& itf : request.interfaces()) {
+    std::string mac = Lower(itf.mac());
+    auto it = std::find_if(nic_by_mac.begin(), nic_by_mac.end(), [&](const auto& p) { return p.first == mac; });
+    if (it == nic_by_mac.end()) {
+      return base::NotFound("interfaces: no NIC with MAC " + mac + " in the guest");
+    }
+    std::string dev = it->second;
+    if (!itf.name().empty() && itf.name() != dev) {
+      cmds.push_back({"ip", "link", "set", "dev", dev, "down"});
+      cmds.push_back({"ip", "link", "set", "dev", dev, "name", itf.name()});
+      dev = itf.name();
+    }
+    if (itf.mtu() != 0) {
+      cmds.push_back({"ip", "link", "set", "dev", dev, "mtu", std::to_string(itf.mtu())});
+    }
+    for (const auto& a : itf.addresses()) {
+      std::vector<std::string> cmd = {"ip"};
+      if (IsV6(a.address())) {
+        cmd.emplace_back("-6");
+      }
+      cmd.insert(cmd.end(), {"addr", "replace", a.address() + "/" + std::to_string(a.prefix_length()), "dev", dev});
+      cmds.push_back(cmd);
+    }
+    cmds.push_back({"ip", "link", "set", "dev", dev, "up"});
+  }
+  for (const auto& r : request.routes()) {
+    bool v6 = IsV6(r.destination()) || IsV6(r.gateway());
+    std::vector<std::string> cmd = {"ip"};
+    if (v6) {
+      cmd.emplace_back("-6");
+    }
+    std::string dest = r.destination() == "0.0.0.0/0" || r.destination() == "::/0" ? "default" : r.destination();
+    cmd.insert(cmd.end(), {"route", "replace", dest});
+    if (!r.gateway().empty()) {
+      cmd.insert(cmd.end(), {"via", r.gateway()});
+    }
+    if (!r.device().empty()) {
+      cmd.insert(cmd.end(), {"dev", r.device()});
+    }
+    if (!r.source().empty()) {
+      cmd.insert(cmd.end(), {"src", r.source()});
+    }
+    if (r.metric() != 0) {
+      cmd.insert(cmd.end(), {"metric", std::to_string(r.metric())});
+    }
+    cmds.push_back(cmd);
+  }
+  for (const auto& n : request.neighbors()) {
+    std::vector<std::string> cmd = {"ip"};
+    if (IsV6(n.address())) {
+      cmd.emplace_back("-6");
+    }
+    cmd.insert(cmd.end(),
+               {"neigh", "replace", n.address(), "lladdr", Lower(n.mac()), "dev", n.device(), "nud", "permanent"});
+    cmds.push_back(cmd);
+  }
+  return cmds;
+}
+
+base::Status ApplySandboxSetup(const v1::SetupSandboxRequest& request) {
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(kSandboxDir));
+  const std::string dir = kSandboxDir;
+  if (!request.hostname().empty()) {
+    if (::sethostname(request.hostname().data(), request.hostname().size()) != 0) {
+      return base::SystemError("sethostname");
+    }
+    CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(dir + "/hostname", request.hostname() + "\n"));
+    CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic("/etc/hostname", request.hostname() + "\n"));
+  }
+  std::vector<std::string> extra(request.extra_hosts().begin(), request.extra_hosts().end());
+  std::string hosts = RenderHosts(request.hostname(), extra);
+  CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(dir + "/hosts", hosts));
+  CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic("/etc/hosts", hosts));
+  std::string resolv = RenderResolvConf(request.dns());
+  CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(dir + "/resolv.conf", resolv));
+  CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic("/etc/resolv.conf", resolv));
+
+  CHRYS_ASSIGN_OR_RETURN(auto cmds, NetworkCommands(request, ListNics()));
+  for (const auto& cmd : cmds) {
+    CHRYS_RETURN_IF_ERROR(RunIp(cmd));
+  }
+  for (const auto& [key, value] : request.sysctls()) {
+    std::string path = "/proc/sys/" + key;
+    std::replace(path.begin() + 10, path.end(), '.', '/');
+    // /proc/sys files are written in place (no temp file + rename there).
+    FILE* f = std::fopen(path.c_str(), "w");
+    if (f == nullptr) {
+      return base::SystemError("sysctl " + key);
+    }
+    bool ok = std::fputs(value.c_str(), f) >= 0;
+    ok = std::fclose(f) == 0 && ok;
+    if (!ok) {
+      return base::SystemError("writing sysctl " + key + "=" + value);
+    }
+  }
+  return base::Status::Ok();
+}
+
+std::vector<std::pair<std::string, std::string>> SandboxFilesForContainers() {
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const char* name : {"hostname", "hosts", "resolv.conf"}) {
+    std::string source = std::string(kSandboxDir) + "/" + name;
+    if (::access(source.c_str(), F_OK) == 0) {
+      files.emplace_back(std::string("/etc/") + name, source);
+    }
+  }
+  return files;
+}
+
+}  // namespace chrys::guest

@@ -1,0 +1,510 @@
+#include "guest/agent/validation.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <array>
+
+namespace chrys::guest {
+namespace {
+
+using base::InvalidArgument;
+using base::Status;
+
+constexpr std::array<std::string_view, 41> kCapabilities = {"CAP_CHOWN",
+                                                            "CAP_DAC_OVERRIDE",
+                                                            "CAP_DAC_READ_SEARCH",
+                                                            "CAP_FOWNER",
+                                                            "CAP_FSETID",
+                                                            "CAP_KILL",
+                                                            "CAP_SETGID",
+                                                            "CAP_SETUID",
+                                                            "CAP_SETPCAP",
+                                                            "CAP_LINUX_IMMUTABLE",
+                                                            "CAP_NET_BIND_SERVICE",
+                                                            "CAP_NET_BROADCAST",
+                                                            "CAP_NET_ADMIN",
+                                                            "CAP_NET_RAW",
+                                                            "CAP_IPC_LOCK",
+                                                            "CAP_IPC_OWNER",
+                                                            "CAP_SYS_MODULE",
+                                                            "CAP_SYS_RAWIO",
+                                                            "CAP_SYS_CHROOT",
+                                                            "CAP_SYS_PTRACE",
+                                                            "CAP_SYS_PACCT",
+                                                            "CAP_SYS_ADMIN",
+                                                            "CAP_SYS_BOOT",
+                                                            "CAP_SYS_NICE",
+                                                            "CAP_SYS_RESOURCE",
+                                                            "CAP_SYS_TIME",
+                                                            "CAP_SYS_TTY_CONFIG",
+                                                            "CAP_MKNOD",
+                                                            "CAP_LEASE",
+                                                            "CAP_AUDIT_WRITE",
+                                                            "CAP_AUDIT_CONTROL",
+                                                            "CAP_SETFCAP",
+                                                            "CAP_MAC_OVERRIDE",
+                                                            "CAP_MAC_ADMIN",
+                                                            "CAP_SYSLOG",
+                                                            "CAP_WAKE_ALARM",
+                                                            "CAP_BLOCK_SUSPEND",
+                                                            "CAP_AUDIT_READ",
+                                                            "CAP_PERFMON",
+                                                            "CAP_BPF",
+                                                            "CAP_CHECKPOINT_RESTORE"};
+
+constexpr std::array<std::string_view, 16> kRlimits = {
+    "RLIMIT_AS",      "RLIMIT_CORE",     "RLIMIT_CPU",        "RLIMIT_DATA",   "RLIMIT_FSIZE", "RLIMIT_LOCKS",
+    "RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE", "RLIMIT_NICE",       "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_RSS",
+    "RLIMIT_RTPRIO",  "RLIMIT_RTTIME",   "RLIMIT_SIGPENDING", "RLIMIT_STACK"};
+
+constexpr std::array<std::string_view, 9> kMountOptions = {"ro",       "rw",      "nosuid", "nodev",   "noexec",
+                                                           "rprivate", "private", "rslave", "relatime"};
+
+bool HasNul(std::string_view s) {
+  return s.find('\0') != std::string_view::npos;
+}
+
+bool IsIdChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+}
+
+Status ValidateIp(std::string_view ip, const std::string& field) {
+  std::string s(ip);
+  unsigned char buf[16];
+  if (::inet_pton(AF_INET, s.c_str(), buf) == 1 || ::inet_pton(AF_INET6, s.c_str(), buf) == 1) {
+    return Status::Ok();
+  }
+  return InvalidArgument(field + ": '" + s.substr(0, 64) + "' is not an IPv4 or IPv6 address");
+}
+
+Status ValidateMac(std::string_view mac, const std::string& field) {
+  bool ok = mac.size() == 17;
+  for (size_t i = 0; ok && i < mac.size(); ++i) {
+    char c = mac[i];
+    if (i % 3 == 2) {
+      ok = c == ':';
+    } else {
+      ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    }
+  }
+  if (!ok) {
+    return InvalidArgument(field + ": '" + std::string(mac.substr(0, 32)) + "' is not a MAC like aa:bb:cc:dd:ee:ff");
+  }
+  return Status::Ok();
+}
+
+Status ValidateIfName(std::string_view name, const std::string& field, bool allow_empty) {
+  if (name.empty() && allow_empty) {
+    return Status::Ok();
+  }
+  if (name.empty() || name.size() > 15 || name == "." || name == ".." ||
+      !std::all_of(name.begin(), name.end(), IsIdChar)) {
+    return InvalidArgument(field + ": interface name must be 1..15 of [A-Za-z0-9_.-]");
+  }
+  return Status::Ok();
+}
+
+Status ValidateCidr(std::string_view cidr, const std::string& field) {
+  if (cidr == "default") {
+    return Status::Ok();
+  }
+  auto slash = cidr.find('/');
+  std::string_view addr = cidr.substr(0, slash);
+  CHRYS_RETURN_IF_ERROR(ValidateIp(addr, field));
+  if (slash != std::string_view::npos) {
+    std::string_view len = cidr.substr(slash + 1);
+    int max = addr.find(':') != std::string_view::npos ? 128 : 32;
+    if (len.empty() || len.size() > 3 || !std::all_of(len.begin(), len.end(), ::isdigit) ||
+        std::stoi(std::string(len)) > max) {
+      return InvalidArgument(field + ": bad prefix length in '" + std::string(cidr.substr(0, 64)) + "'");
+    }
+  }
+  return Status::Ok();
+}
+
+// Printable text without NUL or newline, of bounded size, for values written into config files.
+Status ValidateLine(std::string_view text, size_t max, const std::string& field) {
+  if (text.size() > max) {
+    return InvalidArgument(field + ": longer than " + std::to_string(max) + " bytes");
+  }
+  for (char c : text) {
+    if (c == '\0' || c == '\n' || c == '\r') {
+      return InvalidArgument(field + ": must not contain NUL or line breaks");
+    }
+  }
+  return Status::Ok();
+}
+
+Status ValidateSysctlKey(std::string_view key, const std::string& field) {
+  if (key.empty() || key.size() > 128 || key.front() == '.' || key.back() == '.' ||
+      key.find("..") != std::string_view::npos) {
+    return InvalidArgument(field + ": bad sysctl name '" + std::string(key.substr(0, 64)) + "'");
+  }
+  for (char c : key) {
+    if (!IsIdChar(c) && c != '/') {
+      return InvalidArgument(field + ": bad sysctl name '" + std::string(key.substr(0, 64)) + "'");
+    }
+  }
+  if (key.find('/') != std::string_view::npos && key.find("/.") != std::string_view::npos) {
+    return InvalidArgument(field + ": bad sysctl name '" + std::string(key.substr(0, 64)) + "'");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool IsKnownCapability(std::string_view name) {
+  return std::find(kCapabilities.begin(), kCapabilities.end(), name) != kCapabilities.end();
+}
+
+bool IsKnownRlimit(std::string_view name) {
+  return std::find(kRlimits.begin(), kRlimits.end(), name) != kRlimits.end();
+}
+
+Status ValidateId(std::string_view id, const std::string& field) {
+  if (id.empty() || id.size() > kMaxIdLength) {
+    return InvalidArgument(field + ": must be 1.." + std::to_string(kMaxIdLength) + " characters");
+  }
+  if (id.front() == '.' || id.front() == '-' || !std::all_of(id.begin(), id.end(), IsIdChar)) {
+    return InvalidArgument(field + ": '" + std::string(id) +
+                           "' must be made of [A-Za-z0-9_.-] and not start with '.' or '-'");
+  }
+  return Status::Ok();
+}
+
+Status ValidateSerial(std::string_view serial, const std::string& field) {
+  if (serial.empty() || serial.size() > kMaxSerialLength) {
+    return InvalidArgument(field + ": a virtio-blk serial must be 1.." + std::to_string(kMaxSerialLength) +
+                           " characters");
+  }
+  for (char c : serial) {
+    if (!IsIdChar(c) && c != ':') {
+      return InvalidArgument(field + ": serial '" + std::string(serial) + "' must be made of [A-Za-z0-9_.:-]");
+    }
+  }
+  if (serial.front() == '.') {
+    return InvalidArgument(field + ": serial must not start with '.'");
+  }
+  return Status::Ok();
+}
+
+Status ValidateAbsolutePath(std::string_view path, const std::string& field) {
+  if (path.empty() || path.front() != '/') {
+    return InvalidArgument(field + ": must be an absolute path");
+  }
+  if (path.size() > 4096 || HasNul(path)) {
+    return InvalidArgument(field + ": path too long or contains NUL");
+  }
+  size_t start = 1;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string_view::npos) {
+      end = path.size();
+    }
+    std::string_view part = path.substr(start, end - start);
+    if ((part.empty() && end != path.size()) || part == "." || part == "..") {
+      return InvalidArgument(field + ": '" + std::string(path.substr(0, 256)) +
+                             "' must be normalised (no '.', '..' or '//')");
+    }
+    start = end + 1;
+  }
+  return Status::Ok();
+}
+
+Status ValidateProcessSpec(const v1::ProcessSpec& process, const std::string& field) {
+  if (process.args().empty()) {
+    return InvalidArgument(field + ".args: must not be empty");
+  }
+  if (static_cast<size_t>(process.args_size()) > kMaxArgs) {
+    return InvalidArgument(field + ".args: more than " + std::to_string(kMaxArgs) + " arguments");
+  }
+  size_t bytes = 0;
+  for (int i = 0; i < process.args_size(); ++i) {
+    const auto& arg = process.args(i);
+    if (HasNul(arg)) {
+      return InvalidArgument(field + ".args[" + std::to_string(i) + "]: contains NUL");
+    }
+    bytes += arg.size() + 1;
+  }
+  if (process.args(0).empty()) {
+    return InvalidArgument(field + ".args[0]: the program must not be empty");
+  }
+  if (static_cast<size_t>(process.env_size()) > kMaxEnv) {
+    return InvalidArgument(field + ".env: more than " + std::to_string(kMaxEnv) + " entries");
+  }
+  for (int i = 0; i < process.env_size(); ++i) {
+    const auto& kv = process.env(i);
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0 || HasNul(kv)) {
+      return InvalidArgument(field + ".env[" + std::to_string(i) + "]: must be KEY=VALUE with a non-empty KEY");
+    }
+    bytes += kv.size() + 1;
+  }
+  if (bytes > kMaxArgvBytes) {
+    return InvalidArgument(field + ": args and env together exceed " + std::to_string(kMaxArgvBytes) + " bytes");
+  }
+  if (!process.cwd().empty()) {
+    CHRYS_RETURN_IF_ERROR(ValidateAbsolutePath(process.cwd(), field + ".cwd"));
+  }
+  if (process.user().umask() > 0777) {
+    return InvalidArgument(field + ".user.umask: must be at most 0777");
+  }
+  if (process.user().additional_gids_size() > 64) {
+    return InvalidArgument(field + ".user.additional_gids: more than 64 groups");
+  }
+  for (int i = 0; i < process.rlimits_size(); ++i) {
+    const auto& r = process.rlimits(i);
+    std::string f = field + ".rlimits[" + std::to_string(i) + "]";
+    if (!IsKnownRlimit(r.type())) {
+      return InvalidArgument(f + ".type: unknown rlimit '" + r.type().substr(0, 64) + "'");
+    }
+    if (r.soft() > r.hard()) {
+      return InvalidArgument(f + ": soft limit above hard limit");
+    }
+  }
+  if (process.rlimits_size() > 32) {
+    return InvalidArgument(field + ".rlimits: too many entries");
+  }
+  for (int i = 0; i < process.capabilities().names_size(); ++i) {
+    if (!IsKnownCapability(process.capabilities().names(i))) {
+      return InvalidArgument(field + ".capabilities.names[" + std::to_string(i) + "]: unknown capability '" +
+                             process.capabilities().names(i).substr(0, 64) + "'");
+    }
+  }
+  if (process.tty_rows() > 10000 || process.tty_columns() > 10000) {
+    return InvalidArgument(field + ": tty size out of range");
+  }
+  return Status::Ok();
+}
+
+Status ValidateContainerConfig(const v1::ContainerConfig& config) {
+  CHRYS_RETURN_IF_ERROR(ValidateId(config.id(), "config.id"));
+  const auto& rootfs = config.rootfs();
+  if (rootfs.layer_serials().empty()) {
+    return InvalidArgument("config.rootfs.layer_serials: at least one layer is needed");
+  }
+  if (static_cast<size_t>(rootfs.layer_serials_size()) > kMaxLayers) {
+    return InvalidArgument("config.rootfs.layer_serials: more than " + std::to_string(kMaxLayers) + " layers");
+  }
+  for (int i = 0; i < rootfs.layer_serials_size(); ++i) {
+    CHRYS_RETURN_IF_ERROR(
+        ValidateSerial(rootfs.layer_serials(i), "config.rootfs.layer_serials[" + std::to_string(i) + "]"));
+  }
+  if (!rootfs.scratch_serial().empty()) {
+    CHRYS_RETURN_IF_ERROR(ValidateSerial(rootfs.scratch_serial(), "config.rootfs.scratch_serial"));
+    for (const auto& layer : rootfs.layer_serials()) {
+      if (layer == rootfs.scratch_serial()) {
+        return InvalidArgument("config.rootfs.scratch_serial: the scratch disk cannot also be a layer");
+      }
+    }
+  }
+  if (!config.has_process()) {
+    return InvalidArgument("config.process: missing");
+  }
+  CHRYS_RETURN_IF_ERROR(ValidateProcessSpec(config.process(), "config.process"));
+  if (static_cast<size_t>(config.mounts_size()) > kMaxMounts) {
+    return InvalidArgument("config.mounts: more than " + std::to_string(kMaxMounts) + " mounts");
+  }
+  for (int i = 0; i < config.mounts_size(); ++i) {
+    const auto& m = config.mounts(i);
+    std::string f = "config.mounts[" + std::to_string(i) + "]";
+    CHRYS_RETURN_IF_ERROR(ValidateAbsolutePath(m.destination(), f + ".destination"));
+    if (m.destination() == "/") {
+      return InvalidArgument(f + ".destination: cannot mount over the container root");
+    }
+    const std::string& type = m.type().empty() ? std::string("bind") : m.type();
+    if (type == "bind") {
+      CHRYS_RETURN_IF_ERROR(ValidateAbsolutePath(m.source(), f + ".source"));
+      // Only shares the host exported to this VM may be bound in: never the agent's own files.
+      if (m.source().rfind("/run/chrys/shares/", 0) != 0) {
+        return InvalidArgument(f + ".source: bind mounts must come from /run/chrys/shares/<name>");
+      }
+    } else if (type == "tmpfs") {
+      if (!m.source().empty() && m.source() != "tmpfs") {
+        return InvalidArgument(f + ".source: must be empty for a tmpfs mount");
+      }
+    } else {
+      return InvalidArgument(f + ".type: must be 'bind' or 'tmpfs'");
+    }
+    for (const auto& opt : m.options()) {
+      bool size_opt = type == "tmpfs" && (opt.rfind("size=", 0) == 0 || opt.rfind("mode=", 0) == 0) &&
+                      opt.size() < 32 && std::all_of(opt.begin() + 5, opt.end(), [](char c) {
+                        return (c >= '0' && c <= '9') || c == 'k' || c == 'm' || c == 'g' || c == '%';
+                      });
+      if (!size_opt && std::find(kMountOptions.begin(), kMountOptions.end(), opt) == kMountOptions.end()) {
+        return InvalidArgument(f + ".options: option '" + opt.substr(0, 32) + "' is not allowed");
+      }
+    }
+  }
+  const auto& res = config.resources();
+  if (res.cpu_quota_us() < 0 || res.memory_limit_bytes() < 0 || res.pids_limit() < 0) {
+    return InvalidArgument("config.resources: limits must not be negative");
+  }
+  if (res.cpu_quota_us() > 0 && res.cpu_quota_us() < 1000) {
+    return InvalidArgument("config.resources.cpu_quota_us: at least 1000");
+  }
+  if (res.cpu_period_us() != 0 && (res.cpu_period_us() < 1000 || res.cpu_period_us() > 1000000)) {
+    return InvalidArgument("config.resources.cpu_period_us: must be 1000..1000000");
+  }
+  if (res.cpu_weight() > 10000) {
+    return InvalidArgument("config.resources.cpu_weight: must be 1..10000");
+  }
+  if (res.memory_limit_bytes() > 0 && res.memory_limit_bytes() < (4 << 20)) {
+    return InvalidArgument("config.resources.memory_limit_bytes: at least 4 MiB");
+  }
+  if (!res.cpuset_cpus().empty()) {
+    if (res.cpuset_cpus().size() > 64 || !std::all_of(res.cpuset_cpus().begin(), res.cpuset_cpus().end(),
+                                                      [](char c) { return ::isdigit(c) || c == ',' || c == '-'; })) {
+      return InvalidArgument("config.resources.cpuset_cpus: must look like '0-2,4'");
+    }
+  }
+  if (config.sysctls_size() > 64) {
+    return InvalidArgument("config.sysctls: too many entries");
+  }
+  for (const auto& [key, value] : config.sysctls()) {
+    CHRYS_RETURN_IF_ERROR(ValidateSysctlKey(key, "config.sysctls"));
+    bool namespaced = key.rfind("kernel.shm", 0) == 0 || key.rfind("kernel.msg", 0) == 0 || key == "kernel.sem" ||
+                      key.rfind("fs.mqueue.", 0) == 0 || key.rfind("net.", 0) == 0;
+    if (!namespaced) {
+      return InvalidArgument("config.sysctls: '" + key + "' is not a namespaced sysctl");
+    }
+    CHRYS_RETURN_IF_ERROR(ValidateLine(value, 256, "config.sysctls[" + key + "]"));
+  }
+  if (config.annotations_size() > 64) {
+    return InvalidArgument("config.annotations: more than 64 entries");
+  }
+  for (const auto& [key, value] : config.annotations()) {
+    if (key.empty() || key.size() > 256 || value.size() > 4096 || HasNul(key) || HasNul(value)) {
+      return InvalidArgument("config.annotations: keys must be 1..256 bytes, values at most 4096, no NUL");
+    }
+  }
+  return Status::Ok();
+}
+
+Status ValidateSetupSandbox(const v1::SetupSandboxRequest& request) {
+  const auto& hostname = request.hostname();
+  if (!hostname.empty()) {
+    if (hostname.size() > 64 || hostname.front() == '-' || hostname.front() == '.' ||
+        !std::all_of(hostname.begin(), hostname.end(), [](char c) { return IsIdChar(c) && c != '_'; })) {
+      return InvalidArgument("hostname: must be 1..64 of [A-Za-z0-9.-]");
+    }
+  }
+  const auto& dns = request.dns();
+  if (dns.servers_size() > 8 || dns.searches_size() > 32 || dns.options_size() > 32) {
+    return InvalidArgument("dns: at most 8 servers, 32 searches and 32 options");
+  }
+  for (int i = 0; i < dns.servers_size(); ++i) {
+    CHRYS_RETURN_IF_ERROR(ValidateIp(dns.servers(i), "dns.servers[" + std::to_string(i) + "]"));
+  }
+  for (int i = 0; i < dns.searches_size(); ++i) {
+    const auto& s = dns.searches(i);
+    if (s.empty() || s.find(' ') != std::string::npos) {
+      return InvalidArgument("dns.searches[" + std::to_string(i) + "]: must be a non-empty domain");
+    }
+    CHRYS_RETURN_IF_ERROR(ValidateLine(s, 253, "dns.searches[" + std::to_string(i) + "]"));
+  }
+  for (int i = 0; i < dns.options_size(); ++i) {
+    const auto& o = dns.options(i);
+    if (o.empty() || o.find(' ') != std::string::npos) {
+      return InvalidArgument("dns.options[" + std::to_string(i) + "]: must be a single word like ndots:5");
+    }
+    CHRYS_RETURN_IF_ERROR(ValidateLine(o, 64, "dns.options[" + std::to_string(i) + "]"));
+  }
+  if (static_cast<size_t>(request.interfaces_size()) > kMaxInterfaces) {
+    return InvalidArgument("interfaces: more than " + std::to_string(kMaxInterfaces));
+  }
+  for (int i = 0; i < request.interfaces_size(); ++i) {
+    const auto& itf = request.interfaces(i);
+    std::string f = "interfaces[" + std::to_string(i) + "]";
+    CHRYS_RETURN_IF_ERROR(ValidateMac(itf.mac(), f + ".mac"));
+    CHRYS_RETURN_IF_ERROR(ValidateIfName(itf.name(), f + ".name", true));
+    if (itf.mtu() != 0 && (itf.mtu() < 68 || itf.mtu() > 65535)) {
+      return InvalidArgument(f + ".mtu: must be 68..65535");
+    }
+    if (itf.addresses_size() > 32) {
+      return InvalidArgument(f + ".addresses: more than 32");
+    }
+    for (int j = 0; j < itf.addresses_size(); ++j) {
+      const auto& a = itf.addresses(j);
+      std::string fa = f + ".addresses[" + std::to_string(j) + "]";
+      CHRYS_RETURN_IF_ERROR(ValidateIp(a.address(), fa + ".address"));
+      uint32_t max = a.address().find(':') != std::string::npos ? 128 : 32;
+      if (a.prefix_length() > max) {
+        return InvalidArgument(fa + ".prefix_length: at most " + std::to_string(max));
+      }
+    }
+  }
+  if (static_cast<size_t>(request.routes_size()) > kMaxRoutes) {
+    return InvalidArgument("routes: more than " + std::to_string(kMaxRoutes));
+  }
+  for (int i = 0; i < request.routes_size(); ++i) {
+    const auto& r = request.routes(i);
+    std::string f = "routes[" + std::to_string(i) + "]";
+    CHRYS_RETURN_IF_ERROR(ValidateCidr(r.destination(), f + ".destination"));
+    if (!r.gateway().empty()) {
+      CHRYS_RETURN_IF_ERROR(ValidateIp(r.gateway(), f + ".gateway"));
+    }
+    if (!r.source().empty()) {
+      CHRYS_RETURN_IF_ERROR(ValidateIp(r.source(), f + ".source"));
+    }
+    CHRYS_RETURN_IF_ERROR(ValidateIfName(r.device(), f + ".device", true));
+    if (r.gateway().empty() && r.device().empty()) {
+      return InvalidArgument(f + ": needs a gateway or a device");
+    }
+  }
+  if (request.neighbors_size() > 256) {
+    return InvalidArgument("neighbors: more than 256");
+  }
+  for (int i = 0; i < request.neighbors_size(); ++i) {
+    const auto& n = request.neighbors(i);
+    std::string f = "neighbors[" + std::to_string(i) + "]";
+    CHRYS_RETURN_IF_ERROR(ValidateIp(n.address(), f + ".address"));
+    CHRYS_RETURN_IF_ERROR(ValidateMac(n.mac(), f + ".mac"));
+    CHRYS_RETURN_IF_ERROR(ValidateIfName(n.device(), f + ".device", false));
+  }
+  if (request.sysctls_size() > 128) {
+    return InvalidArgument("sysctls: more than 128");
+  }
+  for (const auto& [key, value] : request.sysctls()) {
+    CHRYS_RETURN_IF_ERROR(ValidateSysctlKey(key, "sysctls"));
+    CHRYS_RETURN_IF_ERROR(ValidateLine(value, 256, "sysctls[" + key + "]"));
+  }
+  if (request.extra_hosts_size() > 256) {
+    return InvalidArgument("extra_hosts: more than 256");
+  }
+  for (int i = 0; i < request.extra_hosts_size(); ++i) {
+    CHRYS_RETURN_IF_ERROR(ValidateLine(request.extra_hosts(i), 1024, "extra_hosts[" + std::to_string(i) + "]"));
+  }
+  return Status::Ok();
+}
+
+Status ValidateMountShare(const v1::MountShareRequest& request) {
+  CHRYS_RETURN_IF_ERROR(ValidateId(request.tag(), "tag"));
+  return ValidateId(request.name(), "name");
+}
+
+Status ValidateProcessRef(const v1::ProcessRef& ref, const std::string& field) {
+  CHRYS_RETURN_IF_ERROR(ValidateId(ref.container_id(), field + ".container_id"));
+  if (!ref.exec_id().empty()) {
+    CHRYS_RETURN_IF_ERROR(ValidateId(ref.exec_id(), field + ".exec_id"));
+  }
+  return Status::Ok();
+}
+
+Status ValidateSignal(int signal) {
+  if (signal < 1 || signal > 64) {
+    return InvalidArgument("signal: must be 1..64");
+  }
+  return Status::Ok();
+}
+
+Status ValidateWriteStdin(const v1::WriteStdinRequest& request) {
+  CHRYS_RETURN_IF_ERROR(ValidateProcessRef(request.process(), "process"));
+  if (request.data().size() > kMaxStdinChunk) {
+    return InvalidArgument("data: at most " + std::to_string(kMaxStdinChunk) + " bytes per call");
+  }
+  return Status::Ok();
+}
+
+}  // namespace chrys::guest

@@ -1,0 +1,47 @@
+// Request validation for chrys-agent: pure checks that name the offending field, run before any side effect.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "base/result.h"
+#include "guest/proto/agent.pb.h"
+
+namespace chrys::guest {
+
+namespace v1 = ::chrys::agent::v1;
+
+// Limits on what one request may carry. Messages as a whole are capped by the server (kMaxRequestBytes).
+inline constexpr size_t kMaxRequestBytes = 1 << 20;
+inline constexpr size_t kMaxIdLength = 64;
+inline constexpr size_t kMaxArgs = 1024;
+inline constexpr size_t kMaxEnv = 4096;
+inline constexpr size_t kMaxArgvBytes = 256 << 10;
+inline constexpr size_t kMaxLayers = 64;
+inline constexpr size_t kMaxSerialLength = 20;  // virtio-blk serials are at most 20 bytes
+inline constexpr size_t kMaxMounts = 128;
+inline constexpr size_t kMaxStdinChunk = 64 << 10;
+inline constexpr size_t kMaxInterfaces = 16;
+inline constexpr size_t kMaxRoutes = 256;
+
+// Ids of containers and execs: 1..64 of [A-Za-z0-9_.-], not starting with '.' or '-'.
+base::Status ValidateId(std::string_view id, const std::string& field);
+// A virtio-blk serial (layer digest prefix): 1..20 of [A-Za-z0-9_.:-].
+base::Status ValidateSerial(std::string_view serial, const std::string& field);
+// An absolute, normalised path without "..", "." components, NUL or doubled slashes.
+base::Status ValidateAbsolutePath(std::string_view path, const std::string& field);
+
+base::Status ValidateProcessSpec(const v1::ProcessSpec& process, const std::string& field);
+base::Status ValidateContainerConfig(const v1::ContainerConfig& config);
+base::Status ValidateSetupSandbox(const v1::SetupSandboxRequest& request);
+base::Status ValidateMountShare(const v1::MountShareRequest& request);
+base::Status ValidateProcessRef(const v1::ProcessRef& ref, const std::string& field);
+base::Status ValidateSignal(int signal);
+base::Status ValidateWriteStdin(const v1::WriteStdinRequest& request);
+
+// Whether a capability name is one the kernel knows ("CAP_SYS_ADMIN").
+bool IsKnownCapability(std::string_view name);
+// Whether an rlimit name is one OCI knows ("RLIMIT_NOFILE").
+bool IsKnownRlimit(std::string_view name);
+
+}  // namespace chrys::guest
