@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/pidfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -300,7 +299,7 @@ Result<DetachedProcess> DetachedProcess::Launch(const DetachedLaunchSpec& spec) 
   // Open the pidfd before anything else so the pid cannot be recycled under us.
   DetachedProcess proc;
   proc.pid_ = child;
-  proc.pidfd_.Reset(static_cast<int>(::pidfd_open(child, 0)));
+  proc.pidfd_.Reset(static_cast<int>(::syscall(SYS_pidfd_open, child, 0)));
   ChildFailure failure{0, 0};
   CHRYS_ASSIGN_OR_RETURN(pid_t fail_bytes, ReadFull(report_read.get(), &failure, sizeof failure, eof));
   if (fail_bytes == sizeof failure) {
@@ -325,7 +324,7 @@ Result<DetachedProcess> DetachedProcess::Attach(pid_t pid, uint64_t start_ticks,
   }
   DetachedProcess proc;
   proc.pid_ = pid;
-  proc.pidfd_.Reset(static_cast<int>(::pidfd_open(pid, 0)));
+  proc.pidfd_.Reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   if (!proc.pidfd_.valid()) {
     return base::NotFound("process " + std::to_string(pid) + " is gone");
   }

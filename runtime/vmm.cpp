@@ -68,6 +68,10 @@ Status ValidateLaunchSpec(const VmLaunchSpec& spec) {
   if (spec.run_dir.empty() || spec.run_dir[0] != '/') {
     return base::InvalidArgument("run_dir must be an absolute path");
   }
+  // The longest socket the drivers create there ("/fsNN.sock") must fit in sockaddr_un.sun_path (108 bytes).
+  if (spec.run_dir.size() + 12 >= 108) {
+    return base::InvalidArgument("run_dir \"" + spec.run_dir + "\" is too long for unix socket paths (max 95 bytes)");
+  }
   if (spec.console_log_path.empty() || spec.console_log_path[0] != '/') {
     return base::InvalidArgument("console_log_path must be an absolute path");
   }

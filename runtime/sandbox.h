@@ -1,0 +1,159 @@
+// SandboxManager: one VM per pod sandbox — lifecycle, crash-safe records, hot-plug, stop, adoption on restart.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "runtime/vmm.h"
+
+namespace chrys::runtime {
+
+enum class SandboxState { kCreating, kBooting, kReady, kNotReady, kStopping, kStopped };
+const char* SandboxStateName(SandboxState state);
+
+// The pod's resources as kubelet gives them (LinuxPodSandboxConfig/overhead); 0 means "not set".
+struct PodResources {
+  int64_t cpu_millis = 0;
+  int64_t memory_bytes = 0;
+};
+
+// What the VM gets on top of (or instead of) the pod's resources.
+struct VmSizing {
+  int overhead_vcpus = 0;
+  int overhead_memory_mib = 128;
+  int default_vcpus = 1;         // pod without a CPU limit
+  int default_memory_mib = 512;  // pod without a memory limit
+  int max_vcpus = 16;
+};
+
+// vCPUs: ceil(cpu_millis / 1000) + overhead (default when unset), at least 1, at most max_vcpus.
+int VcpusFor(const PodResources& pod, const VmSizing& sizing);
+// MiB: ceil(memory_bytes / MiB) + overhead (default when unset), at least 64.
+int MemoryMibFor(const PodResources& pod, const VmSizing& sizing);
+
+// How the sandbox layer talks to the guest agent: readiness while booting, shutdown when stopping.
+class AgentConnector {
+ public:
+  virtual ~AgentConnector() = default;
+  // Called repeatedly while the VM boots (and once after adoption): true once the agent answers. An error means
+  // the guest will never become ready.
+  virtual base::Result<bool> Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint) = 0;
+  // Asks the guest to stop its containers and power off; bounded by `timeout`.
+  virtual base::Status Shutdown(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                std::chrono::milliseconds timeout) = 0;
+  // Drops any connection kept for the sandbox.
+  virtual void Forget(const std::string& sandbox_id) = 0;
+};
+
+struct SandboxRequest {
+  std::string id;
+  std::string handler = "chrysalis";
+  PodResources resources;
+  std::vector<NetInterfaceSpec> interfaces;  // fds stay owned by the caller
+  std::vector<FsShareSpec> fs_shares;
+  std::string netns_path;
+  std::string cgroup_parent;
+  CgroupDriver cgroup_driver = CgroupDriver::kCgroupfs;
+  // Extra kernel command line words (appended to the configured one).
+  std::string extra_cmdline;
+};
+
+using VmmFactory = std::function<base::Result<std::unique_ptr<Vmm>>(VmmKind kind)>;
+// Which VMM a handler gets: `chrysalis` → Cloud Hypervisor when `ch_usable`, else QEMU; `chrysalis-qemu` and
+// `chrysalis-cvm` → QEMU; anything else is an error naming the handler.
+base::Result<VmmKind> SelectVmmKind(const std::string& handler, bool ch_usable);
+
+struct SandboxManagerOptions {
+  std::string state_dir;  // persistent records: <state_dir>/<id>/sandbox.json, console.log, disks/
+  std::string run_dir;    // sockets: <run_dir>/<id>/
+  std::string kernel_path;
+  std::string initramfs_path;
+  std::string kernel_cmdline = "console=ttyS0 panic=-1 quiet";
+  VmSizing sizing;
+  AgentChannelKind agent_channel = AgentChannelKind::kVirtioSerial;
+  std::chrono::milliseconds boot_timeout{std::chrono::seconds(60)};
+  std::chrono::milliseconds graceful_stop_timeout{std::chrono::seconds(10)};
+  std::chrono::milliseconds hotplug_timeout{std::chrono::seconds(20)};
+  bool ch_usable = false;  // result of the Cloud Hypervisor probe (binary present and KVM runs a guest)
+  VmmFactory vmm_factory;
+  std::shared_ptr<AgentConnector> agent;
+};
+
+// A snapshot of one sandbox for callers (CRI status, chrysctl).
+struct SandboxStatus {
+  std::string id;
+  SandboxState state = SandboxState::kStopped;
+  VmmKind vmm = VmmKind::kQemu;
+  pid_t vmm_pid = 0;
+  AgentEndpoint agent;
+  std::string console_log_path;
+  std::string error;  // why the sandbox is not ready, when it is not
+  std::vector<PluggedDisk> disks;
+};
+
+// What Recover found.
+struct RecoveryReport {
+  std::vector<std::string> adopted;
+  std::vector<std::string> not_ready;   // VM died or could not be re-checked
+  std::vector<std::string> cleaned_up;  // half-created: removed
+  std::vector<std::string> stopped;     // were stopping: stop finished
+};
+
+class SandboxManager {
+ public:
+  explicit SandboxManager(SandboxManagerOptions options);
+  ~SandboxManager();
+
+  // Loads every record under state_dir and re-attaches to the VMs. Call once at start.
+  base::Result<RecoveryReport> Recover();
+
+  // creating → booting → ready. On failure everything is undone (VMM killed, sockets, cgroup, record removed) and
+  // the error says why (with the console tail when the guest did not come up).
+  base::Result<SandboxStatus> Create(const SandboxRequest& request);
+
+  // ready → stopping → stopped: agent shutdown, power button, SIGTERM, SIGKILL (each bounded); then sockets,
+  // scratch disks and cgroup are removed. Idempotent; unknown ids are NotFound.
+  base::Status Stop(const std::string& id);
+  // Stops if needed and removes the record and console log.
+  base::Status Remove(const std::string& id);
+
+  // Hot-plugs a read-only layer disk (an existing EROFS image) by serial.
+  base::Status AttachLayerDisk(const std::string& id, const std::string& serial, const std::string& image_path);
+  // Creates a sparse writable scratch disk of `size_bytes` under the sandbox's state dir and hot-plugs it.
+  base::Result<std::string> AttachScratchDisk(const std::string& id, const std::string& serial, uint64_t size_bytes);
+  // Unplugs a disk; a scratch disk's file is deleted.
+  base::Status DetachDisk(const std::string& id, const std::string& serial);
+
+  base::Result<SandboxStatus> Inspect(const std::string& id);
+  std::vector<SandboxStatus> List();
+
+  // Re-checks a ready sandbox's VMM; a dead one becomes not ready (and its leftovers are collected).
+  base::Result<SandboxState> Refresh(const std::string& id);
+
+  std::string SandboxStateDir(const std::string& id) const { return options_.state_dir + "/" + id; }
+  std::string SandboxRunDir(const std::string& id) const { return options_.run_dir + "/" + id; }
+
+ private:
+  struct Sandbox;
+  std::shared_ptr<Sandbox> Find(const std::string& id);
+  base::Status Persist(Sandbox& sb);
+  base::Status StopLocked(Sandbox& sb);
+  void CleanupFailedCreate(Sandbox& sb);
+  SandboxStatus Snapshot(const Sandbox& sb) const;
+  base::Result<std::unique_ptr<Vmm>> MakeVmm(VmmKind kind);
+  base::Status RecoverOne(const std::string& id, RecoveryReport& report);
+
+  SandboxManagerOptions options_;
+  std::mutex mu_;  // guards sandboxes_ (each Sandbox has its own lock for its operations)
+  std::map<std::string, std::shared_ptr<Sandbox>> sandboxes_;
+};
+
+}  // namespace chrys::runtime
