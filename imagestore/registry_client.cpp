@@ -295,7 +295,7 @@ base::Result<RegistryClient::Response> RegistryClient::Perform(Request& req, Clo
     bool retryable = false;
     if (rc != CURLE_OK) {
       problem = std::string(curl_easy_strerror(rc)) + (errbuf[0] != '\0' ? std::string(" (") + errbuf + ")" : "");
-      if (rc == CURLE_OPERATION_TIMEDOUT && std::string(errbuf).find("slower than") != std::string::npos) {
+      if (rc == CURLE_OPERATION_TIMEDOUT && std::string(errbuf).find("too slow") != std::string::npos) {
         problem = "the registry stopped sending data for " + std::to_string(stall_secs) + "s";
       }
       retryable = IsRetryableCurlError(rc);
