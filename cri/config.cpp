@@ -123,6 +123,72 @@ Field StringListField(std::string path, std::function<std::vector<std::string>&(
   return f;
 }
 
+// images.registries: a mapping of registry host to {mirrors, insecure, ca_file}.
+Field RegistriesField() {
+  const std::string path = "images.registries";
+  const std::string expected = "a mapping of registry host to {mirrors: [urls], insecure: bool, ca_file: path}";
+  Field f;
+  f.path = path;
+  f.expected = expected;
+  f.set = [path, expected](Config& c, const YAML::Node& n, const std::string& where) -> Status {
+    if (n.IsNull()) {
+      c.images.registries.clear();
+      return Status::Ok();
+    }
+    if (!n.IsMap()) {
+      return TypeError(where, path, expected, n);
+    }
+    std::map<std::string, RegistryHostConfig> hosts;
+    for (const auto& entry : n) {
+      std::string host = entry.first.Scalar();
+      std::string host_path = path + "." + host;
+      if (!entry.second.IsMap()) {
+        return TypeError(where, host_path, "a mapping with keys mirrors, insecure, ca_file", entry.second);
+      }
+      RegistryHostConfig config;
+      for (const auto& item : entry.second) {
+        std::string key = item.first.Scalar();
+        const YAML::Node& value = item.second;
+        if (key == "mirrors") {
+          if (!value.IsSequence()) {
+            return TypeError(where, host_path + ".mirrors", "a list of URLs", value);
+          }
+          for (const auto& url : value) {
+            if (!url.IsScalar() || (url.Scalar().rfind("http://", 0) != 0 && url.Scalar().rfind("https://", 0) != 0)) {
+              return TypeError(where, host_path + ".mirrors", "a list of http:// or https:// URLs", url);
+            }
+            config.mirrors.push_back(url.Scalar());
+          }
+        } else if (key == "insecure") {
+          if (!value.IsScalar() || (value.Scalar() != "true" && value.Scalar() != "false")) {
+            return TypeError(where, host_path + ".insecure", "true or false", value);
+          }
+          config.insecure = value.Scalar() == "true";
+        } else if (key == "ca_file") {
+          if (!value.IsScalar()) {
+            return TypeError(where, host_path + ".ca_file", "a path", value);
+          }
+          config.ca_file = value.Scalar();
+        } else {
+          return InvalidArgument(where + ": unknown key '" + host_path + "." + key +
+                                 "' (known keys under '" + host_path + "': ca_file, insecure, mirrors)");
+        }
+      }
+      hosts[host] = std::move(config);
+    }
+    c.images.registries = std::move(hosts);
+    return Status::Ok();
+  };
+  f.get = [](const Config& c) {
+    json out = json::object();
+    for (const auto& [host, config] : c.images.registries) {
+      out[host] = {{"mirrors", config.mirrors}, {"insecure", config.insecure}, {"ca_file", config.ca_file}};
+    }
+    return out;
+  };
+  return f;
+}
+
 const std::vector<Field>& Schema() {
   static const std::vector<Field> fields = [] {
     std::vector<Field> f;
@@ -162,6 +228,11 @@ const std::vector<Field>& Schema() {
     f.push_back(StringField("vmm.guest_dir", [](Config& c) -> std::string& { return c.vmm.guest_dir; }));
     f.push_back(IntField("vmm.boot_timeout_seconds", 1, 3600,
                          [](Config& c) -> int& { return c.vmm.boot_timeout_seconds; }));
+    f.push_back(IntField("images.max_concurrent_downloads", 1, 64,
+                         [](Config& c) -> int& { return c.images.max_concurrent_downloads; }));
+    f.push_back(IntField("images.pull_timeout_seconds", 1, 86400,
+                         [](Config& c) -> int& { return c.images.pull_timeout_seconds; }));
+    f.push_back(RegistriesField());
     return f;
   }();
   return fields;

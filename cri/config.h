@@ -1,6 +1,7 @@
 // Config is chrysd's effective configuration: embedded defaults, then /etc/chrysalis/config.yaml, then flags.
 #pragma once
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -33,6 +34,19 @@ struct VmmConfig {
   int boot_timeout_seconds = 60;
 };
 
+// How to reach one registry, keyed in ImagesConfig by the host used in references ("10.0.0.5:5000").
+struct RegistryHostConfig {
+  std::vector<std::string> mirrors;  // "https://host[:port]" or "http://host[:port]", tried first
+  bool insecure = false;             // plain HTTP or unverified TLS, for this registry only
+  std::string ca_file;               // extra PEM CA bundle for this registry
+};
+
+struct ImagesConfig {
+  int max_concurrent_downloads = 3;
+  int pull_timeout_seconds = 1800;
+  std::map<std::string, RegistryHostConfig> registries;
+};
+
 struct Config {
   std::string socket = "/run/chrysalis/chrysalis.sock";
   std::string state_dir = "/var/lib/chrysalis";
@@ -42,6 +56,7 @@ struct Config {
   LogConfig log;
   CniConfig cni;
   VmmConfig vmm;
+  ImagesConfig images;
 
   nlohmann::json ToJson() const;
   std::string ToYaml() const;

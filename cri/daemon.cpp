@@ -79,6 +79,25 @@ base::Status Daemon::ClearStaleSocket() {
   return base::RemoveFileIfExists(config_.socket);
 }
 
+base::Status Daemon::OpenImageStore() {
+  imagestore::ImageStoreConfig images;
+  images.root = config_.state_dir + "/images";
+  images.max_concurrent_downloads = config_.images.max_concurrent_downloads;
+  images.pull_timeout = std::chrono::seconds(config_.images.pull_timeout_seconds);
+  for (const auto& [host, registry] : config_.images.registries) {
+    imagestore::RegistryHostConfig& target = images.registry.hosts[host];
+    target.mirrors = registry.mirrors;
+    target.insecure = registry.insecure;
+    target.ca_file = registry.ca_file;
+  }
+  auto store = imagestore::ImageStore::Open(images);
+  if (!store.ok()) {
+    return store.error().Wrap("open image store " + images.root);
+  }
+  images_ = std::move(store).value();
+  return base::Status::Ok();
+}
+
 base::Status Daemon::Start() {
   std::string socket_dir = std::filesystem::path(config_.socket).parent_path().string();
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(socket_dir, 0755));
@@ -92,16 +111,29 @@ base::Status Daemon::Start() {
   }
   state_.emplace(std::move(state).value());
 
-  runtime_service_ = std::make_unique<RuntimeServiceImpl>(config_, *state_, [] {
-    return Condition{false, "NetworkPluginNotReady", "pod networking is not available in this build"};
+  CHRYS_RETURN_IF_ERROR(OpenImageStore());
+
+  netcni::PodNetworkConfig network;
+  network.conf_dir = config_.cni.conf_dir;
+  network.bin_dirs = config_.cni.bin_dirs;
+  network.network_name = config_.cni.network_name;
+  network.cache_dir = config_.state_dir + "/cni-cache";
+  network.plugin_timeout = std::chrono::seconds(config_.cni.plugin_timeout_seconds);
+  network_ = std::make_unique<netcni::PodNetworkManager>(network);
+
+  runtime_service_ = std::make_unique<RuntimeServiceImpl>(config_, *state_, [this] {
+    netcni::NetworkReadiness readiness = network_->Readiness();
+    return Condition{readiness.ready, readiness.reason, readiness.message};
   });
   runtime_service_->LoadState();
-  image_service_ = std::make_unique<ImageServiceImpl>();
+  image_service_ = std::make_unique<ImageServiceImpl>(*images_);
+  admin_service_ = std::make_unique<AdminServiceImpl>(*images_);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix://" + config_.socket, grpc::InsecureServerCredentials());
   builder.RegisterService(runtime_service_.get());
   builder.RegisterService(image_service_.get());
+  builder.RegisterService(admin_service_.get());
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

@@ -8,10 +8,13 @@
 
 #include "base/result.h"
 #include "base/unique_fd.h"
+#include "cri/admin_service.h"
 #include "cri/config.h"
 #include "cri/image_service.h"
 #include "cri/runtime_service.h"
 #include "cri/state_store.h"
+#include "imagestore/image_store.h"
+#include "netcni/pod_network.h"
 
 namespace chrys::cri {
 
@@ -41,12 +44,16 @@ class Daemon {
  private:
   base::Status AcquireInstanceLock();
   base::Status ClearStaleSocket();
+  base::Status OpenImageStore();
 
   Config config_;
   base::UniqueFd lock_fd_;
   std::optional<StateStore> state_;
+  std::unique_ptr<imagestore::ImageStore> images_;
+  std::unique_ptr<netcni::PodNetworkManager> network_;
   std::unique_ptr<RuntimeServiceImpl> runtime_service_;
   std::unique_ptr<ImageServiceImpl> image_service_;
+  std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   bool socket_owned_ = false;
 };

@@ -10,7 +10,8 @@ CriClient::CriClient(std::string socket, std::shared_ptr<grpc::Channel> channel)
     : socket_(std::move(socket)),
       channel_(std::move(channel)),
       runtime_(runtime::v1::RuntimeService::NewStub(channel_)),
-      images_(runtime::v1::ImageService::NewStub(channel_)) {}
+      images_(runtime::v1::ImageService::NewStub(channel_)),
+      admin_(chrys::admin::v1::Admin::NewStub(channel_)) {}
 
 base::Result<CriClient> CriClient::Connect(const std::string& socket, std::chrono::milliseconds timeout) {
   struct stat st {};

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "base/result.h"
+#include "cri/proto/admin.grpc.pb.h"
 #include "cri/proto/api.grpc.pb.h"
 
 namespace chrys::cri {
@@ -18,6 +19,7 @@ class CriClient {
 
   runtime::v1::RuntimeService::Stub& runtime() { return *runtime_; }
   runtime::v1::ImageService::Stub& images() { return *images_; }
+  chrys::admin::v1::Admin::Stub& admin() { return *admin_; }
   const std::string& socket() const { return socket_; }
 
   // A client context with a deadline, for one call.
@@ -33,6 +35,7 @@ class CriClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<runtime::v1::RuntimeService::Stub> runtime_;
   std::unique_ptr<runtime::v1::ImageService::Stub> images_;
+  std::unique_ptr<chrys::admin::v1::Admin::Stub> admin_;
 };
 
 }  // namespace chrys::cri
