@@ -27,6 +27,7 @@ Options:
   --config FILE      config to install instead of deploy/config.yaml
   --force-config     replace ROOT/etc/chrysalis/config.yaml even when it was edited
   --no-cni           do not install the example CNI config
+  --no-unit          do not install the systemd unit (chrysd runs elsewhere, e.g. in the chart's daemon mode)
   --start            (ROOT=/ only) enable and (re)start chrysd.service
   --uninstall        remove what install put there; an edited config and chrysd's state are kept
   --purge            with --uninstall: also remove the config and the state directory /var/lib/chrysalis
@@ -48,6 +49,7 @@ require_guest=0
 config_src="$script_dir/config.yaml"
 force_config=0
 install_cni=1
+install_unit=1
 start=0
 uninstall=0
 purge=0
@@ -66,6 +68,7 @@ while [ "$#" -gt 0 ]; do
     --config=*) config_src=${1#*=}; shift ;;
     --force-config) force_config=1; shift ;;
     --no-cni) install_cni=0; shift ;;
+    --no-unit) install_unit=0; shift ;;
     --start) start=1; shift ;;
     --uninstall) uninstall=1; shift ;;
     --purge) purge=1; shift ;;
@@ -201,7 +204,7 @@ if [ -f "$guest_dir/manifest.json" ]; then
 elif [ "$guest_explicit" = 1 ] || [ "$require_guest" = 1 ]; then
   die "guest artifacts missing: '$guest_dir/manifest.json' not found (not built yet? run: cmake --build $build_dir --target guest-image)"
 fi
-check_readable_file "unit file" "$unit_src"
+[ "$install_unit" = 0 ] || check_readable_file "unit file" "$unit_src"
 [ "$install_cni" = 0 ] || check_readable_file "CNI config" "$cni_src"
 check_config "config file" "$config_src"
 config_action=install
@@ -217,6 +220,7 @@ if [ -e "$config_dst" ] || [ -L "$config_dst" ]; then
     config_action=keep
   fi
 fi
+[ "$start" = 0 ] || [ "$install_unit" = 1 ] || die "--start and --no-unit exclude each other"
 if [ "$start" = 1 ] && ! systemd_usable; then
   die "--start needs --root / on a machine running systemd"
 fi
@@ -241,7 +245,7 @@ case "$config_action" in
     ;;
 esac
 
-install_file "$unit_src" "$unit_dst" 0644
+[ "$install_unit" = 0 ] || install_file "$unit_src" "$unit_dst" 0644
 
 if [ "$have_guest" = 1 ]; then
   if [ -d "$guest_dst" ] && diff -r -q "$guest_dir" "$guest_dst" >/dev/null 2>&1; then
@@ -276,7 +280,7 @@ if [ "$install_cni" = 1 ]; then
   fi
 fi
 
-if systemd_usable; then
+if [ "$install_unit" = 1 ] && systemd_usable; then
   systemctl daemon-reload
   if [ "$start" = 1 ]; then
     systemctl enable chrysd.service
