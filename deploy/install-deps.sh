@@ -28,7 +28,7 @@ runtime_pkgs=(
 test_pkgs=(
   docker-registry skopeo openssl apache2-utils
   containerd socat procps
-  golang-go golang-github-masterminds-sprig-dev
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev
 )
 
 missing=()
