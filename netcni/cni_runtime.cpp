@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <filesystem>
+
 #include "base/file_util.h"
 #include "base/subprocess.h"
 
@@ -117,7 +119,10 @@ base::Result<std::string> CniRuntime::Exec(const std::string& command, const Net
   spec.max_output_bytes = 1 << 20;
   const std::string what =
       "CNI plugin " + type + " " + command + " (network " + list.name + ", container " + attachment.container_id + ")";
+  const auto started = std::chrono::steady_clock::now();
   auto run = base::RunCommand(spec);
+  plugin_exec_ns_ +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count();
   if (!run.ok()) {
     return run.error().Wrap(what);
   }
@@ -210,7 +215,26 @@ Status CniRuntime::WriteCache(const NetworkConfigList& list, const CniAttachment
 
 base::Result<CachedAttachment> CniRuntime::ReadCache(const std::string& network, const std::string& container_id,
                                                      const std::string& ifname) const {
-  const std::string path = CachePath(network, container_id, ifname);
+  return ReadCacheFile(CachePath(network, container_id, ifname));
+}
+
+std::vector<CachedAttachment> CniRuntime::ReadCacheFor(const std::string& container_id) const {
+  std::vector<CachedAttachment> out;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(config_.cache_dir + "/results", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (it->path().filename().string().find("-" + container_id + "-") == std::string::npos) {
+      continue;
+    }
+    auto cached = ReadCacheFile(it->path().string());
+    if (cached.ok() && cached->attachment.container_id == container_id) {
+      out.push_back(std::move(cached).value());
+    }
+  }
+  return out;
+}
+
+base::Result<CachedAttachment> CniRuntime::ReadCacheFile(const std::string& path) const {
   CHRYS_ASSIGN_OR_RETURN(std::string text, base::ReadFile(path, 4 << 20));
   json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
   auto corrupt = [&path](const std::string& what) {

@@ -1,6 +1,7 @@
 // CniRuntime executes CNI plugin chains (ADD, CHECK, DEL) per the CNI spec and caches ADD results on disk.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -58,6 +59,8 @@ class CniRuntime {
 
   base::Result<CachedAttachment> ReadCache(const std::string& network, const std::string& container_id,
                                            const std::string& ifname) const;
+  // Every cached attachment of a container, whatever its network or interface (for DEL without other state).
+  std::vector<CachedAttachment> ReadCacheFor(const std::string& container_id) const;
   base::Status RemoveCache(const std::string& network, const std::string& container_id,
                            const std::string& ifname) const;
   std::string CachePath(const std::string& network, const std::string& container_id, const std::string& ifname) const;
@@ -68,14 +71,19 @@ class CniRuntime {
                                            const std::optional<nlohmann::json>& prev_result);
   static std::string FormatCniArgs(const std::vector<std::pair<std::string, std::string>>& args);
 
+  // Wall time spent running plugin processes so far, to tell our own cost from the plugins' in benchmarks.
+  std::chrono::nanoseconds plugin_time() const { return std::chrono::nanoseconds(plugin_exec_ns_.load()); }
+
  private:
   base::Result<std::string> Exec(const std::string& command, const NetworkConfigList& list, size_t plugin_index,
                                  const CniAttachment& attachment,
                                  const std::optional<nlohmann::json>& prev_result) const;
+  base::Result<CachedAttachment> ReadCacheFile(const std::string& path) const;
   base::Status WriteCache(const NetworkConfigList& list, const CniAttachment& attachment,
                           const nlohmann::json& result) const;
 
   CniRuntimeConfig config_;
+  mutable std::atomic<int64_t> plugin_exec_ns_{0};
 };
 
 }  // namespace chrys::netcni

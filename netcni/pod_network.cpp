@@ -297,7 +297,7 @@ PodNetworkManager::PodNetworkManager(PodNetworkConfig config)
     : config_(std::move(config)), cni_(CniRuntimeConfig{config_.bin_dirs, config_.cache_dir, config_.plugin_timeout}) {}
 
 std::string PodNetworkManager::RecordPath(const std::string& sandbox_id) const {
-  return config_.cache_dir + "/pods/" + sandbox_id + ".json";
+  return config_.state_dir + "/pods/" + sandbox_id + ".json";
 }
 
 base::Result<PodNetwork> PodNetworkManager::Setup(const PodNetworkRequest& request) {
@@ -341,7 +341,7 @@ base::Result<PodNetwork> PodNetworkManager::Setup(const PodNetworkRequest& reque
                             {"K8S_POD_INFRA_CONTAINER_ID", request.sandbox_id},
                             {"K8S_POD_UID", request.pod_uid}};
   record.attachment.capability_args = CapabilityArgs(request);
-  CHRYS_RETURN_IF_ERROR(base::MakeDirs(config_.cache_dir + "/pods", 0700));
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(config_.state_dir + "/pods", 0700));
   CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(record_path, RecordToJson(record).dump(), 0600));
 
   std::vector<TapLink> taps;
@@ -437,7 +437,15 @@ Status PodNetworkManager::Teardown(const std::string& sandbox_id) {
     if (record_or.error().code() != base::ErrorCode::kNotFound) {
       return record_or.error();
     }
-    // No record: at most a netns left by a crash before the record was written.
+    // No record (lost with /run at a reboot, or a crash before it was written): DEL whatever the CNI cache
+    // holds for this sandbox, then drop a netns of that name if one is left.
+    const bool netns_exists = NetnsHandle::Exists(sandbox_id, config_.netns_dir);
+    for (auto& cached : cni_.ReadCacheFor(sandbox_id)) {
+      cached.attachment.netns_path = netns_exists ? config_.netns_dir + "/" + sandbox_id : "";
+      if (auto st = cni_.Del(cached.config, cached.attachment, cached.result); !st.ok()) {
+        return st.error().Wrap("teardown of sandbox " + sandbox_id);
+      }
+    }
     return NetnsHandle::RemoveByName(sandbox_id, config_.netns_dir);
   }
   PodRecord record = std::move(record_or).value();
@@ -595,7 +603,7 @@ base::Result<std::vector<base::UniqueFd>> PodNetworkManager::ReopenQueues(const 
 std::vector<std::string> PodNetworkManager::ListSandboxes() const {
   std::vector<std::string> out;
   std::error_code ec;
-  for (std::filesystem::directory_iterator it(config_.cache_dir + "/pods", ec), end; !ec && it != end;
+  for (std::filesystem::directory_iterator it(config_.state_dir + "/pods", ec), end; !ec && it != end;
        it.increment(ec)) {
     if (it->path().extension() == ".json") {
       out.push_back(it->path().stem().string());

@@ -116,6 +116,7 @@ PodNetworkConfig TestNetworkEnv::ManagerConfig() const {
   c.conf_dir = conf_dir_;
   c.bin_dirs = {bin_dir_, "/usr/lib/cni"};
   c.cache_dir = cache_dir_;
+  c.state_dir = root_ + "/state";
   c.plugin_timeout = std::chrono::seconds(20);
   return c;
 }
@@ -152,9 +153,9 @@ int TestNetworkEnv::CountIpReservations() const {
 
 int TestNetworkEnv::CountStateFiles() const {
   int count = 0;
-  for (const char* sub : {"/pods", "/results"}) {
+  for (const std::string& dir : {root_ + "/state/pods", cache_dir_ + "/results"}) {
     std::error_code ec;
-    for (fs::directory_iterator it(cache_dir_ + sub, ec), end; !ec && it != end; it.increment(ec)) {
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
       ++count;
     }
   }
