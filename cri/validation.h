@@ -1,0 +1,32 @@
+// Validation of CRI requests: names, metadata, log paths and handlers, with errors that name the field.
+#pragma once
+
+#include <string>
+
+#include "base/result.h"
+#include "cri/proto/api.pb.h"
+
+namespace chrys::cri {
+
+// Kubernetes DNS-1123 label: lower-case alphanumerics and '-', starting and ending alphanumeric, ≤ 63.
+base::Status ValidateDnsLabel(const std::string& field, const std::string& value);
+// DNS-1123 subdomain: labels joined by '.', ≤ 253 (pod names).
+base::Status ValidateDnsSubdomain(const std::string& field, const std::string& value);
+
+// metadata.name (subdomain), metadata.namespace (label), metadata.uid (non-empty, printable).
+base::Status ValidatePodSandboxConfig(const ::runtime::v1::PodSandboxConfig& config);
+// metadata.name (label), image, log path relative to the pod's log directory without escaping it.
+base::Status ValidateContainerConfig(const ::runtime::v1::ContainerConfig& config,
+                                     const ::runtime::v1::PodSandboxConfig& sandbox_config);
+
+// Joins the pod's log directory and the container's relative log path, refusing absolute paths and any path
+// that leaves the directory (.. components). Empty log path → empty result (no log file).
+base::Result<std::string> ResolveLogPath(const std::string& log_directory, const std::string& log_path);
+
+// The handler kubelet asked for ("" = the default, chrysalis), or an error listing the handlers we serve.
+base::Result<std::string> ResolveHandler(const std::string& requested);
+
+// A fresh 64-hex-character id, as kubelet expects of CRI ids.
+std::string NewId();
+
+}  // namespace chrys::cri
