@@ -10,6 +10,7 @@
 #include <array>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 #include <nlohmann/json.hpp>
@@ -50,6 +51,52 @@ Status RunStep(const std::string& context, std::vector<std::string> argv, std::v
   auto result = Run(std::move(argv), std::move(env));
   if (!result.ok()) {
     return result.error().Wrap(context);
+  }
+  return Status::Ok();
+}
+
+// mkfs.ext4 -d copies each source file's ctime and atime, which no one can set on the host; rewrite them
+// (for the root inode and every allocated inode from lost+found on) so the image depends on content only.
+Status ClampExt4InodeTimes(const std::string& image, int64_t epoch, const std::vector<std::string>& env) {
+  CHRYS_ASSIGN_OR_RETURN(base::CommandResult header, Run({"dumpe2fs", "-h", image}, env));
+  uint64_t inode_count = 0;
+  uint64_t free_inodes = 0;
+  std::istringstream in(header.stdout_data);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto value = [&](const char* key, uint64_t* out) {
+      if (line.rfind(key, 0) == 0) {
+        *out = std::strtoull(line.c_str() + std::strlen(key), nullptr, 10);
+      }
+    };
+    value("Inode count:", &inode_count);
+    value("Free inodes:", &free_inodes);
+  }
+  if (inode_count == 0 || free_inodes >= inode_count) {
+    return base::Internal("cannot read the inode counts of " + image + " from dumpe2fs");
+  }
+  // mke2fs -d allocates inodes in sequence, so the used ones are 1..used (1-10 reserved).
+  uint64_t used = inode_count - free_inodes;
+  std::string when = "@" + std::to_string(epoch);
+  std::string script;
+  auto clamp = [&](uint64_t ino) {
+    for (const char* field : {"ctime", "atime", "mtime", "crtime"}) {
+      script += "sif <" + std::to_string(ino) + "> " + field + " " + when + "\n";
+    }
+  };
+  clamp(2);
+  for (uint64_t ino = 11; ino <= used; ++ino) {
+    clamp(ino);
+  }
+  std::string script_path = image + ".debugfs";
+  CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(script_path, script));
+  auto ran = Run({"debugfs", "-w", "-f", script_path, image}, env);
+  (void)base::RemoveFileIfExists(script_path);
+  if (!ran.ok()) {
+    return ran.error().Wrap("debugfs (clamping inode times)");
+  }
+  if (ran->stderr_data.find("Couldn't") != std::string::npos || ran->stderr_data.find("rror") != std::string::npos) {
+    return base::Internal("debugfs could not clamp inode times: " + base::Tail(ran->stderr_data, 500));
   }
   return Status::Ok();
 }
@@ -438,6 +485,7 @@ Result<HalArtifacts> BuildHalImage(const HalImageConfig& c) {
                              c.root_fs_uuid, "-O", "^has_journal", "-E",
                              "hash_seed=" + c.root_fs_uuid + ",root_owner=0:0,nodiscard", "-d", root.root(),
                              a.rootfs_ext4, std::to_string(root_bytes / 1024) + "k"}, time_env));
+  CHRYS_RETURN_IF_ERROR(ClampExt4InodeTimes(a.rootfs_ext4, epoch, time_env));
   timer.Done("mkfs_root");
 
   // 2. dm-verity hash tree and root hash.
