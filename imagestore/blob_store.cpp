@@ -22,6 +22,8 @@ std::string RandomName() {
   return s;
 }
 
+}  // namespace
+
 base::Status FsyncDir(const std::string& dir) {
   base::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd || ::fsync(fd.get()) != 0) {
@@ -29,8 +31,6 @@ base::Status FsyncDir(const std::string& dir) {
   }
   return base::Status::Ok();
 }
-
-}  // namespace
 
 base::Result<std::unique_ptr<BlobStore>> BlobStore::Open(const std::string& root) {
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(root + "/blobs/sha256", 0700));
@@ -166,16 +166,33 @@ base::Status BlobStore::Writer::Commit() {
   if (::fchmod(fd_.get(), 0444) != 0) {
     return base::SystemError("chmod " + temp_path_);
   }
-  if (::fsync(fd_.get()) != 0) {
-    return base::SystemError("fsync " + temp_path_);
-  }
+  // No fsync here: Sync() makes blobs durable in one batch before anything refers to them, and a blob that a
+  // crash left unsynced is unreferenced, so the image store's collection at open removes it.
   fd_.Reset();
   std::string target = store_->PathOf(expected_);
   if (::rename(temp_path_.c_str(), target.c_str()) != 0) {
     return base::SystemError("rename " + temp_path_ + " to " + target);
   }
   committed_ = true;
-  return FsyncDir(store_->root_ + "/blobs/sha256");
+  return base::Status::Ok();
+}
+
+base::Status BlobStore::Sync(const std::vector<Digest>& digests) {
+  for (const auto& d : digests) {
+    CHRYS_RETURN_IF_ERROR(SyncFile(PathOf(d)));
+  }
+  return FsyncDir(root_ + "/blobs/sha256");
+}
+
+base::Status SyncFile(const std::string& path) {
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    return base::SystemError("open " + path);
+  }
+  if (::fdatasync(fd.get()) != 0) {
+    return base::SystemError("fsync " + path);
+  }
+  return base::Status::Ok();
 }
 
 base::Status BlobStore::Ensure(const Digest& digest, int64_t size, const std::function<base::Status(Writer&)>& produce,

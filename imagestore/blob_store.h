@@ -63,6 +63,9 @@ class BlobStore {
   base::Result<int64_t> SizeOf(const Digest& digest) const;
   base::Result<std::string> ReadSmall(const Digest& digest, size_t max_bytes) const;
   base::Status Remove(const Digest& digest);
+  // Makes the blobs durable (fdatasync each, then the directory). Commit() leaves that to this batch call so
+  // that a pull waits for the disk once, after its downloads, instead of once per blob.
+  base::Status Sync(const std::vector<Digest>& digests);
   base::Result<std::vector<Digest>> List() const;
   const std::string& root() const { return root_; }
 
@@ -78,5 +81,9 @@ class BlobStore {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Inflight>> inflight_;
 };
+
+// fdatasync of one file / fsync of one directory.
+base::Status SyncFile(const std::string& path);
+base::Status FsyncDir(const std::string& dir);
 
 }  // namespace chrys::imagestore

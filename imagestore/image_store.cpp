@@ -301,7 +301,10 @@ Status ImageStore::Load() {
     }
     leases_[lease.owner] = std::move(lease);
   }
-  return Status::Ok();
+  // Whatever no record or lease names is left from a pull that died (maybe not even flushed): drop it now.
+  std::lock_guard<std::mutex> lock(mu_);
+  auto gc = CollectLocked();
+  return gc.ok() ? Status::Ok() : Status(gc.error().Wrap("collect leftovers in " + root));
 }
 
 std::string ImageStore::LayerImagePath(const Digest& layer_digest) const {
@@ -494,6 +497,21 @@ Result<ImageRecord> ImageStore::Resolve(const std::string& name, std::string man
   }
   if (first_error) {
     return *first_error;
+  }
+  // Durable before the record that refers to them exists.
+  std::vector<Digest> digests_to_sync = {manifest_digest, manifest.config.digest};
+  if (index_digest) {
+    digests_to_sync.push_back(*index_digest);
+  }
+  for (const auto& l : record.layers) {
+    digests_to_sync.push_back(l.digest);
+  }
+  CHRYS_RETURN_IF_ERROR(blobs_->Sync(digests_to_sync));
+  if (config_.build_layer_images_on_pull) {
+    for (const auto& l : record.layers) {
+      CHRYS_RETURN_IF_ERROR(SyncFile(LayerImagePath(l.digest)));
+    }
+    CHRYS_RETURN_IF_ERROR(FsyncDir(config_.root + "/layers/sha256"));
   }
   (void)progress;
   (void)name;
@@ -698,6 +716,9 @@ Result<std::string> ImageStore::EnsureLayerImage(const Digest& layer_digest) {
     busy_.insert(layer_digest.hex());
   }
   Status s = EnsureLayerImageFor(*layer);
+  if (s.ok()) {
+    s = SyncFile(LayerImagePath(layer_digest));
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     busy_.erase(busy_.find(layer_digest.hex()));
