@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -63,9 +64,15 @@ int PullChild(const std::string& root, const std::string& registry, const std::s
   }
   struct rusage children {};
   ::getrusage(RUSAGE_CHILDREN, &children);
+  struct rusage self {};
+  ::getrusage(RUSAGE_SELF, &self);
+  auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
   json out = {{"rss_before", rss_before},
               {"hwm", ProcStatusBytes("VmHWM")},
               {"children_max_rss", static_cast<int64_t>(children.ru_maxrss) * 1024},
+              {"cpu_user", secs(self.ru_utime)},
+              {"cpu_sys", secs(self.ru_stime)},
+              {"children_cpu", secs(children.ru_utime) + secs(children.ru_stime)},
               {"layers", image->layers.size()},
               {"size", image->size}};
   std::cout << out.dump() << std::endl;
@@ -227,6 +234,8 @@ int Main(int argc, char** argv) {
   std::vector<double> rss_growth;
   std::vector<double> hwm;
   std::vector<double> mkfs_rss;
+  std::vector<double> cpu;
+  std::vector<double> mkfs_cpu;
   for (int round = 0; round < rounds; ++round) {
     std::string cdir = work.path() + "/containerd" + std::to_string(round);
     std::string sdir = work.path() + "/store" + std::to_string(round);
@@ -245,6 +254,8 @@ int Main(int argc, char** argv) {
     }
     theirs.push_back(*c);
     ours.push_back(o->seconds);
+    cpu.push_back(o->child["cpu_user"].get<double>() + o->child["cpu_sys"].get<double>());
+    mkfs_cpu.push_back(o->child["children_cpu"].get<double>());
     int64_t before = o->child["rss_before"].get<int64_t>();
     int64_t peak = o->child["hwm"].get<int64_t>();
     rss_growth.push_back(static_cast<double>(peak - before) / (1 << 20));
@@ -256,19 +267,36 @@ int Main(int argc, char** argv) {
   auto best = [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); };
   auto worst = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
   double ratio = best(ours) / best(theirs);
+  std::vector<double> ratios;
+  for (size_t i = 0; i < ours.size(); ++i) {
+    ratios.push_back(ours[i] / theirs[i]);
+  }
+  std::sort(ratios.begin(), ratios.end());
+  double median_ratio = ratios[ratios.size() / 2];
   std::printf("image pull: 5 layers, %.1f MiB compressed, local docker-registry, %d round(s), best of rounds\n",
               static_cast<double>(total) / (1 << 20), rounds);
   std::printf("%-44s %12s %12s\n", "", "chrysalis", "containerd");
   std::printf("%-44s %12.2f %12.2f\n", "cold pull until usable (s)", best(ours), best(theirs));
-  std::printf("%-44s %12.2f %12s\n", "wall-time ratio (target <= 0.70)", ratio, "1.00");
+  std::printf("%-44s %12.2f %12s\n", "wall-time ratio, best/best (target <= 0.70)", ratio, "1.00");
+  std::printf("%-44s %12.2f %12s\n", "wall-time ratio, median of rounds", median_ratio, "1.00");
   std::printf("%-44s %12.1f %12s\n", "pulling process RSS growth, worst (MiB, <= 30)", worst(rss_growth), "-");
   std::printf("%-44s %12.1f %12s\n", "pulling process peak RSS (MiB)", worst(hwm), "-");
   std::printf("%-44s %12.1f %12s\n", "largest mkfs.erofs child RSS (MiB)", worst(mkfs_rss), "-");
-  json out = {{"bench", "image_pull"},     {"layers", 5},
-              {"compressed_bytes", total}, {"rounds", rounds},
-              {"chrysalis_seconds", ours}, {"containerd_seconds", theirs},
-              {"wall_ratio", ratio},       {"rss_growth_mib", rss_growth},
-              {"peak_rss_mib", hwm},       {"mkfs_child_max_rss_mib", mkfs_rss}};
+  std::printf("%-44s %12.2f %12s\n", "pulling process CPU, user+sys (s)", best(cpu), "-");
+  std::printf("%-44s %12.2f %12s\n", "mkfs.erofs children CPU (s)", best(mkfs_cpu), "-");
+  json out = {{"bench", "image_pull"},
+              {"layers", 5},
+              {"compressed_bytes", total},
+              {"rounds", rounds},
+              {"chrysalis_seconds", ours},
+              {"containerd_seconds", theirs},
+              {"wall_ratio", ratio},
+              {"wall_ratio_median", median_ratio},
+              {"cpu_seconds", cpu},
+              {"mkfs_cpu_seconds", mkfs_cpu},
+              {"rss_growth_mib", rss_growth},
+              {"peak_rss_mib", hwm},
+              {"mkfs_child_max_rss_mib", mkfs_rss}};
   std::cout << out.dump() << std::endl;
   return 0;
 }
