@@ -10,6 +10,7 @@
 #include "base/file_util.h"
 #include "base/subprocess.h"
 #include "runtime/agent/transport.h"
+#include "runtime/virtiofsd.h"
 
 namespace chrys::runtime {
 
@@ -45,17 +46,6 @@ std::string QemuEscape(const std::string& value) {
     }
   }
   return out;
-}
-
-bool WaitForPath(const std::string& path, milliseconds timeout) {
-  auto deadline = Clock::now() + timeout;
-  while (!PathExists(path)) {
-    if (Clock::now() >= deadline) {
-      return false;
-    }
-    std::this_thread::sleep_for(milliseconds(10));
-  }
-  return true;
 }
 
 }  // namespace
@@ -209,28 +199,13 @@ Result<std::vector<std::string>> QemuVmm::CommandLine(const VmLaunchSpec& spec) 
 
 Status QemuVmm::StartHelpers(const VmLaunchSpec& spec) {
   for (size_t i = 0; i < spec.fs_shares.size(); ++i) {
-    std::string sock = FsSocketPath(spec, i);
-    (void)base::RemoveFileIfExists(sock);
-    DetachedLaunchSpec helper;
-    helper.argv = {config_.virtiofsd_binary,
-                   "--socket-path=" + sock,
-                   "-o",
-                   "source=" + spec.fs_shares[i].host_dir,
-                   "-o",
-                   "cache=auto",
-                   "-o",
-                   "sandbox=chroot"};
-    helper.cgroup_procs_files = cgroup_.procs_files();
-    helper.output_log_path = spec.run_dir + "/virtiofsd-" + std::to_string(i) + ".log";
-    CHRYS_ASSIGN_OR_RETURN(DetachedProcess proc, DetachedProcess::Launch(helper));
+    CHRYS_ASSIGN_OR_RETURN(
+        DetachedProcess proc,
+        LaunchVirtiofsd(config_.virtiofsd_binary, FsSocketPath(spec, i), spec.fs_shares[i], cgroup_.procs_files(),
+                        spec.run_dir + "/virtiofsd-" + std::to_string(i) + ".log", std::chrono::seconds(5)));
     state_.helper_pids.push_back(proc.pid());
     state_.helper_start_ticks.push_back(proc.start_ticks());
     helpers_.push_back(std::move(proc));
-    if (!WaitForPath(sock, std::chrono::seconds(5))) {
-      auto log = base::ReadFile(helper.output_log_path, 1 << 16);
-      return base::Internal("virtiofsd for share \"" + spec.fs_shares[i].tag + "\" did not create " + sock + ": " +
-                            base::Tail(log.ok() ? *log : std::string(), 600));
-    }
   }
   return Status::Ok();
 }

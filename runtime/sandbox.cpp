@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "runtime/cloud_hypervisor.h"
 #include "runtime/qemu.h"
 
 namespace chrys::runtime {
@@ -212,7 +213,7 @@ Result<std::unique_ptr<Vmm>> SandboxManager::MakeVmm(VmmKind kind) {
   if (kind == VmmKind::kQemu) {
     return std::unique_ptr<Vmm>(std::make_unique<QemuVmm>(QemuConfig{}));
   }
-  return base::MakeError(base::ErrorCode::kUnimplemented, "no VMM factory for " + std::string(VmmKindName(kind)));
+  return std::unique_ptr<Vmm>(std::make_unique<CloudHypervisorVmm>(CloudHypervisorConfig{}));
 }
 
 std::shared_ptr<SandboxManager::Sandbox> SandboxManager::Find(const std::string& id) {

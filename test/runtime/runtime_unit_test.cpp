@@ -1,0 +1,270 @@
+// Unit tests of the runtime's pure parts and process handling: cgroup paths, sizing, handler selection, the
+// QEMU command line, detached processes with fd passing, launch-spec validation.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "base/file_util.h"
+#include "runtime/cgroup.h"
+#include "runtime/process.h"
+#include "runtime/qemu.h"
+#include "runtime/sandbox.h"
+
+namespace chrys::runtime {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string TempDir(const std::string& name) {
+  std::string dir = "/tmp/rt-unit-" + std::to_string(::getpid()) + "-" + name;
+  (void)base::RemoveTree(dir);
+  EXPECT_TRUE(base::MakeDirs(dir).ok());
+  return dir;
+}
+
+TEST(CgroupTest, SystemdSliceExpansion) {
+  EXPECT_EQ(*ExpandSystemdSlice("kubepods-burstable-pod1.slice"),
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice");
+  EXPECT_EQ(*ExpandSystemdSlice("system.slice"), "system.slice");
+  EXPECT_EQ(*ExpandSystemdSlice("-.slice"), "");
+  EXPECT_FALSE(ExpandSystemdSlice("kubepods").ok());
+  EXPECT_FALSE(ExpandSystemdSlice("a--b.slice").ok());
+  EXPECT_FALSE(ExpandSystemdSlice("a/b.slice").ok());
+}
+
+TEST(CgroupTest, RelativePaths) {
+  EXPECT_EQ(*VmmCgroupRelativePath("/kubepods/burstable/pod1", CgroupDriver::kCgroupfs, "abc"),
+            "kubepods/burstable/pod1/chrys-abc");
+  EXPECT_EQ(*VmmCgroupRelativePath("", CgroupDriver::kCgroupfs, "abc"), "chrys-abc");
+  EXPECT_EQ(*VmmCgroupRelativePath("kubepods-pod1.slice", CgroupDriver::kSystemd, "abc"),
+            "kubepods.slice/kubepods-pod1.slice/chrys-abc.scope");
+  EXPECT_FALSE(VmmCgroupRelativePath("/kubepods/../etc", CgroupDriver::kCgroupfs, "abc").ok());
+  EXPECT_FALSE(VmmCgroupRelativePath("/kubepods", CgroupDriver::kCgroupfs, "../x").ok());
+  EXPECT_FALSE(VmmCgroupRelativePath("/kubepods", CgroupDriver::kSystemd, "abc").ok());
+}
+
+TEST(CgroupTest, DiscoversV1AndV2FromMountinfo) {
+  std::string dir = TempDir("mountinfo");
+  std::string mi =
+      "30 25 0:26 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n"
+      "31 25 0:27 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n"
+      "32 25 0:28 / /sys/fs/cgroup/cpuset rw,nosuid - cgroup cgroup rw,cpuset\n"
+      "33 25 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct\n"
+      "34 25 0:30 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n"
+      "35 25 0:31 / /proc rw - proc proc rw\n";
+  ASSERT_TRUE(base::WriteFileAtomic(dir + "/mountinfo", mi).ok());
+  auto h = DiscoverCgroupHierarchies(dir + "/mountinfo");
+  ASSERT_TRUE(h.ok());
+  std::vector<std::string> mounts;
+  for (const auto& x : *h) {
+    mounts.push_back(x.mount_point + (x.unified ? "(v2)" : ""));
+  }
+  EXPECT_EQ(mounts, (std::vector<std::string>{"/sys/fs/cgroup/unified(v2)", "/sys/fs/cgroup/memory",
+                                              "/sys/fs/cgroup/cpu,cpuacct"}));
+  (void)base::RemoveTree(dir);
+}
+
+TEST(CgroupTest, CreateRemembersAndRemovesOnlyWhatItCreated) {
+  std::string root = TempDir("cgroot");
+  ASSERT_TRUE(base::MakeDirs(root + "/a/kubepods").ok());
+  ASSERT_TRUE(base::MakeDirs(root + "/b").ok());
+  auto cg = VmmCgroup::Create({{root + "/a", false}, {root + "/b", true}}, "kubepods/pod1/chrys-x");
+  ASSERT_TRUE(cg.ok()) << cg.error().message();
+  EXPECT_EQ(cg->procs_files(), (std::vector<std::string>{root + "/a/kubepods/pod1/chrys-x/cgroup.procs",
+                                                         root + "/b/kubepods/pod1/chrys-x/cgroup.procs"}));
+  EXPECT_EQ(cg->created_dirs().size(), 5u);  // a: pod1, chrys-x; b: kubepods, pod1, chrys-x
+  ASSERT_TRUE(cg->Remove(1s).ok());
+  EXPECT_EQ(::access((root + "/a/kubepods").c_str(), F_OK), 0) << "pre-existing parent must stay";
+  EXPECT_NE(::access((root + "/a/kubepods/pod1").c_str(), F_OK), 0);
+  EXPECT_NE(::access((root + "/b/kubepods").c_str(), F_OK), 0);
+  (void)base::RemoveTree(root);
+}
+
+TEST(SizingTest, VcpusAndMemoryFromPodResources) {
+  VmSizing s;
+  s.overhead_vcpus = 0;
+  s.overhead_memory_mib = 128;
+  s.default_vcpus = 1;
+  s.default_memory_mib = 512;
+  s.max_vcpus = 8;
+  EXPECT_EQ(VcpusFor({0, 0}, s), 1);
+  EXPECT_EQ(VcpusFor({1500, 0}, s), 2);
+  EXPECT_EQ(VcpusFor({100000, 0}, s), 8);
+  EXPECT_EQ(MemoryMibFor({0, 0}, s), 640);
+  EXPECT_EQ(MemoryMibFor({0, (256 << 20) + 1}, s), 257 + 128);
+  s.overhead_vcpus = 1;
+  EXPECT_EQ(VcpusFor({2000, 0}, s), 3);
+}
+
+TEST(SelectorTest, HandlerChoosesVmm) {
+  EXPECT_EQ(*SelectVmmKind("chrysalis", true), VmmKind::kCloudHypervisor);
+  EXPECT_EQ(*SelectVmmKind("chrysalis", false), VmmKind::kQemu);
+  EXPECT_EQ(*SelectVmmKind("chrysalis-qemu", true), VmmKind::kQemu);
+  EXPECT_EQ(SelectVmmKind("chrysalis-snp", true).error().code(), base::ErrorCode::kUnimplemented);
+  auto unknown = SelectVmmKind("runc", true);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().message().find("runc"), std::string::npos);
+}
+
+TEST(QemuTest, CommandLineHasEveryPart) {
+  QemuConfig c;
+  c.hotplug_ports = 2;
+  c.vhost_vsock_device = "/nonexistent";
+  QemuVmm vmm(c);
+  VmLaunchSpec s;
+  s.sandbox_id = "pod1";
+  s.kernel_path = "/k";
+  s.initramfs_path = "/i";
+  s.kernel_cmdline = "console=ttyS0";
+  s.vcpus = 2;
+  s.memory_mib = 512;
+  s.run_dir = "/run/chrys/pod1";
+  s.console_log_path = "/var/log/chrys/pod1,console.log";
+  s.interfaces.push_back({{10, 11}, "02:00:00:00:00:01", 1400});
+  s.interfaces.push_back({{12}, "02:00:00:00:00:02", 1500});
+  s.fs_shares.push_back({"vol0", "/srv", false});
+  s.agent_channel = AgentChannelKind::kVhostVsock;  // falls back: no /dev/vhost-vsock
+  auto a = vmm.BuildCommandLine(s, "tcg");
+  auto has = [&](const std::string& flag, const std::string& value) {
+    for (size_t i = 0; i + 1 < a.size(); ++i) {
+      if (a[i] == flag && a[i + 1] == value) {
+        return true;
+      }
+    }
+    return false;
+  };
+  EXPECT_EQ(a[0], "/usr/bin/qemu-system-x86_64");
+  EXPECT_TRUE(has("-machine", "q35,accel=tcg"));
+  EXPECT_TRUE(has("-cpu", "max"));
+  EXPECT_TRUE(has("-smp", "2"));
+  EXPECT_TRUE(has("-kernel", "/k"));
+  EXPECT_TRUE(has("-initrd", "/i"));
+  EXPECT_TRUE(has("-append", "console=ttyS0"));
+  // Tap fds are renumbered 3.. in the VMM, in order; multi-queue gets mq and 2*queues+2 vectors.
+  EXPECT_TRUE(has("-netdev", "tap,id=net0,fds=3:4,vhost=off"));
+  EXPECT_TRUE(has("-device", "virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01,host_mtu=1400,mq=on,vectors=6"));
+  EXPECT_TRUE(has("-netdev", "tap,id=net1,fds=5,vhost=off"));
+  EXPECT_TRUE(has("-device", "virtio-net-pci,netdev=net1,mac=02:00:00:00:00:02,host_mtu=1500"));
+  EXPECT_TRUE(has("-chardev", "socket,id=qmp,path=/run/chrys/pod1/qmp.sock,server=on,wait=off"));
+  EXPECT_TRUE(has("-mon", "chardev=qmp,mode=control"));
+  EXPECT_TRUE(has("-chardev", "file,id=console,path=/var/log/chrys/pod1,,console.log")) << "commas doubled";
+  EXPECT_TRUE(has("-device", "virtserialport,bus=vser0.0,chardev=agent,name=chrys.agent"));
+  EXPECT_TRUE(has("-object", "memory-backend-memfd,id=mem0,size=512M,share=on"));
+  EXPECT_TRUE(has("-numa", "node,memdev=mem0"));
+  EXPECT_TRUE(has("-device", "vhost-user-fs-pci,chardev=fs0,tag=vol0"));
+  EXPECT_TRUE(has("-device", "pcie-root-port,id=hp0,chassis=1,bus=pcie.0"));
+  EXPECT_TRUE(has("-device", "pcie-root-port,id=hp1,chassis=2,bus=pcie.0"));
+  EXPECT_EQ(std::count(a.begin(), a.end(), "-no-reboot"), 1);
+}
+
+TEST(QemuTest, AccelResolution) {
+  QemuConfig c;
+  c.accel = "tcg";
+  EXPECT_EQ(*ResolveQemuAccel(c, "/k"), "tcg");
+  c.accel = "auto";
+  c.kvm_device = "/nonexistent/kvm";
+  EXPECT_EQ(*ResolveQemuAccel(c, "/k"), "tcg");
+  c.accel = "whpx";
+  EXPECT_FALSE(ResolveQemuAccel(c, "/k").ok());
+}
+
+TEST(LaunchSpecTest, BadInputNamesTheField) {
+  std::string dir = TempDir("spec");
+  ASSERT_TRUE(base::WriteFileAtomic(dir + "/k", "k").ok());
+  VmLaunchSpec s;
+  s.sandbox_id = "ok";
+  s.kernel_path = dir + "/k";
+  s.run_dir = dir + "/run";
+  s.console_log_path = dir + "/console.log";
+  ASSERT_TRUE(ValidateLaunchSpec(s).ok());
+  auto bad = [&](auto mutate, const std::string& field) {
+    VmLaunchSpec t = s;
+    mutate(t);
+    auto st = ValidateLaunchSpec(t);
+    ASSERT_FALSE(st.ok()) << field;
+    EXPECT_EQ(st.error().code(), base::ErrorCode::kInvalidArgument);
+    EXPECT_NE(st.error().message().find(field), std::string::npos) << st.error().message();
+  };
+  bad([](VmLaunchSpec& t) { t.sandbox_id = "../x"; }, "sandbox_id");
+  bad([](VmLaunchSpec& t) { t.vcpus = 0; }, "vcpus");
+  bad([](VmLaunchSpec& t) { t.memory_mib = 1; }, "memory_mib");
+  bad([&](VmLaunchSpec& t) { t.kernel_path = dir + "/missing"; }, "kernel_path");
+  bad([](VmLaunchSpec& t) { t.interfaces.push_back({{}, "02:00:00:00:00:01", 1500}); }, "tap_queue_fds");
+  bad([](VmLaunchSpec& t) { t.interfaces.push_back({{987654}, "02:00:00:00:00:01", 1500}); }, "tap_queue_fds");
+  bad([](VmLaunchSpec& t) { t.interfaces.push_back({{0}, "zz:00", 1500}); }, "guest_mac");
+  bad([](VmLaunchSpec& t) { t.interfaces.push_back({{0}, "02:00:00:00:00:01", 20}); }, "mtu");
+  bad([](VmLaunchSpec& t) { t.fs_shares.push_back({"bad tag", "/tmp", false}); }, "tag");
+  bad([](VmLaunchSpec& t) { t.fs_shares.push_back({"t", "/nonexistent-dir", false}); }, "host_dir");
+  bad([](VmLaunchSpec& t) { t.run_dir = "/tmp/" + std::string(100, 'r'); }, "run_dir");
+  EXPECT_FALSE(ValidateDiskSpec({"has space", dir + "/k", true}).ok());
+  EXPECT_FALSE(ValidateDiskSpec({"serial-that-is-way-too-long", dir + "/k", true}).ok());
+  EXPECT_FALSE(ValidateDiskSpec({"ok", dir + "/missing", true}).ok());
+  EXPECT_TRUE(ValidateDiskSpec({"ok", dir + "/k", true}).ok());
+  (void)base::RemoveTree(dir);
+}
+
+TEST(DetachedProcessTest, PassesFdsAndOutlivesItsLauncherSession) {
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  std::string dir = TempDir("proc");
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  DetachedLaunchSpec spec;
+  // fd 3 must be our pipe's write end; nothing else of ours may leak (fd 4 closed).
+  spec.argv = {"/bin/sh", "-c",
+               "readlink /proc/self/fd/3 > " + dir + "/fd3; [ -e /proc/self/fd/4 ] && echo leak > " + dir +
+                   "/fd4; echo $(cut -d' ' -f6 /proc/self/stat) > " + dir + "/sid; exec sleep 30"};
+  spec.pass_fds = {fds[1]};
+  spec.output_log_path = dir + "/out.log";
+  auto proc = DetachedProcess::Launch(spec);
+  ASSERT_TRUE(proc.ok()) << proc.error().message();
+  for (int i = 0; i < 100 && ::access((dir + "/sid").c_str(), F_OK) != 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  auto fd3 = base::ReadFile(dir + "/fd3");
+  ASSERT_TRUE(fd3.ok());
+  char self[64] = {};
+  ASSERT_GT(::readlink(("/proc/self/fd/" + std::to_string(fds[1])).c_str(), self, sizeof self - 1), 0);
+  EXPECT_EQ(*fd3, std::string(self) + "\n");
+  EXPECT_NE(::access((dir + "/fd4").c_str(), F_OK), 0) << "an fd leaked into the VMM";
+  auto sid = base::ReadFile(dir + "/sid");
+  ASSERT_TRUE(sid.ok());
+  EXPECT_NE(std::stoi(*sid), ::getsid(0)) << "the VMM must not share our session";
+  EXPECT_TRUE(proc->Alive());
+
+  // Attach checks start time and binary (after exec, sleep).
+  EXPECT_TRUE(DetachedProcess::Attach(proc->pid(), proc->start_ticks(), "sleep").ok());
+  EXPECT_FALSE(DetachedProcess::Attach(proc->pid(), proc->start_ticks() + 1, "sleep").ok());
+  EXPECT_FALSE(DetachedProcess::Attach(proc->pid(), proc->start_ticks(), "/usr/bin/qemu-system-x86_64").ok());
+
+  ASSERT_TRUE(proc->Terminate(2s).ok());
+  EXPECT_FALSE(proc->Alive());
+  EXPECT_FALSE(ProcessRunning(proc->pid()));
+  EXPECT_FALSE(DetachedProcess::Attach(proc->pid(), proc->start_ticks(), "sleep").ok());
+  ::close(fds[0]);
+  ::close(fds[1]);
+  (void)base::RemoveTree(dir);
+}
+
+TEST(DetachedProcessTest, ExecAndNetnsFailuresAreReported) {
+  DetachedLaunchSpec spec;
+  spec.argv = {"/nonexistent/vmm"};
+  auto missing = DetachedProcess::Launch(spec);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message().find("exec"), std::string::npos) << missing.error().message();
+  spec.argv = {"/bin/true"};
+  spec.netns_path = "/nonexistent/netns";
+  EXPECT_FALSE(DetachedProcess::Launch(spec).ok());
+  spec.netns_path.clear();
+  spec.pass_fds = {987654};
+  EXPECT_EQ(DetachedProcess::Launch(spec).error().code(), base::ErrorCode::kInvalidArgument);
+  spec.argv = {"relative/path"};
+  EXPECT_EQ(DetachedProcess::Launch(spec).error().code(), base::ErrorCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace chrys::runtime
