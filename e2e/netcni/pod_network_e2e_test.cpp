@@ -259,6 +259,43 @@ TEST_F(PodNetworkE2E, TeardownAfterRebootRunsDelFromTheCniCacheAlone) {
   ExpectNothingLeft();
 }
 
+TEST_F(PodNetworkE2E, SeveralInterfacesGetOneTapEach) {
+  std::filesystem::create_symlink(FAKE_SECOND_IF_PLUGIN, env_->bin_dir() + "/second-if");
+  env_->WriteConflist("10-chrystest.conflist", {R"({"type": "second-if"})"});
+  PodNetworkManager manager(env_->ManagerConfig());
+  auto net = manager.Setup(Request("multi", 2));
+  ASSERT_TRUE(net.ok()) << net.error().message();
+  ASSERT_EQ(net->interfaces.size(), 2u);
+  EXPECT_EQ(net->interfaces[0].cni_ifname, "eth0");
+  EXPECT_EQ(net->interfaces[0].tap_name, "tap0_eth0");
+  EXPECT_EQ(net->interfaces[1].cni_ifname, "eth1");
+  EXPECT_EQ(net->interfaces[1].tap_name, "tap1_eth1");
+  ASSERT_EQ(net->interfaces[1].ips.size(), 1u);
+  EXPECT_EQ(net->interfaces[1].ips[0].address, "192.168.77.2");
+  EXPECT_EQ(net->interfaces[1].ips[0].gateway, "192.168.77.1");
+  ASSERT_EQ(net->interfaces[0].ips.size(), 1u);
+  EXPECT_EQ(net->interfaces[0].ips[0].gateway, env_->gateway());
+  auto netns = NetnsHandle::Open(net->sandbox_id);
+  ASSERT_TRUE(netns.ok());
+  for (const auto& itf : net->interfaces) {
+    EXPECT_EQ(itf.queue_fds.size(), 2u);
+    auto state = TapLink::Inspect(netns->fd(), itf.tap_name, itf.cni_ifname);
+    ASSERT_TRUE(state.ok()) << state.error().message();
+    EXPECT_EQ(state->tun_num_queues, 2u);
+    EXPECT_EQ(state->veth_mac, itf.guest_mac);
+    ASSERT_EQ(state->veth_filters.size(), 1u);
+    EXPECT_EQ(state->veth_filters[0].target_ifindex, state->tap_ifindex);
+    ASSERT_EQ(state->tap_filters.size(), 1u);
+    EXPECT_EQ(state->tap_filters[0].target_ifindex, state->veth_ifindex);
+  }
+  EXPECT_NE(net->interfaces[0].guest_mac, net->interfaces[1].guest_mac);
+  netns = NetnsHandle();
+  net->interfaces.clear();
+  auto down = manager.Teardown(net->sandbox_id);
+  ASSERT_TRUE(down.ok()) << down.error().message();
+  ExpectNothingLeft();
+}
+
 TEST_F(PodNetworkE2E, HostNetworkPodGetsNothing) {
   PodNetworkManager manager(env_->ManagerConfig());
   auto request = Request("hostnet");
