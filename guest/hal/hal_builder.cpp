@@ -12,8 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "base/file_util.h"
 #include "base/subprocess.h"
@@ -327,9 +327,9 @@ class StepTimer {
 };
 
 Status BuildRootTree(const HalImageConfig& c, Staging& root, bool* has_agent) {
-  for (const char* dir : {"bin", "sbin", "usr/bin", "usr/sbin", "lib", "lib64", "etc", "dev", "proc", "sys", "run",
-                          "var", "root", "cocos", "cocos_init", "etc/certs", "etc/cocos", "var/lib/chrys",
-                          ".chrys-root"}) {
+  for (const char* dir :
+       {"bin", "sbin", "usr/bin", "usr/sbin", "lib", "lib64", "etc", "dev", "proc", "sys", "run", "var", "root",
+        "cocos", "cocos_init", "etc/certs", "etc/cocos", "var/lib/chrys", ".chrys-root"}) {
     CHRYS_RETURN_IF_ERROR(root.MakeDir(dir));
   }
   CHRYS_RETURN_IF_ERROR(root.MakeDir("tmp", 01777));
@@ -343,18 +343,19 @@ Status BuildRootTree(const HalImageConfig& c, Staging& root, bool* has_agent) {
     CHRYS_RETURN_IF_ERROR(root.AddProgram(c.agent_binary, "usr/bin/chrys-agent"));
   }
   CHRYS_RETURN_IF_ERROR(root.WriteText("etc/fstab", RenderRootFstab()));
-  CHRYS_RETURN_IF_ERROR(root.WriteText("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"));
+  CHRYS_RETURN_IF_ERROR(
+      root.WriteText("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"));
   CHRYS_RETURN_IF_ERROR(root.WriteText("etc/group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"));
   CHRYS_RETURN_IF_ERROR(root.WriteText("etc/hostname", "chrys-hal\n"));
-  CHRYS_RETURN_IF_ERROR(root.WriteText("etc/chrys-hal-release", "CHRYS_HAL=1\nAGENT=" +
-                                                                    std::string(*has_agent ? "yes" : "no") + "\n"));
+  CHRYS_RETURN_IF_ERROR(
+      root.WriteText("etc/chrys-hal-release", "CHRYS_HAL=1\nAGENT=" + std::string(*has_agent ? "yes" : "no") + "\n"));
   return Status::Ok();
 }
 
 Status BuildInitramfsTree(const HalImageConfig& c, const std::string& release, const std::string& modules_dir,
                           Staging& initrd) {
-  for (const char* dir : {"dev", "proc", "sys", "run", "tmp", "root", "etc", "bin", "sbin", "usr/bin", "usr/sbin",
-                          "lib", "lib64"}) {
+  for (const char* dir :
+       {"dev", "proc", "sys", "run", "tmp", "root", "etc", "bin", "sbin", "usr/bin", "usr/sbin", "lib", "lib64"}) {
     CHRYS_RETURN_IF_ERROR(initrd.MakeDir(dir));
   }
   CHRYS_RETURN_IF_ERROR(initrd.AddBusybox(c.busybox));
@@ -392,17 +393,38 @@ nlohmann::json BuildInfoJson(const HalArtifacts& a, int64_t epoch) {
   for (const BuildStep& s : a.steps) {
     steps[s.name] = s.seconds;
   }
-  return {{"roothash", a.roothash},       {"kernel_release", a.kernel_release}, {"kernel_cmdline", a.kernel_cmdline},
-          {"has_agent", a.has_agent},     {"source_date_epoch", epoch},         {"disk_bytes", a.layout.total_bytes},
-          {"partitions", parts},          {"steps_seconds", steps},             {"total_seconds", a.total_seconds}};
+  return {{"roothash", a.roothash},
+          {"kernel_release", a.kernel_release},
+          {"kernel_cmdline", a.kernel_cmdline},
+          {"has_agent", a.has_agent},
+          {"source_date_epoch", epoch},
+          {"disk_bytes", a.layout.total_bytes},
+          {"partitions", parts},
+          {"steps_seconds", steps},
+          {"total_seconds", a.total_seconds}};
 }
 
 }  // namespace
 
 std::vector<std::string> DefaultInitramfsModules() {
-  return {"virtio_pci", "virtio_scsi", "sd_mod",     "dm-mod",         "dm-verity",   "dm-crypt",
-          "ecb",        "xts",        "algif_skcipher", "crc32c_generic", "ext4", "9pnet_virtio", "9p",
-          "configfs",   "virtio_net", "virtio_console", "vmw_vsock_virtio_transport", "sev-guest"};
+  return {"virtio_pci",
+          "virtio_scsi",
+          "sd_mod",
+          "dm-mod",
+          "dm-verity",
+          "dm-crypt",
+          "ecb",
+          "xts",
+          "algif_skcipher",
+          "crc32c_generic",
+          "ext4",
+          "9pnet_virtio",
+          "9p",
+          "configfs",
+          "virtio_net",
+          "virtio_console",
+          "vmw_vsock_virtio_transport",
+          "sev-guest"};
 }
 
 Result<std::string> FindDefaultKernel(const std::string& boot_dir) {
@@ -410,8 +432,8 @@ Result<std::string> FindDefaultKernel(const std::string& boot_dir) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(boot_dir, ec)) {
     std::string name = entry.path().filename().string();
-    if (name.rfind("vmlinuz-", 0) == 0 && name.find("-cloud-") == std::string::npos &&
-        name.size() > 14 && name.compare(name.size() - 6, 6, "-amd64") == 0) {
+    if (name.rfind("vmlinuz-", 0) == 0 && name.find("-cloud-") == std::string::npos && name.size() > 14 &&
+        name.compare(name.size() - 6, 6, "-amd64") == 0) {
       kernels.push_back(entry.path().string());
     }
   }
@@ -432,8 +454,7 @@ Result<HalArtifacts> BuildHalImage(const HalImageConfig& c) {
   if (c.output_dir.empty()) {
     return base::InvalidArgument("output_dir is required");
   }
-  if (c.verity_salt.size() != 64 ||
-      c.verity_salt.find_first_not_of("0123456789abcdef") != std::string::npos) {
+  if (c.verity_salt.size() != 64 || c.verity_salt.find_first_not_of("0123456789abcdef") != std::string::npos) {
     return base::InvalidArgument("verity_salt must be 64 lower-case hex digits");
   }
   if (c.esp_mib < 32) {
@@ -481,20 +502,39 @@ Result<HalArtifacts> BuildHalImage(const HalImageConfig& c) {
   uint64_t root_bytes = c.root_mib != 0 ? c.root_mib * kMiB : EstimateRootImageBytes(content, entries);
   timer.Done("root_tree");
   (void)base::RemoveFileIfExists(a.rootfs_ext4);
-  CHRYS_RETURN_IF_ERROR(RunStep("mkfs.ext4 -d failed for the root image (root_mib too small?)", {"mkfs.ext4", "-q", "-F", "-b", "4096", "-I", "256", "-m", "0", "-L", kRootLabel, "-U",
-                             c.root_fs_uuid, "-O", "^has_journal", "-E",
-                             "hash_seed=" + c.root_fs_uuid + ",root_owner=0:0,nodiscard", "-d", root.root(),
-                             a.rootfs_ext4, std::to_string(root_bytes / 1024) + "k"}, time_env));
+  CHRYS_RETURN_IF_ERROR(RunStep("mkfs.ext4 -d failed for the root image (root_mib too small?)",
+                                {"mkfs.ext4",
+                                 "-q",
+                                 "-F",
+                                 "-b",
+                                 "4096",
+                                 "-I",
+                                 "256",
+                                 "-m",
+                                 "0",
+                                 "-L",
+                                 kRootLabel,
+                                 "-U",
+                                 c.root_fs_uuid,
+                                 "-O",
+                                 "^has_journal",
+                                 "-E",
+                                 "hash_seed=" + c.root_fs_uuid + ",root_owner=0:0,nodiscard",
+                                 "-d",
+                                 root.root(),
+                                 a.rootfs_ext4,
+                                 std::to_string(root_bytes / 1024) + "k"},
+                                time_env));
   CHRYS_RETURN_IF_ERROR(ClampExt4InodeTimes(a.rootfs_ext4, epoch, time_env));
   timer.Done("mkfs_root");
 
   // 2. dm-verity hash tree and root hash.
   (void)base::RemoveFileIfExists(a.rootfs_verity);
-  CHRYS_ASSIGN_OR_RETURN(base::CommandResult verity,
-                         Run({"veritysetup", "format", "--data-block-size=4096", "--hash-block-size=4096",
-                              "--hash=sha256", "--salt=" + c.verity_salt, "--uuid=" + c.verity_uuid, a.rootfs_ext4,
-                              a.rootfs_verity},
-                             time_env));
+  CHRYS_ASSIGN_OR_RETURN(
+      base::CommandResult verity,
+      Run({"veritysetup", "format", "--data-block-size=4096", "--hash-block-size=4096", "--hash=sha256",
+           "--salt=" + c.verity_salt, "--uuid=" + c.verity_uuid, a.rootfs_ext4, a.rootfs_verity},
+          time_env));
   CHRYS_ASSIGN_OR_RETURN(a.roothash, ParseVerityRootHash(verity.stdout_data));
   CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(a.roothash_file, a.roothash + "\n"));
   timer.Done("verity");
@@ -503,10 +543,12 @@ Result<HalArtifacts> BuildHalImage(const HalImageConfig& c) {
   Staging initrd(scratch.path() + "/initrd");
   CHRYS_RETURN_IF_ERROR(BuildInitramfsTree(c, a.kernel_release, modules_dir, initrd));
   CHRYS_RETURN_IF_ERROR(initrd.ClampTimes(epoch));
-  CHRYS_RETURN_IF_ERROR(RunStep("packing the initramfs with cpio/gzip failed", {"/bin/sh", "-c",
-                             "set -e; cd \"$1\"; find . -print0 | LC_ALL=C sort -z | "
-                             "cpio --null --reproducible --quiet -o -H newc -R 0:0 | gzip -n -6 > \"$2\"",
-                             "sh", initrd.root(), a.initramfs}, time_env));
+  CHRYS_RETURN_IF_ERROR(RunStep("packing the initramfs with cpio/gzip failed",
+                                {"/bin/sh", "-c",
+                                 "set -e; cd \"$1\"; find . -print0 | LC_ALL=C sort -z | "
+                                 "cpio --null --reproducible --quiet -o -H newc -R 0:0 | gzip -n -6 > \"$2\"",
+                                 "sh", initrd.root(), a.initramfs},
+                                time_env));
   timer.Done("initramfs");
 
   // 4. The EFI system partition: GRUB, grub.cfg with roothash=, kernel, initramfs.
@@ -516,9 +558,13 @@ Result<HalArtifacts> BuildHalImage(const HalImageConfig& c) {
   std::string grub_cfg = scratch.path() + "/grub.cfg";
   std::string kernel_copy = scratch.path() + "/vmlinuz";
   std::string initrd_copy = scratch.path() + "/initrd.img";
-  CHRYS_RETURN_IF_ERROR(RunStep("grub-mkimage failed (is grub-efi-amd64-bin installed?)", {"grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o", grub_efi, "part_gpt", "fat", "normal",
-           "linux", "echo", "configfile", "test", "search", "serial", "terminal"}, time_env));
-  CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(grub_cfg, RenderGrubConfig(a.kernel_cmdline, kKernelOnEsp, kInitrdOnEsp)));
+  CHRYS_RETURN_IF_ERROR(
+      RunStep("grub-mkimage failed (is grub-efi-amd64-bin installed?)",
+              {"grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o", grub_efi, "part_gpt", "fat", "normal",
+               "linux", "echo", "configfile", "test", "search", "serial", "terminal"},
+              time_env));
+  CHRYS_RETURN_IF_ERROR(
+      base::WriteFileAtomic(grub_cfg, RenderGrubConfig(a.kernel_cmdline, kKernelOnEsp, kInitrdOnEsp)));
   {
     std::error_code ec;
     fs::copy_file(kernel, kernel_copy, fs::copy_options::overwrite_existing, ec);
@@ -537,13 +583,15 @@ Result<HalArtifacts> BuildHalImage(const HalImageConfig& c) {
     }
   }
   CHRYS_RETURN_IF_ERROR(CreateSizedFile(esp, c.esp_mib * kMiB));
-  CHRYS_RETURN_IF_ERROR(RunStep("mkfs.vfat of the ESP failed", {"mkfs.vfat", "--invariant", "-i", c.esp_volume_id, "-n", "CHRYS-ESP", esp}, time_env));
-  CHRYS_RETURN_IF_ERROR(RunStep("mmd on the ESP failed (mtools)", {"mmd", "-i", esp, "::EFI", "::EFI/BOOT", "::chrys"}, time_env));
-  for (const auto& [src, dst] : std::vector<std::pair<std::string, std::string>>{
-           {grub_efi, "::EFI/BOOT/BOOTX64.EFI"},
-           {grub_cfg, "::EFI/BOOT/grub.cfg"},
-           {kernel_copy, std::string("::") + kKernelOnEsp},
-           {initrd_copy, std::string("::") + kInitrdOnEsp}}) {
+  CHRYS_RETURN_IF_ERROR(RunStep("mkfs.vfat of the ESP failed",
+                                {"mkfs.vfat", "--invariant", "-i", c.esp_volume_id, "-n", "CHRYS-ESP", esp}, time_env));
+  CHRYS_RETURN_IF_ERROR(
+      RunStep("mmd on the ESP failed (mtools)", {"mmd", "-i", esp, "::EFI", "::EFI/BOOT", "::chrys"}, time_env));
+  for (const auto& [src, dst] :
+       std::vector<std::pair<std::string, std::string>>{{grub_efi, "::EFI/BOOT/BOOTX64.EFI"},
+                                                        {grub_cfg, "::EFI/BOOT/grub.cfg"},
+                                                        {kernel_copy, std::string("::") + kKernelOnEsp},
+                                                        {initrd_copy, std::string("::") + kInitrdOnEsp}}) {
     auto copied = Run({"mcopy", "-m", "-o", "-i", esp, src, dst}, time_env);
     if (!copied.ok()) {
       return copied.error().Wrap("ESP too small? (esp_mib=" + std::to_string(c.esp_mib) + ")");
@@ -554,8 +602,8 @@ Result<HalArtifacts> BuildHalImage(const HalImageConfig& c) {
   // 5. The GPT disk: partitions written into a sparse file.
   CHRYS_ASSIGN_OR_RETURN(uint64_t verity_bytes, FileSize(a.rootfs_verity));
   CHRYS_ASSIGN_OR_RETURN(uint64_t root_image_bytes, FileSize(a.rootfs_ext4));
-  CHRYS_ASSIGN_OR_RETURN(a.layout, ComputeDiskLayout(c.esp_mib * kMiB, root_image_bytes, verity_bytes,
-                                                     c.cocos_mib * kMiB, c.disk_ids));
+  CHRYS_ASSIGN_OR_RETURN(
+      a.layout, ComputeDiskLayout(c.esp_mib * kMiB, root_image_bytes, verity_bytes, c.cocos_mib * kMiB, c.disk_ids));
   std::string disk_tmp = a.disk_image + ".tmp";
   CHRYS_RETURN_IF_ERROR(CreateSizedFile(disk_tmp, a.layout.total_bytes));
   std::vector<std::string> sgdisk = {"sgdisk"};

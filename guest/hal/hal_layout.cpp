@@ -10,7 +10,9 @@ namespace chrys::guest::hal {
 
 namespace {
 
-uint64_t RoundUpMiB(uint64_t bytes) { return (bytes + kMiB - 1) / kMiB * kMiB; }
+uint64_t RoundUpMiB(uint64_t bytes) {
+  return (bytes + kMiB - 1) / kMiB * kMiB;
+}
 
 std::string NormalizeModuleName(std::string name) {
   size_t slash = name.rfind('/');
@@ -211,9 +213,8 @@ base::Result<std::string> ParseVerityRootHash(const std::string& output) {
   while (std::getline(in, line)) {
     if (line.rfind("Root hash:", 0) == 0) {
       std::string hash = Trim(line.substr(10));
-      bool hex = !hash.empty() && std::all_of(hash.begin(), hash.end(), [](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-      });
+      bool hex = !hash.empty() && std::all_of(hash.begin(), hash.end(),
+                                              [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
       if (hash.size() != 64 || !hex) {
         return base::Internal("veritysetup printed a malformed root hash \"" + hash + "\"");
       }

@@ -15,7 +15,7 @@ export DM_DISABLE_UDEV
 SYSFS=${SYSFS:-/sys}
 PROC=${PROC:-/proc}
 NEWROOT=/root
-KEY_DIR=/run/chrys-key
+KEY_DIR=${KEY_DIR:-/run/chrys-key}
 KEY_FILE=$KEY_DIR/cocos.key
 DEVICE_WAIT_TENTHS=${DEVICE_WAIT_TENTHS:-300}
 

@@ -65,8 +65,9 @@ Status Validate(const CvmLaunchConfig& c) {
     return InvalidArgument("disk_image is required: the verified root and the /cocos partition live on it");
   }
   if (c.env_share_dir.empty() || c.certs_share_dir.empty()) {
-    return InvalidArgument("env_share_dir and certs_share_dir are required (the agent's configuration and TLS "
-                           "material reach the guest only through them)");
+    return InvalidArgument(
+        "env_share_dir and certs_share_dir are required (the agent's configuration and TLS "
+        "material reach the guest only through them)");
   }
   switch (c.tee) {
     case TeeKind::kNone:
@@ -317,14 +318,14 @@ std::vector<std::string> TdxArgs(const CvmLaunchConfig& c) {
   Args a(c);
   a.Accel();
   a.Opt("-m", QemuMemorySize(c.memory_mib) + (c.memory_slots != 0 ? ",slots=" + std::to_string(c.memory_slots) +
-                                                                         ",maxmem=" + QemuMemorySize(c.max_memory_mib)
-                                                                   : ""));
+                                                                        ",maxmem=" + QemuMemorySize(c.max_memory_mib)
+                                                                  : ""));
   a.Smp(true);
   a.Cpu("host");
-  a.Opt("-object", "{\"qom-type\":\"tdx-guest\",\"id\":\"tdx\",\"quote-generation-socket\":{\"type\":\"vsock\","
-                   "\"cid\":\"" +
-                       std::to_string(c.tdx_quote_vsock_cid) + "\",\"port\":\"" +
-                       std::to_string(c.tdx_quote_vsock_port) + "\"}}");
+  a.Opt("-object",
+        "{\"qom-type\":\"tdx-guest\",\"id\":\"tdx\",\"quote-generation-socket\":{\"type\":\"vsock\","
+        "\"cid\":\"" +
+            std::to_string(c.tdx_quote_vsock_cid) + "\",\"port\":\"" + std::to_string(c.tdx_quote_vsock_port) + "\"}}");
   a.Opt("-machine", "q35,kernel_irqchip=split,confidential-guest-support=tdx,memory-backend=mem0,hpet=off");
   a.Opt("-bios", c.firmware_bios);
   a.Display();

@@ -138,9 +138,13 @@ ConfidentialHostReport AssembleReport(bool sev_snp_kvm, bool sev_device, bool td
   return report;
 }
 
-bool ConfidentialHostReport::SevSnpUsable() const { return sev_snp_kvm && sev_device && qemu_sev_snp_guest; }
+bool ConfidentialHostReport::SevSnpUsable() const {
+  return sev_snp_kvm && sev_device && qemu_sev_snp_guest;
+}
 
-bool ConfidentialHostReport::TdxUsable() const { return tdx_kvm && qemu_tdx_guest; }
+bool ConfidentialHostReport::TdxUsable() const {
+  return tdx_kvm && qemu_tdx_guest;
+}
 
 std::vector<std::string> ConfidentialHostReport::Problems() const {
   std::vector<std::string> problems;
@@ -178,8 +182,9 @@ std::vector<std::string> ConfidentialHostReport::Problems() const {
 std::string ConfidentialHostReport::Describe() const {
   std::ostringstream out;
   auto yes = [](bool b) { return b ? "yes" : "no"; };
-  out << "qemu: " << (qemu_found ? (qemu_version ? qemu_version->ToString() : std::string("unknown version"))
-                                 : std::string("not found"))
+  out << "qemu: "
+      << (qemu_found ? (qemu_version ? qemu_version->ToString() : std::string("unknown version"))
+                     : std::string("not found"))
       << "\n";
   out << "qemu sev-snp-guest: " << yes(qemu_sev_snp_guest) << (qemu_objects_listed ? "" : " (from version)") << "\n";
   out << "qemu tdx-guest: " << yes(qemu_tdx_guest) << (qemu_objects_listed ? "" : " (from version)") << "\n";
