@@ -97,7 +97,10 @@ systemd_usable() { [ "$root" = / ] && [ -d /run/systemd/system ] && command -v s
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 recorded() { cat "$record_dir/$1.sha256" 2>/dev/null || true; }
-record() { mkdir -p "$record_dir" && echo "$2" >"$record_dir/$1.sha256"; }
+record() {
+  [ "$(recorded "$1")" = "$2" ] && return 0
+  mkdir -p "$record_dir" && echo "$2" >"$record_dir/$1.sha256"
+}
 
 # Copies $1 to $2 with mode $3 unless identical; the rename keeps a running binary's file intact.
 install_file() {
