@@ -301,6 +301,7 @@ Status ImageStore::Load() {
     }
     leases_[lease.owner] = std::move(lease);
   }
+  CHRYS_RETURN_IF_ERROR(LoadUnsyncedList());
   // Whatever no record or lease names is left from a pull that died (maybe not even flushed): drop it now.
   std::lock_guard<std::mutex> lock(mu_);
   auto gc = CollectLocked();
@@ -507,12 +508,7 @@ Result<ImageRecord> ImageStore::Resolve(const std::string& name, std::string man
     digests_to_sync.push_back(l.digest);
   }
   CHRYS_RETURN_IF_ERROR(blobs_->Sync(digests_to_sync));
-  if (config_.build_layer_images_on_pull) {
-    for (const auto& l : record.layers) {
-      CHRYS_RETURN_IF_ERROR(SyncFile(LayerImagePath(l.digest)));
-    }
-    CHRYS_RETURN_IF_ERROR(FsyncDir(config_.root + "/layers/sha256"));
-  }
+  // Layer images are derived data and not synced here: see NoteUnsyncedLayerImage.
   (void)progress;
   (void)name;
   return record;
@@ -639,7 +635,17 @@ Status ImageStore::Remove(const std::string& ref_or_id) {
 
 Result<GcStats> ImageStore::GarbageCollect() {
   std::lock_guard<std::mutex> lock(mu_);
-  return CollectLocked();
+  CHRYS_ASSIGN_OR_RETURN(GcStats stats, CollectLocked());
+  // A periodic GC is also when the layer images built since the last one become durable.
+  std::lock_guard<std::mutex> build_lock(build_mu_);
+  if (!unsynced_layers_.empty() && building_.empty()) {
+    if (::syncfs(lock_fd_.get()) != 0) {
+      return base::SystemError("syncfs " + config_.root);
+    }
+    unsynced_layers_.clear();
+    CHRYS_RETURN_IF_ERROR(SaveUnsyncedListLocked());
+  }
+  return stats;
 }
 
 Result<GcStats> ImageStore::CollectLocked() {
@@ -667,6 +673,10 @@ Result<GcStats> ImageStore::CollectLocked() {
     CHRYS_RETURN_IF_ERROR(base::RemoveFileIfExists(path));
     stats.layer_images_removed++;
     stats.bytes_freed += size;
+    unsynced_layers_.erase(hex);
+  }
+  if (stats.layer_images_removed > 0) {
+    CHRYS_RETURN_IF_ERROR(SaveUnsyncedListLocked());
   }
   return stats;
 }
@@ -696,7 +706,60 @@ Status ImageStore::EnsureLayerImageFor(const LayerRecord& layer) {
   std::lock_guard<std::mutex> lock(build_mu_);
   building_.erase(layer.digest.hex());
   build_cv_.notify_all();
+  if (status.ok()) {
+    status = NoteUnsyncedLayerImageLocked(layer.digest);
+  }
   return status;
+}
+
+// A layer image is not fsynced when built (that would double a pull's disk waits). Its digest goes on a
+// list stamped with the boot id instead: after a restart of chrysd the page cache still holds it, so it is
+// good; after a reboot (a crash may have lost unwritten pages) the listed images are deleted at open and
+// rebuilt from their durable blobs on next use.
+Status ImageStore::NoteUnsyncedLayerImageLocked(const Digest& digest) {
+  unsynced_layers_.insert(digest.hex());
+  return SaveUnsyncedListLocked();
+}
+
+Status ImageStore::SaveUnsyncedListLocked() {
+  json j;
+  j["boot_id"] = boot_id_;
+  j["layer_images"] = unsynced_layers_;
+  return base::WriteFileAtomic(config_.root + "/layers/unsynced.json", j.dump(), 0600);
+}
+
+Status ImageStore::LoadUnsyncedList() {
+  auto boot = base::ReadFile("/proc/sys/kernel/random/boot_id", 256);
+  boot_id_ = boot.ok() ? *boot : "";
+  while (!boot_id_.empty() && (boot_id_.back() == '\n' || boot_id_.back() == ' ')) {
+    boot_id_.pop_back();
+  }
+  std::string path = config_.root + "/layers/unsynced.json";
+  auto text = base::ReadFile(path, 64UL << 20);
+  if (!text.ok()) {
+    if (text.error().code() == base::ErrorCode::kNotFound) {
+      return Status::Ok();
+    }
+    return text.error();
+  }
+  json j = json::parse(*text, nullptr, false);
+  if (!j.is_object() || !j.contains("layer_images") || !j["layer_images"].is_array()) {
+    return base::InvalidArgument(path + " is malformed");
+  }
+  bool same_boot = !boot_id_.empty() && j.value("boot_id", "") == boot_id_;
+  for (const auto& hex : j["layer_images"]) {
+    std::string h = hex.is_string() ? hex.get<std::string>() : "";
+    if (h.size() != 64 || !IsLowerHex(h)) {
+      continue;
+    }
+    if (same_boot) {
+      unsynced_layers_.insert(h);
+    } else {
+      CHRYS_RETURN_IF_ERROR(base::RemoveFileIfExists(LayerImagePath(Digest::FromHex(h))));
+    }
+  }
+  std::lock_guard<std::mutex> lock(build_mu_);
+  return SaveUnsyncedListLocked();
 }
 
 Result<std::string> ImageStore::EnsureLayerImage(const Digest& layer_digest) {
@@ -716,9 +779,6 @@ Result<std::string> ImageStore::EnsureLayerImage(const Digest& layer_digest) {
     busy_.insert(layer_digest.hex());
   }
   Status s = EnsureLayerImageFor(*layer);
-  if (s.ok()) {
-    s = SyncFile(LayerImagePath(layer_digest));
-  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     busy_.erase(busy_.find(layer_digest.hex()));

@@ -149,6 +149,9 @@ class ImageStore {
   std::set<std::string> ReferencedLocked() const;
   base::Result<GcStats> CollectLocked();
   base::Status EnsureLayerImageFor(const LayerRecord& layer);
+  base::Status NoteUnsyncedLayerImageLocked(const Digest& digest);
+  base::Status SaveUnsyncedListLocked();
+  base::Status LoadUnsyncedList();
 
   ImageStoreConfig config_;
   base::UniqueFd lock_fd_;
@@ -162,7 +165,9 @@ class ImageStore {
 
   std::mutex build_mu_;
   std::condition_variable build_cv_;
-  std::set<std::string> building_;  // layer digests (hex) whose EROFS image is being built
+  std::set<std::string> building_;         // layer digests (hex) whose EROFS image is being built
+  std::set<std::string> unsynced_layers_;  // layer images written this boot and not fsynced
+  std::string boot_id_;
 };
 
 // Serialisation of records, exposed for tests.

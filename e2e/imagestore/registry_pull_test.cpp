@@ -7,6 +7,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "base/file_util.h"
@@ -348,6 +349,30 @@ TEST_F(RegistryPullTest, RecordsSurviveRestartAndRemoveKeepsSharedBlobs) {
   EXPECT_TRUE(store_->blobs().List()->empty());
   auto layers = e2e::SnapshotTree(config_.root + "/layers/sha256");
   EXPECT_TRUE(layers.empty()) << e2e::DiffSnapshots({}, layers);
+}
+
+TEST_F(RegistryPullTest, UnsyncedLayerImagesAreRebuiltAfterAReboot) {
+  auto image = store_->Pull(Ref("test/single:v1"));
+  ASSERT_TRUE(image.ok()) << image.error().message();
+  std::string erofs = store_->LayerImagePath(image->layers[0].digest);
+  Open();  // chrysd restarted, same boot: the page cache still has the image
+  EXPECT_EQ(::access(erofs.c_str(), F_OK), 0);
+  store_.reset();
+  // Same list, stamped by another boot: the image may have lost unwritten pages in a crash.
+  std::string list = config_.root + "/layers/unsynced.json";
+  auto text = base::ReadFile(list);
+  ASSERT_TRUE(text.ok());
+  auto j = nlohmann::json::parse(*text);
+  EXPECT_EQ(j["layer_images"].size(), 1u);
+  j["boot_id"] = "another-boot";
+  ASSERT_TRUE(base::WriteFileAtomic(list, j.dump()).ok());
+  Open();
+  EXPECT_NE(::access(erofs.c_str(), F_OK), 0) << "suspect image dropped";
+  auto rebuilt = store_->EnsureLayerImages(image->id);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.error().message();
+  EXPECT_EQ(::access(erofs.c_str(), F_OK), 0);
+  ASSERT_TRUE(store_->GarbageCollect().ok());  // syncs and empties the list
+  EXPECT_TRUE(nlohmann::json::parse(*base::ReadFile(list))["layer_images"].empty());
 }
 
 TEST_F(RegistryPullTest, LeaseKeepsLayersThroughRemoveAndGc) {
