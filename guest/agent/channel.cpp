@@ -2,11 +2,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <grpcpp/server.h>
-#include <grpcpp/server_posix.h>
 #include <linux/vm_sockets.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <thread>
@@ -58,6 +57,25 @@ bool FlushTo(int fd, Pending& q) {
   return n < 0 && (errno == EAGAIN || errno == EINTR);
 }
 
+// Opens a fresh connection to the agent's own gRPC listener: each host session becomes an ordinary
+// accepted connection there. (Connections handed to gRPC with AddInsecureChannelFromFd are read once and
+// then never polled again by a synchronous server in this gRPC version.)
+UniqueFd ConnectLocal(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    return fd;
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    LogWarn("connecting to %s: %s", path.c_str(), std::strerror(errno));
+    return UniqueFd();
+  }
+  ::fcntl(fd.get(), F_SETFL, O_NONBLOCK);
+  return fd;
+}
+
 // Discards whatever the previous host session left in the port.
 void DrainPort(int port) {
   char buf[16 << 10];
@@ -65,21 +83,25 @@ void DrainPort(int port) {
   }
 }
 
-// Waits until a host is connected to the port. Without a host the port reports POLLHUP (and POLLIN, as a
-// read would not block: it returns end-of-file), so only the absence of POLLHUP means connected.
+// Waits until a connected host has sent its first bytes. Without a host the port reports POLLHUP (and
+// POLLIN, as a read would not block: it returns end-of-file). Right after the guest opens the port it can
+// also look connected before any host is: anything the guest writes then is dropped by the VMM. The HTTP/2
+// client always speaks first, so a session starts only on real data from a connected host.
 void WaitForHost(int port) {
   for (;;) {
     pollfd p{port, POLLIN, 0};
     int r = ::poll(&p, 1, -1);
-    if (r > 0 && !(p.revents & POLLHUP)) {
+    if (r > 0 && !(p.revents & POLLHUP) && (p.revents & POLLIN)) {
       return;
     }
-    std::this_thread::sleep_for(kHostPollInterval);
+    if (r < 0 || (p.revents & POLLHUP)) {
+      std::this_thread::sleep_for(kHostPollInterval);
+    }
   }
 }
 
 // Copies bytes both ways between the port and our end of the socketpair until either side ends.
-void Bridge(int port, int sock) {
+const char* Bridge(int port, int sock, uint64_t& host_bytes, uint64_t& guest_bytes) {
   Pending to_sock;
   Pending to_port;
   for (;;) {
@@ -101,25 +123,33 @@ void Bridge(int port, int sock) {
       if (errno == EINTR) {
         continue;
       }
-      return;
+      return "poll failed";
     }
     if (p[0].revents & (POLLHUP | POLLERR)) {
-      return;  // host disconnected: what it still had in flight belongs to a dead session
+      return "host disconnected";  // what it still had in flight belongs to a dead session
     }
-    if ((p[0].revents & POLLIN) && !FillFrom(port, to_sock)) {
-      return;
+    if (p[0].revents & POLLIN) {
+      size_t before = to_sock.data.size();
+      if (!FillFrom(port, to_sock)) {
+        return "port read failed";
+      }
+      host_bytes += to_sock.data.size() >= before ? to_sock.data.size() - before : to_sock.data.size();
     }
     if ((p[1].revents & POLLIN) && !FillFrom(sock, to_port)) {
-      return;  // gRPC closed the connection
+      return "gRPC closed the connection";
     }
     if ((p[1].revents & (POLLHUP | POLLERR)) && !(p[1].revents & POLLIN)) {
-      return;
+      return "gRPC side hung up";
     }
-    if ((p[0].revents & POLLOUT) && !FlushTo(port, to_port)) {
-      return;
+    if (p[0].revents & POLLOUT) {
+      size_t before = to_port.offset;
+      if (!FlushTo(port, to_port)) {
+        return "port write failed";
+      }
+      guest_bytes += to_port.offset - before;
     }
     if ((p[1].revents & POLLOUT) && !FlushTo(sock, to_sock)) {
-      return;
+      return "socket write failed";
     }
   }
 }
@@ -165,7 +195,7 @@ bool HasVirtioVsock() {
   return bound;
 }
 
-base::Status ServeVsock(grpc::Server* server, uint32_t port) {
+base::Status ServeVsock(const std::string& local_socket, uint32_t port) {
   UniqueFd listener(::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!listener) {
     return base::SystemError("socket(AF_VSOCK)");
@@ -180,44 +210,52 @@ base::Status ServeVsock(grpc::Server* server, uint32_t port) {
   if (::listen(listener.get(), 16) != 0) {
     return base::SystemError("listen vsock");
   }
-  std::thread([server, fd = listener.Release()] {
+  std::thread([local_socket, fd = listener.Release()] {
     for (;;) {
-      int conn = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+      int conn = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (conn < 0) {
         if (errno != EINTR) {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
         continue;
       }
-      grpc::AddInsecureChannelFromFd(server, conn);
+      // One bridge thread per host connection; each is its own HTTP/2 session.
+      std::thread([local_socket, conn] {
+        UniqueFd host(conn);
+        UniqueFd local = ConnectLocal(local_socket);
+        if (local) {
+          uint64_t in = 0;
+          uint64_t out = 0;
+          Bridge(host.get(), local.get(), in, out);
+        }
+      }).detach();
     }
   }).detach();
   return base::Status::Ok();
 }
 
-base::Status ServeVirtioSerial(grpc::Server* server, const std::string& device) {
+base::Status ServeVirtioSerial(const std::string& local_socket, const std::string& device) {
   UniqueFd port(::open(device.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
   if (!port) {
     return base::SystemError("open " + device);
   }
-  std::thread([server, device, fd = port.Release()] {
+  std::thread([local_socket, device, fd = port.Release()] {
     for (;;) {
       WaitForHost(fd);
-      int sv[2];
-      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        LogWarn("socketpair: %s", std::strerror(errno));
+      UniqueFd ours = ConnectLocal(local_socket);
+      if (!ours) {
         std::this_thread::sleep_for(std::chrono::seconds(1));
         continue;
       }
-      UniqueFd ours(sv[1]);
-      ::fcntl(ours.get(), F_SETFL, O_NONBLOCK);
-      grpc::AddInsecureChannelFromFd(server, sv[0]);  // gRPC owns sv[0] now
       LogInfo("host connected on %s", device.c_str());
-      Bridge(fd, ours.get());
-      // Closing our end makes gRPC drop that connection and cancel its calls.
+      uint64_t host_bytes = 0;
+      uint64_t guest_bytes = 0;
+      const char* why = Bridge(fd, ours.get(), host_bytes, guest_bytes);
+      // Closing our connection makes gRPC drop that session and cancel its calls.
       ours.Reset();
       DrainPort(fd);
-      LogInfo("host session on %s ended", device.c_str());
+      LogInfo("host session on %s ended: %s (%llu bytes in, %llu out)", device.c_str(), why,
+              static_cast<unsigned long long>(host_bytes), static_cast<unsigned long long>(guest_bytes));
       // Wait for this host to really go away before accepting the next session on the same stream.
       for (int i = 0; i < 200; ++i) {
         pollfd p{fd, POLLIN, 0};

@@ -48,10 +48,10 @@ void PowerOff() {
 }
 
 // Serves whichever host channels exist; the virtio-serial port may show up a little after the module loads.
-void StartChannels(grpc::Server* server) {
+void StartChannels(const std::string& local_socket) {
   bool vsock = HasVirtioVsock();
   if (vsock) {
-    auto s = ServeVsock(server, kVsockPort);
+    auto s = ServeVsock(local_socket, kVsockPort);
     if (s.ok()) {
       LogInfo("listening on vsock port %u", kVsockPort);
     } else {
@@ -60,7 +60,7 @@ void StartChannels(grpc::Server* server) {
   }
   auto port = FindVirtioPort(kPortName, std::chrono::milliseconds(vsock ? 200 : 5000));
   if (port.ok()) {
-    auto s = ServeVirtioSerial(server, *port);
+    auto s = ServeVirtioSerial(local_socket, *port);
     if (!s.ok()) {
       LogWarn("virtio-serial: %s", s.error().message().c_str());
     } else {
@@ -70,10 +70,10 @@ void StartChannels(grpc::Server* server) {
   }
   if (!vsock) {
     // Keep looking: a VMM may add the port later; without any channel the agent is useless but harmless.
-    std::thread([server] {
+    std::thread([local_socket] {
       for (;;) {
         auto later = FindVirtioPort(kPortName, std::chrono::seconds(60));
-        if (later.ok() && ServeVirtioSerial(server, *later).ok()) {
+        if (later.ok() && ServeVirtioSerial(local_socket, *later).ok()) {
           LogInfo("serving on virtio-serial port %s", later->c_str());
           return;
         }
@@ -130,6 +130,10 @@ int main(int argc, char** argv) {
   grpc::ResourceQuota quota("chrys-agent");
   quota.SetMaxThreads(256);
   builder.SetResourceQuota(quota);
+  if (socket_path.empty() && pid1) {
+    // The host channels are bridged to this guest-local socket, one connection per host session.
+    socket_path = "/run/chrys-agent.sock";
+  }
   if (!socket_path.empty()) {
     ::unlink(socket_path.c_str());
     builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
@@ -145,7 +149,7 @@ int main(int argc, char** argv) {
   }
   service.SetReady(BootMs());
   if (pid1) {
-    StartChannels(server.get());
+    StartChannels(socket_path);
   }
   LogInfo("ready after %llu ms of guest uptime", static_cast<unsigned long long>(BootMs()));
   server->Wait();

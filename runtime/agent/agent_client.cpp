@@ -94,8 +94,10 @@ Result<std::unique_ptr<AgentClient>> AgentClient::ConnectWhenReady(const AgentEn
       continue;
     }
     // A connected socket does not mean a live agent: on virtio-serial the VMM accepts before the guest
-    // opens its port. Keep pinging on this connection while it stays healthy.
-    while (Clock::now() < deadline && (*client)->Healthy()) {
+    // opens its port, and bytes wait in the socket until it does. Keep pinging on this connection while it
+    // stays healthy; dial again if it stays silent for long (the agent may have dropped a stale session).
+    auto connection_deadline = std::min(deadline, Clock::now() + std::chrono::seconds(20));
+    while (Clock::now() < connection_deadline && (*client)->Healthy()) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       auto ping = (*client)->Ping(std::min(left, std::chrono::milliseconds(2000)));
       if (ping.ok() && ping->ready()) {
@@ -112,8 +114,16 @@ Result<std::unique_ptr<AgentClient>> AgentClient::ConnectWhenReady(const AgentEn
 }
 
 bool AgentClient::Healthy() const {
-  auto state = channel_->GetState(false);
-  return state != GRPC_CHANNEL_TRANSIENT_FAILURE && state != GRPC_CHANNEL_SHUTDOWN;
+  return !broken_.load();
+}
+
+base::Error AgentClient::Fail(const grpc::Status& status, const std::string& context) {
+  // A channel made from a descriptor never reconnects, and has no connectivity state to ask: a call that
+  // fails with UNAVAILABLE means the byte stream is gone, and the owner must dial again.
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    broken_ = true;
+  }
+  return FromGrpcStatus(status, context);
 }
 
 Result<v1::PingResponse> AgentClient::Ping(std::chrono::milliseconds timeout) {
@@ -124,7 +134,7 @@ Result<v1::PingResponse> AgentClient::Ping(std::chrono::milliseconds timeout) {
   v1::PingResponse resp;
   grpc::Status s = stub_->Ping(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent Ping");
+    return Fail(s, "agent Ping");
   }
   return resp;
 }
@@ -135,7 +145,7 @@ Status AgentClient::SetupSandbox(const v1::SetupSandboxRequest& request) {
   v1::SetupSandboxResponse resp;
   grpc::Status s = stub_->SetupSandbox(&ctx, request, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent SetupSandbox");
+    return Fail(s, "agent SetupSandbox");
   }
   return Status::Ok();
 }
@@ -150,7 +160,7 @@ Result<std::string> AgentClient::MountShare(const std::string& tag, const std::s
   v1::MountShareResponse resp;
   grpc::Status s = stub_->MountShare(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent MountShare " + tag);
+    return Fail(s, "agent MountShare " + tag);
   }
   return resp.guest_path();
 }
@@ -163,7 +173,7 @@ Result<uint32_t> AgentClient::CreateContainer(const v1::ContainerConfig& config)
   v1::CreateContainerResponse resp;
   grpc::Status s = stub_->CreateContainer(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent CreateContainer " + config.id());
+    return Fail(s, "agent CreateContainer " + config.id());
   }
   return resp.pid();
 }
@@ -176,7 +186,7 @@ Status AgentClient::StartContainer(const std::string& container_id) {
   v1::StartContainerResponse resp;
   grpc::Status s = stub_->StartContainer(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent StartContainer " + container_id);
+    return Fail(s, "agent StartContainer " + container_id);
   }
   return Status::Ok();
 }
@@ -190,7 +200,7 @@ Status AgentClient::SignalProcess(const v1::ProcessRef& process, int signal) {
   v1::SignalProcessResponse resp;
   grpc::Status s = stub_->SignalProcess(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent SignalProcess " + process.container_id());
+    return Fail(s, "agent SignalProcess " + process.container_id());
   }
   return Status::Ok();
 }
@@ -203,7 +213,7 @@ Result<v1::ExitStatus> AgentClient::WaitProcess(const v1::ProcessRef& process, s
   v1::WaitProcessResponse resp;
   grpc::Status s = stub_->WaitProcess(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent WaitProcess " + process.container_id());
+    return Fail(s, "agent WaitProcess " + process.container_id());
   }
   return resp.status();
 }
@@ -217,7 +227,7 @@ Result<v1::ExitStatus> AgentClient::ProcessStatus(const v1::ProcessRef& process)
   v1::WaitProcessResponse resp;
   grpc::Status s = stub_->WaitProcess(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent WaitProcess " + process.container_id());
+    return Fail(s, "agent WaitProcess " + process.container_id());
   }
   return resp.status();
 }
@@ -231,7 +241,7 @@ Status AgentClient::DeleteContainer(const std::string& container_id, bool force)
   v1::DeleteContainerResponse resp;
   grpc::Status s = stub_->DeleteContainer(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent DeleteContainer " + container_id);
+    return Fail(s, "agent DeleteContainer " + container_id);
   }
   return Status::Ok();
 }
@@ -243,7 +253,7 @@ Result<std::vector<v1::ContainerInfo>> AgentClient::ListContainers() {
   v1::ListContainersResponse resp;
   grpc::Status s = stub_->ListContainers(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent ListContainers");
+    return Fail(s, "agent ListContainers");
   }
   return std::vector<v1::ContainerInfo>(resp.containers().begin(), resp.containers().end());
 }
@@ -259,7 +269,7 @@ Result<uint32_t> AgentClient::ExecProcess(const std::string& container_id, const
   v1::ExecProcessResponse resp;
   grpc::Status s = stub_->ExecProcess(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent ExecProcess " + container_id + "/" + exec_id);
+    return Fail(s, "agent ExecProcess " + container_id + "/" + exec_id);
   }
   return resp.pid();
 }
@@ -274,7 +284,7 @@ Status AgentClient::WriteStdin(const v1::ProcessRef& process, std::string_view d
   v1::WriteStdinResponse resp;
   grpc::Status s = stub_->WriteStdin(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent WriteStdin " + process.container_id());
+    return Fail(s, "agent WriteStdin " + process.container_id());
   }
   return Status::Ok();
 }
@@ -289,7 +299,7 @@ Status AgentClient::ResizeTty(const v1::ProcessRef& process, uint32_t rows, uint
   v1::ResizeTtyResponse resp;
   grpc::Status s = stub_->ResizeTty(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent ResizeTty " + process.container_id());
+    return Fail(s, "agent ResizeTty " + process.container_id());
   }
   return Status::Ok();
 }
@@ -315,7 +325,7 @@ Status AgentClient::ReadOutput(const v1::ProcessRef& process, const OutputSink& 
     return Status::Ok();
   }
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent ReadOutput " + process.container_id());
+    return Fail(s, "agent ReadOutput " + process.container_id());
   }
   return Status::Ok();
 }
@@ -328,7 +338,7 @@ Result<v1::ContainerStatsResponse> AgentClient::ContainerStats(const std::string
   v1::ContainerStatsResponse resp;
   grpc::Status s = stub_->ContainerStats(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent ContainerStats " + container_id);
+    return Fail(s, "agent ContainerStats " + container_id);
   }
   return resp;
 }
@@ -340,7 +350,7 @@ Result<v1::SandboxStatsResponse> AgentClient::SandboxStats() {
   v1::SandboxStatsResponse resp;
   grpc::Status s = stub_->SandboxStats(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent SandboxStats");
+    return Fail(s, "agent SandboxStats");
   }
   return resp;
 }
@@ -365,7 +375,7 @@ Status AgentClient::WatchEvents(const std::function<bool(const v1::Event&)>& on_
     return Status::Ok();
   }
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent WatchEvents");
+    return Fail(s, "agent WatchEvents");
   }
   return Status::Ok();
 }
@@ -378,7 +388,7 @@ Status AgentClient::Shutdown(std::chrono::milliseconds grace) {
   v1::ShutdownResponse resp;
   grpc::Status s = stub_->Shutdown(&ctx, req, &resp);
   if (!s.ok()) {
-    return FromGrpcStatus(s, "agent Shutdown");
+    return Fail(s, "agent Shutdown");
   }
   return Status::Ok();
 }

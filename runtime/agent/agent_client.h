@@ -1,6 +1,7 @@
 // AgentClient: the host's typed handle on one VM's chrys-agent (gRPC over the agent channel).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -89,11 +90,14 @@ class AgentClient {
 
  private:
   AgentClient(AgentEndpoint endpoint, AgentClientOptions options, std::shared_ptr<grpc::Channel> channel);
+  // Converts a failed call, remembering when the connection itself is gone.
+  base::Error Fail(const grpc::Status& status, const std::string& context);
 
   AgentEndpoint endpoint_;
   AgentClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Agent::Stub> stub_;
+  std::atomic<bool> broken_{false};
 };
 
 }  // namespace chrys::runtime::agent

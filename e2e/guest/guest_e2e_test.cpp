@@ -1,0 +1,335 @@
+// End to end: boots the built guest in QEMU (TCG), drives chrys-agent over virtio-serial with the host client.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+
+#include "base/file_util.h"
+#include "e2e/guest/qemu_guest.h"
+#include "runtime/agent/agent_client.h"
+
+namespace chrys::guest::testing {
+namespace {
+
+using runtime::agent::AgentClient;
+using runtime::agent::AgentEndpoint;
+namespace v1 = ::chrys::agent::v1;
+
+constexpr const char* kLayerSerial = "sha256-0123456789ab";
+constexpr const char* kScratchSerial = "scratch-e2e";
+constexpr const char* kMac = "52:54:00:c4:11:5e";
+
+class GuestE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/chrys-guest-e2e-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    work_dir_ = tmpl;
+    auto layer = MakeBusyboxErofs(work_dir_ + "/rootfs", work_dir_ + "/layer.erofs");
+    ASSERT_TRUE(layer.ok()) << layer.error().message();
+    // A blank sparse scratch disk: the agent formats it.
+    { std::ofstream f(work_dir_ + "/scratch.img"); }
+    ASSERT_EQ(::truncate((work_dir_ + "/scratch.img").c_str(), 256 << 20), 0);
+    auto options = OptionsFromManifest(CHRYS_GUEST_DIR, work_dir_);
+    ASSERT_TRUE(options.ok()) << options.error().message();
+    options->disks = {{work_dir_ + "/layer.erofs", kLayerSerial, true}, {work_dir_ + "/scratch.img", kScratchSerial}};
+    options->nic_mac = kMac;
+    guest_ = new QemuGuest();
+    auto started = guest_->Start(*options);
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    auto client =
+        AgentClient::ConnectWhenReady(AgentEndpoint::VirtioSerial(guest_->agent_socket()), std::chrono::seconds(120));
+    ASSERT_TRUE(client.ok()) << client.error().message() << "\nconsole:\n" << guest_->Console();
+    client_ = client->release();
+  }
+
+  static void TearDownTestSuite() {
+    if (client_ != nullptr) {
+      auto s = client_->Shutdown(std::chrono::seconds(2));
+      EXPECT_TRUE(s.ok()) << s.error().message();
+      delete client_;
+      client_ = nullptr;
+    }
+    if (guest_ != nullptr) {
+      EXPECT_TRUE(guest_->WaitExit(std::chrono::seconds(30))) << "guest did not power off";
+      delete guest_;  // kills QEMU if still running
+      guest_ = nullptr;
+    }
+    (void)base::RemoveTree(work_dir_);
+  }
+
+  void SetUp() override { ASSERT_NE(client_, nullptr) << "guest did not boot"; }
+
+  static v1::ContainerConfig Container(const std::string& id, std::vector<std::string> args) {
+    v1::ContainerConfig c;
+    c.set_id(id);
+    c.mutable_rootfs()->add_layer_serials(kLayerSerial);
+    c.mutable_rootfs()->set_scratch_serial(kScratchSerial);
+    for (auto& a : args) {
+      c.mutable_process()->add_args(a);
+    }
+    c.mutable_process()->add_env("GREETING=hello");
+    return c;
+  }
+
+  static v1::ProcessRef Ref(const std::string& id, const std::string& exec = "") {
+    v1::ProcessRef r;
+    r.set_container_id(id);
+    r.set_exec_id(exec);
+    return r;
+  }
+
+  struct Output {
+    std::string out;
+    std::string err;
+  };
+  static Output ReadAll(const v1::ProcessRef& ref) {
+    Output o;
+    auto s = client_->ReadOutput(
+        ref,
+        [&](v1::OutputChunk::Stream stream, std::string_view data) {
+          (stream == v1::OutputChunk::STDOUT ? o.out : o.err).append(data);
+          return true;
+        },
+        std::chrono::seconds(120));
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    return o;
+  }
+
+  static std::string ConsoleTail() {
+    std::string c = guest_->Console();
+    return c.size() > 4000 ? c.substr(c.size() - 4000) : c;
+  }
+
+  static inline std::string work_dir_;
+  static inline QemuGuest* guest_ = nullptr;
+  static inline AgentClient* client_ = nullptr;
+};
+
+TEST_F(GuestE2E, PingReportsReadyAgent) {
+  auto ping = client_->Ping(std::chrono::seconds(10));
+  ASSERT_TRUE(ping.ok()) << ping.error().message();
+  EXPECT_TRUE(ping->ready());
+  EXPECT_FALSE(ping->agent_version().empty());
+  EXPECT_NE(ping->kernel_release().find("amd64"), std::string::npos);
+  EXPECT_GT(ping->agent_rss_bytes(), 0u);
+  EXPECT_GT(ping->boot_to_ready_ms(), 0u);
+}
+
+TEST_F(GuestE2E, SetupSandboxConfiguresHostnameDnsAndNic) {
+  v1::SetupSandboxRequest req;
+  req.set_hostname("pod-e2e");
+  req.mutable_dns()->add_servers("10.0.2.3");
+  req.mutable_dns()->add_searches("svc.cluster.local");
+  auto* nic = req.add_interfaces();
+  nic->set_mac(kMac);
+  nic->set_name("eth0");
+  auto* addr = nic->add_addresses();
+  addr->set_address("10.0.2.15");
+  addr->set_prefix_length(24);
+  auto* route = req.add_routes();
+  route->set_destination("default");
+  route->set_gateway("10.0.2.2");
+  route->set_device("eth0");
+  (*req.mutable_sysctls())["net.ipv4.ip_forward"] = "1";
+  auto s = client_->SetupSandbox(req);
+  ASSERT_TRUE(s.ok()) << s.error().message() << "\n" << ConsoleTail();
+
+  // A container sees the sandbox's hostname and resolv.conf.
+  auto c =
+      Container("sandbox-check", {"sh", "-c", "hostname; cat /etc/resolv.conf; cat /proc/sys/net/ipv4/ip_forward"});
+  ASSERT_TRUE(client_->CreateContainer(c).ok());
+  ASSERT_TRUE(client_->StartContainer("sandbox-check").ok());
+  Output o = ReadAll(Ref("sandbox-check"));
+  EXPECT_NE(o.out.find("pod-e2e"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("nameserver 10.0.2.3"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("search svc.cluster.local"), std::string::npos) << o.out;
+  auto exit = client_->WaitProcess(Ref("sandbox-check"), std::chrono::seconds(60));
+  ASSERT_TRUE(exit.ok());
+  EXPECT_EQ(exit->exit_code(), 0) << o.err;
+  EXPECT_TRUE(client_->DeleteContainer("sandbox-check", false).ok());
+
+  // Bad MAC: a clear NOT_FOUND, nothing else changes.
+  v1::SetupSandboxRequest bad;
+  bad.add_interfaces()->set_mac("02:00:00:00:00:99");
+  auto r = client_->SetupSandbox(bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), base::ErrorCode::kNotFound) << r.error().message();
+}
+
+TEST_F(GuestE2E, RunsContainerFromErofsLayerWithOutputAndExitCode) {
+  auto c =
+      Container("run1", {"sh", "-c", "echo out-$GREETING; echo err-line >&2; echo data > /tmp/f; cat /tmp/f; exit 3"});
+  auto pid = client_->CreateContainer(c);
+  ASSERT_TRUE(pid.ok()) << pid.error().message() << "\n" << ConsoleTail();
+  EXPECT_GT(*pid, 1u);
+  auto listed = client_->ListContainers();
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].state(), v1::ContainerInfo::CREATED);
+  ASSERT_TRUE(client_->StartContainer("run1").ok());
+  Output o = ReadAll(Ref("run1"));
+  EXPECT_EQ(o.out, "out-hello\ndata\n");
+  EXPECT_EQ(o.err, "err-line\n");
+  auto exit = client_->WaitProcess(Ref("run1"), std::chrono::seconds(60));
+  ASSERT_TRUE(exit.ok()) << exit.error().message();
+  EXPECT_TRUE(exit->exited());
+  EXPECT_EQ(exit->exit_code(), 3);
+  EXPECT_FALSE(exit->oom_killed());
+  auto deleted = client_->DeleteContainer("run1", false);
+  EXPECT_TRUE(deleted.ok()) << deleted.error().message();
+  auto again = client_->DeleteContainer("run1", false);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code(), base::ErrorCode::kNotFound);
+}
+
+TEST_F(GuestE2E, ExecStatsAndStop) {
+  auto c = Container("long1", {"sleep", "1000"});
+  c.mutable_resources()->set_memory_limit_bytes(64 << 20);
+  c.mutable_resources()->set_pids_limit(64);
+  ASSERT_TRUE(client_->CreateContainer(c).ok());
+  ASSERT_TRUE(client_->StartContainer("long1").ok());
+
+  v1::ProcessSpec exec;
+  exec.add_args("sh");
+  exec.add_args("-c");
+  exec.add_args("echo exec-$GREETING; cat /proc/1/cmdline; echo; read line; echo got-$line; exit 7");
+  exec.add_env("GREETING=from-exec");
+  exec.set_stdin(true);
+  auto exec_pid = client_->ExecProcess("long1", "e1", exec);
+  ASSERT_TRUE(exec_pid.ok()) << exec_pid.error().message() << "\n" << ConsoleTail();
+  ASSERT_TRUE(client_->WriteStdin(Ref("long1", "e1"), "ping\n", true).ok());
+  Output o = ReadAll(Ref("long1", "e1"));
+  EXPECT_NE(o.out.find("exec-from-exec"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("sleep"), std::string::npos) << "exec runs in the container's pid namespace: " << o.out;
+  EXPECT_NE(o.out.find("got-ping"), std::string::npos) << o.out;
+  auto exec_exit = client_->WaitProcess(Ref("long1", "e1"), std::chrono::seconds(60));
+  ASSERT_TRUE(exec_exit.ok());
+  EXPECT_EQ(exec_exit->exit_code(), 7);
+
+  // A tty exec sees a terminal on its stdio and can be resized.
+  v1::ProcessSpec tty;
+  tty.add_args("sh");
+  tty.add_args("-c");
+  tty.add_args("test -t 1 && echo is-a-tty");
+  tty.set_tty(true);
+  tty.set_tty_rows(40);
+  tty.set_tty_columns(100);
+  ASSERT_TRUE(client_->ExecProcess("long1", "tty1", tty).ok());
+  Output t = ReadAll(Ref("long1", "tty1"));
+  EXPECT_NE(t.out.find("is-a-tty"), std::string::npos) << t.out;
+
+  auto stats = client_->ContainerStats("long1");
+  ASSERT_TRUE(stats.ok()) << stats.error().message();
+  EXPECT_GT(stats->stats().memory_usage_bytes(), 0u);
+  EXPECT_GT(stats->stats().cpu_usage_usec(), 0u);
+  EXPECT_GE(stats->stats().pids_current(), 1u);
+  auto sandbox = client_->SandboxStats();
+  ASSERT_TRUE(sandbox.ok());
+  EXPECT_GT(sandbox->memory_total_bytes(), 0u);
+  EXPECT_EQ(sandbox->num_containers(), 1u);
+
+  // Running containers are not deleted without force.
+  auto refused = client_->DeleteContainer("long1", false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), base::ErrorCode::kFailedPrecondition);
+
+  ASSERT_TRUE(client_->SignalProcess(Ref("long1"), SIGKILL).ok());
+  auto exit = client_->WaitProcess(Ref("long1"), std::chrono::seconds(60));
+  ASSERT_TRUE(exit.ok());
+  EXPECT_EQ(exit->signal(), SIGKILL);
+  EXPECT_EQ(exit->exit_code(), 128 + SIGKILL);
+  EXPECT_TRUE(client_->DeleteContainer("long1", false).ok());
+}
+
+TEST_F(GuestE2E, BadRequestsGetClearErrorsAndAgentSurvives) {
+  auto bad_id = client_->StartContainer("../etc");
+  ASSERT_FALSE(bad_id.ok());
+  EXPECT_EQ(bad_id.error().code(), base::ErrorCode::kInvalidArgument);
+  EXPECT_NE(bad_id.error().message().find("container_id"), std::string::npos);
+
+  auto unknown = client_->StartContainer("no-such-container");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code(), base::ErrorCode::kNotFound);
+  auto unknown_wait = client_->WaitProcess(Ref("nope"), std::chrono::seconds(5));
+  ASSERT_FALSE(unknown_wait.ok());
+  EXPECT_EQ(unknown_wait.error().code(), base::ErrorCode::kNotFound);
+
+  // An oversized request is refused by the transport limit, not processed.
+  auto huge = Container("huge", {"true"});
+  huge.mutable_process()->add_env("BIG=" + std::string(2 << 20, 'x'));
+  auto too_big = client_->CreateContainer(huge);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.error().code(), base::ErrorCode::kResourceExhausted) << too_big.error().message();
+
+  auto missing_layer = Container("nolayer", {"true"});
+  missing_layer.mutable_rootfs()->set_layer_serials(0, "not-attached");
+  missing_layer.mutable_rootfs()->clear_scratch_serial();
+  // The agent waits a bounded time for hot-plugged disks, then says which serial is missing.
+  auto no_layer = client_->CreateContainer(missing_layer);
+  ASSERT_FALSE(no_layer.ok());
+  EXPECT_NE(no_layer.error().message().find("not-attached"), std::string::npos) << no_layer.error().message();
+
+  auto c = Container("nobinary", {"/bin/does-not-exist"});
+  auto created = client_->CreateContainer(c);
+  if (created.ok()) {
+    // crun may only find out at start; either way the failure is reported, not hidden.
+    auto started = client_->StartContainer("nobinary");
+    auto exit = client_->WaitProcess(Ref("nobinary"), std::chrono::seconds(30));
+    EXPECT_TRUE(!started.ok() || (exit.ok() && exit->exit_code() != 0));
+    EXPECT_TRUE(client_->DeleteContainer("nobinary", true).ok());
+  } else {
+    EXPECT_NE(created.error().message().find("does-not-exist"), std::string::npos) << created.error().message();
+    // Nothing is left behind: the id is free again.
+    auto listed = client_->ListContainers();
+    ASSERT_TRUE(listed.ok());
+    EXPECT_TRUE(listed->empty());
+  }
+  auto ping = client_->Ping(std::chrono::seconds(10));
+  ASSERT_TRUE(ping.ok()) << "agent died: " << ConsoleTail();
+}
+
+TEST_F(GuestE2E, OutputFloodIsStreamedWithBoundedBuffers) {
+  constexpr size_t kBytes = 4 << 20;
+  auto c = Container("flood", {"head", "-c", std::to_string(kBytes), "/dev/zero"});
+  ASSERT_TRUE(client_->CreateContainer(c).ok());
+  ASSERT_TRUE(client_->StartContainer("flood").ok());
+  // Let the container fill the agent's buffers before anyone reads: it must block, not grow the agent.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  auto ping = client_->Ping(std::chrono::seconds(10));
+  ASSERT_TRUE(ping.ok());
+  EXPECT_LT(ping->agent_rss_bytes(), 64u << 20);
+  size_t total = 0;
+  auto s = client_->ReadOutput(
+      Ref("flood"),
+      [&](v1::OutputChunk::Stream, std::string_view data) {
+        total += data.size();
+        return true;
+      },
+      std::chrono::seconds(300));
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  EXPECT_EQ(total, kBytes);
+  auto exit = client_->WaitProcess(Ref("flood"), std::chrono::seconds(60));
+  ASSERT_TRUE(exit.ok());
+  EXPECT_EQ(exit->exit_code(), 0);
+  EXPECT_TRUE(client_->DeleteContainer("flood", false).ok());
+}
+
+TEST_F(GuestE2E, HostReconnectGetsAFreshSession) {
+  // chrysd restarting: drop the connection, dial again, the agent answers on a new HTTP/2 session.
+  delete client_;
+  client_ = nullptr;
+  auto again =
+      AgentClient::ConnectWhenReady(AgentEndpoint::VirtioSerial(guest_->agent_socket()), std::chrono::seconds(60));
+  ASSERT_TRUE(again.ok()) << again.error().message() << "\n" << ConsoleTail();
+  client_ = again->release();
+  auto ping = client_->Ping(std::chrono::seconds(10));
+  EXPECT_TRUE(ping.ok());
+}
+
+}  // namespace
+}  // namespace chrys::guest::testing
