@@ -156,6 +156,12 @@ base::Result<std::string> CniRuntime::Exec(const std::string& command, const Net
 }
 
 base::Result<CniResult> CniRuntime::Add(const NetworkConfigList& list, const CniAttachment& attachment) {
+  CHRYS_ASSIGN_OR_RETURN(CniResult result, AddUncached(list, attachment));
+  CHRYS_RETURN_IF_ERROR(WriteCache(list, attachment, result.raw));
+  return result;
+}
+
+base::Result<CniResult> CniRuntime::AddUncached(const NetworkConfigList& list, const CniAttachment& attachment) {
   std::optional<json> prev;
   CniResult last;
   for (size_t i = 0; i < list.plugins.size(); ++i) {
@@ -164,7 +170,6 @@ base::Result<CniResult> CniRuntime::Add(const NetworkConfigList& list, const Cni
     CHRYS_ASSIGN_OR_RETURN(last, ParseCniResultText(out, "plugin " + type + " (network " + list.name + ")"));
     prev = last.raw;
   }
-  CHRYS_RETURN_IF_ERROR(WriteCache(list, attachment, last.raw));
   return last;
 }
 

@@ -51,6 +51,11 @@ class CniRuntime {
   // Runs ADD through the chain and caches the final result. On a plugin failure returns its error; the
   // caller must still call Del (the spec requires a DEL after a failed ADD).
   base::Result<CniResult> Add(const NetworkConfigList& list, const CniAttachment& attachment);
+  // The same without the cache write, for a caller that writes the cache itself (e.g. overlapped with other
+  // work); the result must reach WriteCache before the caller reports success.
+  base::Result<CniResult> AddUncached(const NetworkConfigList& list, const CniAttachment& attachment);
+  base::Status WriteCache(const NetworkConfigList& list, const CniAttachment& attachment,
+                          const nlohmann::json& result) const;
   // CHECK with the cached result; a list with disableCheck, or older than 0.4.0, passes without running.
   base::Status Check(const NetworkConfigList& list, const CniAttachment& attachment, const nlohmann::json& prev_result);
   // DEL in reverse order. `prev_result` is the ADD result when there was one.
@@ -79,8 +84,6 @@ class CniRuntime {
                                  const CniAttachment& attachment,
                                  const std::optional<nlohmann::json>& prev_result) const;
   base::Result<CachedAttachment> ReadCacheFile(const std::string& path) const;
-  base::Status WriteCache(const NetworkConfigList& list, const CniAttachment& attachment,
-                          const nlohmann::json& result) const;
 
   CniRuntimeConfig config_;
   mutable std::atomic<int64_t> plugin_exec_ns_{0};

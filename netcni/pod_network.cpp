@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <thread>
 
 #include "base/file_util.h"
 #include "netcni/netns.h"
@@ -378,8 +379,20 @@ base::Result<PodNetwork> PodNetworkManager::Setup(const PodNetworkRequest& reque
   CHRYS_RETURN_IF_ERROR(WriteRecord(record_path, RecordToJson(record).dump()));
 
   std::vector<TapLink> taps;
+  Status cache_written;
+  std::thread cache_writer;
+  struct Joiner {
+    std::thread& thread;
+    void Join() {
+      if (thread.joinable()) {
+        thread.join();
+      }
+    }
+    ~Joiner() { Join(); }
+  } cache_writer_joiner{cache_writer};
   // Undo in reverse: taps, CNI DEL, netns, record. If DEL fails the record stays so Teardown can retry it.
   auto undo = [&](const base::Error& cause, const std::optional<json>& prev_result) -> base::Error {
+    cache_writer_joiner.Join();  // DEL removes the cache entry: the writer must be done first
     taps.clear();
     Status del = cni_.Del(config, record.attachment, prev_result);
     (void)netns.Remove();
@@ -392,11 +405,16 @@ base::Result<PodNetwork> PodNetworkManager::Setup(const PodNetworkRequest& reque
     return cause.Wrap("pod network setup for sandbox " + request.sandbox_id);
   };
 
-  auto added = cni_.Add(config, record.attachment);
+  auto added = cni_.AddUncached(config, record.attachment);
   if (!added.ok()) {
     return undo(added.error(), std::nullopt);
   }
   const CniResult& result = *added;
+  // The durable cache write (two fsyncs) overlaps with the tap setup below; both must succeed.
+  // It works on copies, so nothing it reads can go away before it is joined.
+  cache_writer = std::thread([this, config, attachment = record.attachment, raw = result.raw, &cache_written] {
+    cache_written = cni_.WriteCache(config, attachment, raw);
+  });
 
   PodNetwork net;
   net.sandbox_id = request.sandbox_id;
@@ -432,6 +450,11 @@ base::Result<PodNetwork> PodNetworkManager::Setup(const PodNetworkRequest& reque
     itf.queues = request.queues;
     itf.queue_fds = tap->TakeQueueFds();
     taps.push_back(std::move(tap).value());
+  }
+
+  cache_writer_joiner.Join();
+  if (!cache_written.ok()) {
+    return undo(cache_written.error(), result.raw);
   }
 
   record.phase = "ready";

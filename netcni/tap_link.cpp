@@ -15,6 +15,7 @@
 #include <netlink/route/classifier.h>
 #include <netlink/route/cls/u32.h>
 #include <netlink/route/link.h>
+#include <netlink/route/link/inet6.h>
 #include <netlink/route/qdisc.h>
 #include <netlink/route/tc.h>
 #include <sys/ioctl.h>
@@ -379,6 +380,19 @@ Status ChangeLink(nl_sock* sock, rtnl_link* link, const std::string& name, uint3
   return Status::Ok();
 }
 
+// The tap is a pure L2 pipe to the guest: no link-local address, so bringing it up skips IPv6 address
+// configuration (DAD, router solicitations) and the host stack stays quiet on it. Best effort: a host without
+// IPv6 has nothing to disable.
+void DisableIpv6Addresses(nl_sock* sock, rtnl_link* link) {
+  Link change(rtnl_link_alloc());
+  if (!change) {
+    return;
+  }
+  if (rtnl_link_inet6_set_addr_gen_mode(change.get(), rtnl_link_inet6_str2addrgenmode("none")) == 0) {
+    (void)rtnl_link_change(sock, link, change.get(), 0);
+  }
+}
+
 Status ValidateIfName(const std::string& name, const char* what) {
   if (name.empty() || name.size() >= IFNAMSIZ || name.find('/') != std::string::npos ||
       name.find(' ') != std::string::npos) {
@@ -453,6 +467,7 @@ base::Result<TapLink> TapLink::Create(int netns_fd, const TapLinkSpec& spec) {
     return base::Internal("tap " + spec.tap_name + " vanished right after creation");
   }
   const int tap_index = rtnl_link_get_ifindex(tap.get());
+  DisableIpv6Addresses(sock.get(), tap.get());
   CHRYS_RETURN_IF_ERROR(ChangeLink(sock.get(), tap.get(), spec.tap_name, link.mtu_, spec.tx_queue_len, true));
   CHRYS_RETURN_IF_ERROR(AddIngressQdisc(sock.get(), veth_index, spec.veth_name));
   CHRYS_RETURN_IF_ERROR(AddIngressQdisc(sock.get(), tap_index, spec.tap_name));
