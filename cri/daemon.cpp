@@ -15,6 +15,9 @@
 
 #include "base/file_util.h"
 #include "cri/logging.h"
+#include "cri/readiness.h"
+#include "runtime/cloud_hypervisor.h"
+#include "runtime/qemu.h"
 
 namespace chrys::cri {
 namespace {
@@ -98,6 +101,64 @@ base::Status Daemon::OpenImageStore() {
   return base::Status::Ok();
 }
 
+base::Status Daemon::OpenSandboxes() {
+  runtime::SandboxManagerOptions options;
+  options.state_dir = config_.state_dir + "/sandboxes";
+  options.run_dir = config_.run_dir + "/sandboxes";
+  options.boot_timeout = std::chrono::seconds(config_.vmm.boot_timeout_seconds);
+  // The guest manifest names the kernel, initramfs and command line; without it pods cannot start (and
+  // Status says so), but chrysd still serves.
+  auto manifest_text = base::ReadFile(config_.vmm.guest_dir + "/manifest.json");
+  if (manifest_text.ok()) {
+    auto manifest = nlohmann::json::parse(*manifest_text, nullptr, false);
+    if (manifest.is_object() && manifest.contains("kernel") && manifest.contains("initramfs")) {
+      options.kernel_path = config_.vmm.guest_dir + "/" + manifest["kernel"].value("file", "vmlinuz");
+      options.initramfs_path = config_.vmm.guest_dir + "/" + manifest["initramfs"].value("file", "");
+      options.kernel_cmdline = manifest.value("cmdline", options.kernel_cmdline);
+    } else {
+      spdlog::error("guest manifest {}/manifest.json is not valid; pods cannot start", config_.vmm.guest_dir);
+    }
+  }
+  std::string qemu = FindExecutable(config_.vmm.qemu_binary);
+  std::string accel = config_.vmm.accel;
+  std::string run_dir = config_.run_dir;
+  std::string kernel = options.kernel_path;
+  options.vmm_factory = [qemu, accel, run_dir](runtime::VmmKind kind) -> base::Result<std::unique_ptr<runtime::Vmm>> {
+    if (kind == runtime::VmmKind::kCloudHypervisor) {
+      return std::unique_ptr<runtime::Vmm>(
+          std::make_unique<runtime::CloudHypervisorVmm>(runtime::CloudHypervisorConfig{}));
+    }
+    runtime::QemuConfig qemu_config;
+    if (!qemu.empty()) {
+      qemu_config.qemu_binary = qemu;
+    }
+    qemu_config.accel = accel;
+    qemu_config.accel_cache_path = run_dir + "/kvm-probe.json";
+    return std::unique_ptr<runtime::Vmm>(std::make_unique<runtime::QemuVmm>(qemu_config));
+  };
+  // Cloud Hypervisor needs its binary and a KVM that runs guests; otherwise the default handler uses QEMU.
+  options.ch_usable = false;
+  if (!FindExecutable(config_.vmm.cloud_hypervisor_binary).empty()) {
+    runtime::QemuConfig probe;
+    probe.accel = "auto";
+    probe.accel_cache_path = run_dir + "/kvm-probe.json";
+    if (!qemu.empty()) {
+      probe.qemu_binary = qemu;
+    }
+    auto resolved = runtime::ResolveQemuAccel(probe, kernel);
+    options.ch_usable = resolved.ok() && *resolved == "kvm";
+  }
+  agents_ = std::make_shared<AgentPool>();
+  options.agent = agents_;
+  sandboxes_ = std::make_unique<runtime::SandboxManager>(options);
+  auto report = sandboxes_->Recover();
+  if (!report.ok()) {
+    return report.error().Wrap("recover sandboxes");
+  }
+  recovery_ = std::move(report).value();
+  return base::Status::Ok();
+}
+
 base::Status Daemon::Start() {
   std::string socket_dir = std::filesystem::path(config_.socket).parent_path().string();
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(socket_dir, 0755));
@@ -121,11 +182,17 @@ base::Status Daemon::Start() {
   network.plugin_timeout = std::chrono::seconds(config_.cni.plugin_timeout_seconds);
   network_ = std::make_unique<netcni::PodNetworkManager>(network);
 
-  runtime_service_ = std::make_unique<RuntimeServiceImpl>(config_, *state_, [this] {
+  pods_.emplace(*state_);
+  pods_->Load();
+  CHRYS_RETURN_IF_ERROR(OpenSandboxes());
+
+  RuntimeBackends backends{*state_, *pods_, *images_, *network_, *sandboxes_, *agents_};
+  runtime_service_ = std::make_unique<RuntimeServiceImpl>(config_, backends, [this] {
     netcni::NetworkReadiness readiness = network_->Readiness();
     return Condition{readiness.ready, readiness.reason, readiness.message};
   });
   runtime_service_->LoadState();
+  runtime_service_->RecoverPods(recovery_);
   image_service_ = std::make_unique<ImageServiceImpl>(*images_);
   admin_service_ = std::make_unique<AdminServiceImpl>(*images_);
 

@@ -45,12 +45,17 @@ class Daemon {
   base::Status AcquireInstanceLock();
   base::Status ClearStaleSocket();
   base::Status OpenImageStore();
+  base::Status OpenSandboxes();
 
   Config config_;
   base::UniqueFd lock_fd_;
   std::optional<StateStore> state_;
   std::unique_ptr<imagestore::ImageStore> images_;
   std::unique_ptr<netcni::PodNetworkManager> network_;
+  std::optional<PodStore> pods_;
+  std::shared_ptr<AgentPool> agents_;
+  std::unique_ptr<runtime::SandboxManager> sandboxes_;
+  runtime::RecoveryReport recovery_;
   std::unique_ptr<RuntimeServiceImpl> runtime_service_;
   std::unique_ptr<ImageServiceImpl> image_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;

@@ -59,8 +59,8 @@ base::Status ValidatePodCidr(const std::string& cidr) {
   return base::Status::Ok();
 }
 
-RuntimeServiceImpl::RuntimeServiceImpl(const Config& config, StateStore& state, ReadinessCheck network_ready)
-    : config_(config), state_(state), network_ready_(std::move(network_ready)) {}
+RuntimeServiceImpl::RuntimeServiceImpl(const Config& config, RuntimeBackends backends, ReadinessCheck network_ready)
+    : config_(config), backends_(backends), state_(backends.state), network_ready_(std::move(network_ready)) {}
 
 void RuntimeServiceImpl::LoadState() {
   // LoadAll moves a corrupt record aside (logged) instead of failing the start.

@@ -5,21 +5,36 @@
 #include <mutex>
 #include <string>
 
+#include "cri/agent_pool.h"
 #include "cri/config.h"
+#include "cri/pod_store.h"
 #include "cri/proto/api.grpc.pb.h"
 #include "cri/readiness.h"
 #include "cri/state_store.h"
+#include "imagestore/image_store.h"
+#include "netcni/pod_network.h"
+#include "runtime/sandbox.h"
 
 namespace chrys::cri {
 
 namespace v1 = ::runtime::v1;
+
+// The modules below the CRI front that the RuntimeService drives. All outlive the service.
+struct RuntimeBackends {
+  StateStore& state;
+  PodStore& pods;
+  imagestore::ImageStore& images;
+  netcni::PodNetworkManager& network;
+  runtime::SandboxManager& sandboxes;
+  AgentPool& agents;
+};
 
 class RuntimeServiceImpl final : public v1::RuntimeService::Service {
  public:
   using ReadinessCheck = std::function<Condition()>;
 
   // `network_ready` answers the NetworkReady condition (the pod network module provides it).
-  RuntimeServiceImpl(const Config& config, StateStore& state, ReadinessCheck network_ready);
+  RuntimeServiceImpl(const Config& config, RuntimeBackends backends, ReadinessCheck network_ready);
 
   // Loads what earlier runs recorded (the pod CIDR). Called once before serving.
   void LoadState();
@@ -34,8 +49,29 @@ class RuntimeServiceImpl final : public v1::RuntimeService::Service {
   grpc::Status UpdateRuntimeConfig(grpc::ServerContext* context, const v1::UpdateRuntimeConfigRequest* request,
                                    v1::UpdateRuntimeConfigResponse* response) override;
 
+  // pod_sandbox.cpp: the pod sandbox lifecycle.
+  grpc::Status RunPodSandbox(grpc::ServerContext* context, const v1::RunPodSandboxRequest* request,
+                             v1::RunPodSandboxResponse* response) override;
+  grpc::Status StopPodSandbox(grpc::ServerContext* context, const v1::StopPodSandboxRequest* request,
+                              v1::StopPodSandboxResponse* response) override;
+  grpc::Status RemovePodSandbox(grpc::ServerContext* context, const v1::RemovePodSandboxRequest* request,
+                                v1::RemovePodSandboxResponse* response) override;
+  grpc::Status PodSandboxStatus(grpc::ServerContext* context, const v1::PodSandboxStatusRequest* request,
+                                v1::PodSandboxStatusResponse* response) override;
+  grpc::Status ListPodSandbox(grpc::ServerContext* context, const v1::ListPodSandboxRequest* request,
+                              v1::ListPodSandboxResponse* response) override;
+
+  // Reconciles pod records with the VMs that survived a restart. Called once before serving.
+  void RecoverPods(const runtime::RecoveryReport& report);
+
  private:
+  base::Result<PodRecord> CreatePod(const v1::RunPodSandboxRequest& request);
+  base::Status StopPod(PodRecord& pod);
+  // Marks the pod's running containers exited because their VM went away.
+  void MarkContainersGone(const std::string& sandbox_id, const std::string& reason);
+
   const Config& config_;
+  RuntimeBackends backends_;
   StateStore& state_;
   ReadinessCheck network_ready_;
 
