@@ -198,6 +198,7 @@ provision_cocos() {
   # A random 512-bit key needs no slow KDF; LUKS2's minimum PBKDF2 cost keeps formatting fast.
   cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 \
     --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --sector-size 4096 --label chrys-cocos \
+    --luks2-metadata-size 16k --luks2-keyslots-size 1m \
     --key-file "$KEY_FILE" "$COCOS_DEV" || fail "LUKS2 format of $COCOS_DEV failed: /cocos would be unencrypted"
   mark luks-format
   cryptsetup open --type luks2 --key-file "$KEY_FILE" "$COCOS_DEV" cocos_crypt ||

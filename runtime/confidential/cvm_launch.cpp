@@ -115,6 +115,9 @@ Status Validate(const CvmLaunchConfig& c) {
       return InvalidArgument("tap nic \"" + nic.id + "\" needs tap_name or tap_fd");
     }
   }
+  if (!c.agent_serial_socket.empty() && !IsSimpleId(c.agent_port_name.substr(0, c.agent_port_name.find('.')))) {
+    return InvalidArgument("agent_port_name must be a simple name such as chrys.agent");
+  }
   if (c.vsock_guest_cid != 0 && c.vsock_guest_cid < 3) {
     return InvalidArgument("vsock_guest_cid must be >= 3 (0, 1 and 2 are reserved)");
   }
@@ -255,6 +258,11 @@ class Args {
   void Vsock() {
     if (c_.vsock_guest_cid != 0) {
       Opt("-device", "vhost-vsock-pci,guest-cid=" + std::to_string(c_.vsock_guest_cid));
+    }
+    if (!c_.agent_serial_socket.empty()) {
+      Opt("-device", std::string("virtio-serial-pci,id=vser0,") + kVirtioFlags);
+      Opt("-chardev", "socket,id=agent,path=" + QemuEscape(c_.agent_serial_socket) + ",server=on,wait=off");
+      Opt("-device", "virtserialport,bus=vser0.0,chardev=agent,name=" + c_.agent_port_name);
     }
   }
 

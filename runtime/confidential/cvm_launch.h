@@ -70,6 +70,10 @@ struct CvmLaunchConfig {
 
   std::vector<CvmNic> nics;
   uint32_t vsock_guest_cid = 0;  // > 2 adds vhost-vsock-pci (agent channel; TDX seed uses 6)
+  // Where /dev/vhost-vsock is missing, the agent channel is a virtio-serial port (named `agent_port_name`)
+  // backed by this host unix socket; empty adds none.
+  std::string agent_serial_socket;
+  std::string agent_port_name = "chrys.agent";
 
   // The two 9P shares chrysd fills per pod: agent configuration (env_share -> /etc/cocos) and TLS
   // material (certs_share -> /etc/certs). Both are required.

@@ -263,6 +263,16 @@ TEST(CvmLaunchTest, PlainDiskBootUsesReadOnlyOvmfCodeAndPerVmVars) {
   }
 }
 
+TEST(CvmLaunchTest, AgentSerialPortWhenThereIsNoVsock) {
+  CvmLaunchConfig c = SeedLikeConfig(TeeKind::kSevSnp);
+  c.agent_serial_socket = "/run/chrysalis/pod1/agent.sock";
+  auto args = BuildCvmQemuArgs(c);
+  ASSERT_TRUE(args.ok()) << args.error().message();
+  EXPECT_TRUE(Contains(*args, "-device", "virtio-serial-pci,id=vser0,disable-legacy=on,iommu_platform=true"));
+  EXPECT_TRUE(Contains(*args, "-chardev", "socket,id=agent,path=/run/chrysalis/pod1/agent.sock,server=on,wait=off"));
+  EXPECT_TRUE(Contains(*args, "-device", "virtserialport,bus=vser0.0,chardev=agent,name=chrys.agent"));
+}
+
 TEST(CvmLaunchTest, CommasInPathsAreDoubled) {
   CvmLaunchConfig c = SeedLikeConfig(TeeKind::kSevSnp);
   c.disk_image = "/a,b/disk.img";
