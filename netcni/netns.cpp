@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "base/file_util.h"
@@ -18,6 +20,13 @@ using base::Status;
 // Like iproute2, make the netns directory a shared mount point so that namespaces created here are also
 // visible to processes in other mount namespaces (e.g. a chrysd running with a private /tmp).
 void MakeDirShared(const std::string& dir) {
+  // Once per directory and process: concurrent creators must not stack bind mounts of it on itself.
+  static std::mutex mu;
+  static std::set<std::string> done;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!done.insert(dir).second) {
+    return;
+  }
   if (::mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) == 0) {
     return;
   }

@@ -32,9 +32,10 @@ class BadInputE2E : public ::testing::Test {
     for (const auto& id : manager.ListSandboxes()) {
       (void)manager.Teardown(id);
     }
-    for (const auto& entry : std::filesystem::directory_iterator(kDefaultNetnsDir)) {
-      if (entry.path().filename().string().rfind(prefix_, 0) == 0) {
-        (void)NetnsHandle::RemoveByName(entry.path().filename().string());
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(kDefaultNetnsDir, ec), end; !ec && it != end; it.increment(ec)) {
+      if (it->path().filename().string().rfind(prefix_, 0) == 0) {
+        (void)NetnsHandle::RemoveByName(it->path().filename().string());
       }
     }
     env_.reset();
