@@ -307,6 +307,10 @@ Result<std::string> BuildErofsImage(const std::string& work_dir, const std::stri
   (void)base::RemoveTree(src);
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(src));
   for (const auto& [file, content] : files) {
+    size_t slash = file.rfind('/');
+    if (slash != std::string::npos) {
+      CHRYS_RETURN_IF_ERROR(base::MakeDirs(src + "/" + file.substr(0, slash)));
+    }
     CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(src + "/" + file, content, 0755));
   }
   std::string image = work_dir + "/" + name + ".erofs";

@@ -1,0 +1,72 @@
+#include "runtime/grpc_agent_connector.h"
+
+namespace chrys::runtime {
+
+using base::Result;
+using base::Status;
+using std::chrono::milliseconds;
+
+agent::AgentEndpoint ToAgentEndpoint(const AgentEndpoint& endpoint) {
+  switch (endpoint.kind) {
+    case AgentChannelKind::kVhostVsock:
+      return agent::AgentEndpoint::Vsock(endpoint.vsock_cid, endpoint.vsock_port);
+    case AgentChannelKind::kHybridVsock:
+      return agent::AgentEndpoint::HybridVsock(endpoint.socket_path, endpoint.vsock_port);
+    case AgentChannelKind::kVirtioSerial:
+      break;
+  }
+  return agent::AgentEndpoint::VirtioSerial(endpoint.socket_path);
+}
+
+Result<bool> GrpcAgentConnector::Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint) {
+  std::shared_ptr<agent::AgentClient> client;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = clients_.find(sandbox_id);
+    if (it != clients_.end() && it->second->Healthy()) {
+      client = it->second;
+    }
+  }
+  if (!client) {
+    auto connected = agent::AgentClient::Connect(ToAgentEndpoint(endpoint), options_);
+    if (!connected.ok()) {
+      return false;  // nothing listens yet: the VM is still booting
+    }
+    client = std::shared_ptr<agent::AgentClient>(std::move(connected).value());
+  }
+  auto pong = client->Ping(milliseconds(1000));
+  if (!pong.ok() || !pong->ready()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    clients_.erase(sandbox_id);
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  clients_[sandbox_id] = client;
+  return true;
+}
+
+Status GrpcAgentConnector::Shutdown(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                    milliseconds timeout) {
+  std::shared_ptr<agent::AgentClient> client = Client(sandbox_id);
+  if (!client) {
+    auto connected = agent::AgentClient::Connect(ToAgentEndpoint(endpoint), options_);
+    if (!connected.ok()) {
+      return connected.error();
+    }
+    client = std::shared_ptr<agent::AgentClient>(std::move(connected).value());
+  }
+  return client->Shutdown(timeout);
+}
+
+void GrpcAgentConnector::Forget(const std::string& sandbox_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  clients_.erase(sandbox_id);
+}
+
+std::shared_ptr<agent::AgentClient> GrpcAgentConnector::Client(const std::string& sandbox_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = clients_.find(sandbox_id);
+  return it == clients_.end() ? nullptr : it->second;
+}
+
+}  // namespace chrys::runtime

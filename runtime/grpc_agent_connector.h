@@ -1,0 +1,36 @@
+// GrpcAgentConnector: the sandbox layer's link to chrys-agent through runtime/agent's AgentClient (readiness by
+// Ping, shutdown by the agent's Shutdown call), keeping one client per sandbox for the CRI layer to use.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "runtime/agent/agent_client.h"
+#include "runtime/sandbox.h"
+
+namespace chrys::runtime {
+
+// The agent client's endpoint for a VMM's agent channel.
+agent::AgentEndpoint ToAgentEndpoint(const AgentEndpoint& endpoint);
+
+class GrpcAgentConnector : public AgentConnector {
+ public:
+  explicit GrpcAgentConnector(agent::AgentClientOptions options = {}) : options_(options) {}
+
+  base::Result<bool> Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint) override;
+  base::Status Shutdown(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                        std::chrono::milliseconds timeout) override;
+  void Forget(const std::string& sandbox_id) override;
+
+  // The connected client of a ready sandbox (owned by the connector; valid until Forget).
+  std::shared_ptr<agent::AgentClient> Client(const std::string& sandbox_id);
+
+ private:
+  agent::AgentClientOptions options_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<agent::AgentClient>> clients_;
+};
+
+}  // namespace chrys::runtime
