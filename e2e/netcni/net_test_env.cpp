@@ -7,6 +7,8 @@
 #include <netinet/ip_icmp.h>
 #include <netlink/netlink.h>
 #include <netlink/route/link.h>
+#include <netlink/route/qdisc.h>
+#include <netlink/route/tc.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -136,6 +138,49 @@ int TestNetworkEnv::CountBridgePorts() const {
     }
   }
   nl_cache_free(cache);
+  return count;
+}
+
+std::vector<std::string> TestNetworkEnv::BridgePortQdiscKinds() const {
+  auto sock = HostRouteSocket();
+  nl_cache* links = nullptr;
+  nl_cache* qdiscs = nullptr;
+  if (rtnl_link_alloc_cache(sock.get(), AF_UNSPEC, &links) < 0 || rtnl_qdisc_alloc_cache(sock.get(), &qdiscs) < 0) {
+    throw std::runtime_error("netlink cache failed");
+  }
+  std::vector<std::string> kinds;
+  int bridge_index = rtnl_link_name2i(links, bridge_.c_str());
+  for (nl_object* obj = nl_cache_get_first(links); obj != nullptr; obj = nl_cache_get_next(obj)) {
+    auto* link = reinterpret_cast<rtnl_link*>(obj);
+    if (bridge_index == 0 || rtnl_link_get_master(link) != bridge_index) {
+      continue;
+    }
+    rtnl_qdisc* q = rtnl_qdisc_get_by_parent(qdiscs, rtnl_link_get_ifindex(link), TC_H_ROOT);
+    if (q != nullptr) {
+      const char* kind = rtnl_tc_get_kind(TC_CAST(q));
+      kinds.emplace_back(kind != nullptr ? kind : "");
+      rtnl_qdisc_put(q);
+    }
+  }
+  nl_cache_free(qdiscs);
+  nl_cache_free(links);
+  return kinds;
+}
+
+int TestNetworkEnv::CountHostLinks(const std::string& prefix) {
+  auto sock = HostRouteSocket();
+  nl_cache* links = nullptr;
+  if (rtnl_link_alloc_cache(sock.get(), AF_UNSPEC, &links) < 0) {
+    throw std::runtime_error("link cache failed");
+  }
+  int count = 0;
+  for (nl_object* obj = nl_cache_get_first(links); obj != nullptr; obj = nl_cache_get_next(obj)) {
+    const char* name = rtnl_link_get_name(reinterpret_cast<rtnl_link*>(obj));
+    if (name != nullptr && std::string(name).rfind(prefix, 0) == 0) {
+      ++count;
+    }
+  }
+  nl_cache_free(links);
   return count;
 }
 

@@ -31,6 +31,10 @@ class TestNetworkEnv {
 
   // Host links enslaved to our bridge (the host ends of pod veths).
   int CountBridgePorts() const;
+  // Root qdisc kinds on the host ends of pod veths (the bandwidth plugin puts "tbf" there).
+  std::vector<std::string> BridgePortQdiscKinds() const;
+  // Host links whose name starts with `prefix` (the bandwidth plugin's ifb devices are "bwp...").
+  static int CountHostLinks(const std::string& prefix);
   // host-local reservation files for our network.
   int CountIpReservations() const;
   // Pod records + cached results, and netns entries named with `prefix`.

@@ -297,6 +297,24 @@ TEST_F(PodNetworkE2E, SeveralInterfacesGetOneTapEach) {
   ExpectNothingLeft();
 }
 
+TEST_F(PodNetworkE2E, BandwidthCapabilityReachesTheBandwidthPlugin) {
+  env_->WriteConflist("10-chrystest.conflist", {R"({"type": "bandwidth", "capabilities": {"bandwidth": true}})"});
+  const int ifbs_before = TestNetworkEnv::CountHostLinks("bwp");
+  PodNetworkManager manager(env_->ManagerConfig());
+  auto request = Request("bw");
+  request.bandwidth = BandwidthLimits{10'000'000, 1'000'000, 20'000'000, 1'000'000};
+  auto net = manager.Setup(request);
+  ASSERT_TRUE(net.ok()) << net.error().message();
+  // Ingress limit: a tbf on the host end of the veth; egress limit: an ifb device named bwp...
+  EXPECT_EQ(env_->BridgePortQdiscKinds(), std::vector<std::string>{"tbf"});
+  EXPECT_EQ(TestNetworkEnv::CountHostLinks("bwp"), ifbs_before + 1);
+  net->interfaces.clear();
+  auto down = manager.Teardown(request.sandbox_id);
+  ASSERT_TRUE(down.ok()) << down.error().message();
+  EXPECT_EQ(TestNetworkEnv::CountHostLinks("bwp"), ifbs_before);
+  ExpectNothingLeft();
+}
+
 TEST_F(PodNetworkE2E, HostNetworkPodGetsNothing) {
   PodNetworkManager manager(env_->ManagerConfig());
   auto request = Request("hostnet");
