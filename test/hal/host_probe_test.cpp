@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "base/file_util.h"
+#include "runtime/confidential/ovmf_vars.h"
 
 namespace chrys::runtime::confidential {
 namespace {
@@ -99,6 +100,25 @@ TEST(HostProbeTest, ReadsSysfsAndDevFromTheGivenRoot) {
   EXPECT_NE(text.find("kvm_amd sev_snp: yes"), std::string::npos) << text;
   EXPECT_NE(text.find("/fw/coconut.igvm (missing)"), std::string::npos) << text;
   ASSERT_TRUE(base::RemoveTree(root).ok());
+}
+
+TEST(OvmfVarsTest, EachVmGetsItsOwnCopyAndKeepsItOnAdoption) {
+  char tmpl[] = "/tmp/hal-vars-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  ASSERT_TRUE(base::WriteFileAtomic(dir + "/template.fd", std::string(4096, 'T')).ok());
+  ASSERT_TRUE(EnsurePerVmOvmfVars(dir + "/template.fd", dir + "/vm1.fd").ok());
+  auto copy = base::ReadFile(dir + "/vm1.fd");
+  ASSERT_TRUE(copy.ok());
+  EXPECT_EQ(*copy, std::string(4096, 'T'));
+  // The VM wrote variables; a second call (adoption) must not reset them.
+  ASSERT_TRUE(base::WriteFileAtomic(dir + "/vm1.fd", std::string(4096, 'V')).ok());
+  ASSERT_TRUE(EnsurePerVmOvmfVars(dir + "/template.fd", dir + "/vm1.fd").ok());
+  EXPECT_EQ(*base::ReadFile(dir + "/vm1.fd"), std::string(4096, 'V'));
+  ASSERT_TRUE(base::WriteFileAtomic(dir + "/bad.fd", "short").ok());
+  EXPECT_FALSE(EnsurePerVmOvmfVars(dir + "/template.fd", dir + "/bad.fd").ok());
+  EXPECT_FALSE(EnsurePerVmOvmfVars(dir + "/missing.fd", dir + "/vm2.fd").ok());
+  ASSERT_TRUE(base::RemoveTree(dir).ok());
 }
 
 TEST(HostProbeTest, ThisHostsQemuIsRecognised) {
