@@ -76,13 +76,6 @@ UniqueFd ConnectLocal(const std::string& path) {
   return fd;
 }
 
-// Discards whatever the previous host session left in the port.
-void DrainPort(int port) {
-  char buf[16 << 10];
-  while (::read(port, buf, sizeof(buf)) > 0) {
-  }
-}
-
 // Waits until a connected host has sent its first bytes. Without a host the port reports POLLHUP (and
 // POLLIN, as a read would not block: it returns end-of-file). Right after the guest opens the port it can
 // also look connected before any host is: anything the guest writes then is dropped by the VMM. The HTTP/2
@@ -101,9 +94,25 @@ void WaitForHost(int port) {
 }
 
 // Copies bytes both ways between the port and our end of the socketpair until either side ends.
-const char* Bridge(int port, int sock, uint64_t& host_bytes, uint64_t& guest_bytes) {
+constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+// On a shared byte stream (virtio-serial) a new host connection can follow the old one before the guest
+// notices, and bytes of the old one can linger. Every HTTP/2 connection starts with the client preface, so
+// the bridge starts a session at a preface and ends it when a new preface shows up inside it.
+struct PrefaceSync {
+  bool enabled = false;
+  bool synced = false;
+  std::string carry;  // bytes of the next session, read while serving the previous one
+};
+
+const char* Bridge(int port, int sock, uint64_t& host_bytes, uint64_t& guest_bytes, PrefaceSync& sync) {
   Pending to_sock;
   Pending to_port;
+  if (!sync.carry.empty()) {
+    to_sock.data = std::move(sync.carry);  // starts with the preface
+    sync.carry.clear();
+    sync.synced = true;
+  }
   for (;;) {
     pollfd p[2] = {{port, 0, 0}, {sock, 0, 0}};
     if (to_sock.has_room()) {
@@ -115,7 +124,7 @@ const char* Bridge(int port, int sock, uint64_t& host_bytes, uint64_t& guest_byt
     if (to_port.has_room()) {
       p[1].events |= POLLIN;
     }
-    if (!to_sock.empty()) {
+    if (!to_sock.empty() && (!sync.enabled || sync.synced)) {
       p[1].events |= POLLOUT;
     }
     int r = ::poll(p, 2, -1);
@@ -133,7 +142,35 @@ const char* Bridge(int port, int sock, uint64_t& host_bytes, uint64_t& guest_byt
       if (!FillFrom(port, to_sock)) {
         return "port read failed";
       }
-      host_bytes += to_sock.data.size() >= before ? to_sock.data.size() - before : to_sock.data.size();
+      if (to_sock.data.size() < before) {
+        before = 0;  // FillFrom restarted the buffer
+      }
+      host_bytes += to_sock.data.size() - before;
+      if (sync.enabled) {
+        std::string& d = to_sock.data;
+        if (!sync.synced) {
+          size_t at = d.find(kHttp2Preface, to_sock.offset);
+          if (at == std::string::npos) {
+            // Leftovers of an earlier connection: keep only what could be the start of a preface.
+            size_t keep = std::min(d.size() - to_sock.offset, kHttp2Preface.size() - 1);
+            d.erase(0, d.size() - keep);
+            to_sock.offset = 0;
+          } else {
+            d.erase(0, at);
+            to_sock.offset = 0;
+            sync.synced = true;
+          }
+        } else {
+          size_t from = before > kHttp2Preface.size() ? before - kHttp2Preface.size() : 0;
+          size_t at = d.find(kHttp2Preface, std::max(from, to_sock.offset + 1));
+          if (at != std::string::npos && at > 0) {
+            sync.carry = d.substr(at);
+            d.resize(at);
+            // The old session's host is gone: end that session and start the next one at its preface.
+            return "a new host connection started";
+          }
+        }
+      }
     }
     if ((p[1].revents & POLLIN) && !FillFrom(sock, to_port)) {
       return "gRPC closed the connection";
@@ -226,7 +263,8 @@ base::Status ServeVsock(const std::string& local_socket, uint32_t port) {
         if (local) {
           uint64_t in = 0;
           uint64_t out = 0;
-          Bridge(host.get(), local.get(), in, out);
+          PrefaceSync no_sync;
+          Bridge(host.get(), local.get(), in, out, no_sync);
         }
       }).detach();
     }
@@ -240,8 +278,13 @@ base::Status ServeVirtioSerial(const std::string& local_socket, const std::strin
     return base::SystemError("open " + device);
   }
   std::thread([local_socket, device, fd = port.Release()] {
+    PrefaceSync sync;
+    sync.enabled = true;
     for (;;) {
-      WaitForHost(fd);
+      if (sync.carry.empty()) {
+        WaitForHost(fd);
+      }
+      sync.synced = false;
       UniqueFd ours = ConnectLocal(local_socket);
       if (!ours) {
         std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -250,10 +293,12 @@ base::Status ServeVirtioSerial(const std::string& local_socket, const std::strin
       LogInfo("host connected on %s", device.c_str());
       uint64_t host_bytes = 0;
       uint64_t guest_bytes = 0;
-      const char* why = Bridge(fd, ours.get(), host_bytes, guest_bytes);
+      const char* why = Bridge(fd, ours.get(), host_bytes, guest_bytes, sync);
       // Closing our connection makes gRPC drop that session and cancel its calls.
       ours.Reset();
-      DrainPort(fd);
+      if (!sync.carry.empty()) {
+        continue;  // the next host already started talking
+      }
       LogInfo("host session on %s ended: %s (%llu bytes in, %llu out)", device.c_str(), why,
               static_cast<unsigned long long>(host_bytes), static_cast<unsigned long long>(guest_bytes));
       // Wait for this host to really go away before accepting the next session on the same stream.

@@ -96,7 +96,7 @@ Result<std::unique_ptr<AgentClient>> AgentClient::ConnectWhenReady(const AgentEn
     // A connected socket does not mean a live agent: on virtio-serial the VMM accepts before the guest
     // opens its port, and bytes wait in the socket until it does. Keep pinging on this connection while it
     // stays healthy; dial again if it stays silent for long (the agent may have dropped a stale session).
-    auto connection_deadline = std::min(deadline, Clock::now() + std::chrono::seconds(20));
+    auto connection_deadline = std::min(deadline, Clock::now() + std::chrono::seconds(5));
     while (Clock::now() < connection_deadline && (*client)->Healthy()) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       auto ping = (*client)->Ping(std::min(left, std::chrono::milliseconds(2000)));
