@@ -1,0 +1,326 @@
+// Unit tests of the agent's pure parts: request validation, OCI spec generation, sandbox file rendering,
+// module load order, cgroup parsing, and the image builder's cpio/ldd/modules.dep handling.
+#include <gtest/gtest.h>
+
+#include "guest/agent/container_manager.h"
+#include "guest/agent/guest_init.h"
+#include "guest/agent/oci_spec.h"
+#include "guest/agent/sandbox.h"
+#include "guest/agent/storage.h"
+#include "guest/agent/validation.h"
+#include "guest/image/cpio_writer.h"
+#include "guest/image/image_builder.h"
+
+namespace chrys::guest {
+namespace {
+
+v1::ContainerConfig ValidConfig() {
+  v1::ContainerConfig c;
+  c.set_id("web-1");
+  c.mutable_rootfs()->add_layer_serials("sha256-aaaa");
+  c.mutable_rootfs()->add_layer_serials("sha256-bbbb");
+  c.mutable_rootfs()->set_scratch_serial("scratch0");
+  c.mutable_process()->add_args("/bin/server");
+  c.mutable_process()->add_args("--port=80");
+  c.mutable_process()->add_env("A=1");
+  return c;
+}
+
+TEST(Validation, AcceptsAValidConfig) {
+  EXPECT_TRUE(ValidateContainerConfig(ValidConfig()).ok());
+}
+
+TEST(Validation, RejectsBadIdsNamingTheField) {
+  for (const char* id : {"", "../x", ".hidden", "-x", "a/b", "has space"}) {
+    auto c = ValidConfig();
+    c.set_id(id);
+    auto s = ValidateContainerConfig(c);
+    ASSERT_FALSE(s.ok()) << id;
+    EXPECT_EQ(s.error().code(), base::ErrorCode::kInvalidArgument);
+    EXPECT_NE(s.error().message().find("config.id"), std::string::npos) << s.error().message();
+  }
+  EXPECT_FALSE(ValidateId(std::string(65, 'a'), "id").ok());
+}
+
+TEST(Validation, RejectsBadProcessAndMounts) {
+  auto c = ValidConfig();
+  c.mutable_process()->clear_args();
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+  c = ValidConfig();
+  c.mutable_process()->add_env("=novalue");
+  EXPECT_NE(ValidateContainerConfig(c).error().message().find("config.process.env[1]"), std::string::npos);
+  c = ValidConfig();
+  c.mutable_process()->set_cwd("relative");
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+  c = ValidConfig();
+  c.mutable_process()->mutable_capabilities()->add_names("CAP_EVERYTHING");
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+  c = ValidConfig();
+  auto* r = c.mutable_process()->add_rlimits();
+  r->set_type("RLIMIT_NOFILE");
+  r->set_soft(10);
+  r->set_hard(5);
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+  c = ValidConfig();
+  auto* m = c.add_mounts();
+  m->set_destination("/data");
+  m->set_source("/etc");  // not an exported share
+  EXPECT_NE(ValidateContainerConfig(c).error().message().find("config.mounts[0].source"), std::string::npos);
+  c = ValidConfig();
+  m = c.add_mounts();
+  m->set_destination("/data/../etc");
+  m->set_source("/run/chrys/shares/vol");
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+  c = ValidConfig();
+  m = c.add_mounts();
+  m->set_destination("/data");
+  m->set_source("/run/chrys/shares/vol");
+  m->add_options("exec,suid");
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+}
+
+TEST(Validation, RejectsBadRootfsAndResources) {
+  auto c = ValidConfig();
+  c.mutable_rootfs()->clear_layer_serials();
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+  c = ValidConfig();
+  c.mutable_rootfs()->set_layer_serials(0, std::string(21, 'a'));
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+  c = ValidConfig();
+  c.mutable_rootfs()->set_scratch_serial("sha256-aaaa");
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+  c = ValidConfig();
+  c.mutable_resources()->set_memory_limit_bytes(-1);
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+  c = ValidConfig();
+  c.mutable_resources()->set_cpu_weight(20000);
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+  c = ValidConfig();
+  (*c.mutable_sysctls())["kernel.hostname"] = "x";  // not namespaced per container
+  EXPECT_FALSE(ValidateContainerConfig(c).ok());
+}
+
+TEST(Validation, SandboxRequest) {
+  v1::SetupSandboxRequest r;
+  r.set_hostname("pod-a");
+  r.mutable_dns()->add_servers("10.0.0.10");
+  auto* itf = r.add_interfaces();
+  itf->set_mac("02:42:ac:11:00:02");
+  itf->add_addresses()->set_address("10.1.0.5");
+  itf->mutable_addresses(0)->set_prefix_length(24);
+  EXPECT_TRUE(ValidateSetupSandbox(r).ok());
+  auto bad = r;
+  bad.mutable_dns()->set_servers(0, "not-an-ip");
+  EXPECT_NE(ValidateSetupSandbox(bad).error().message().find("dns.servers[0]"), std::string::npos);
+  bad = r;
+  bad.mutable_interfaces(0)->set_mac("02:42:ac:11:00");
+  EXPECT_FALSE(ValidateSetupSandbox(bad).ok());
+  bad = r;
+  bad.mutable_interfaces(0)->mutable_addresses(0)->set_prefix_length(33);
+  EXPECT_FALSE(ValidateSetupSandbox(bad).ok());
+  bad = r;
+  (*bad.mutable_sysctls())["../../etc/passwd"] = "x";
+  EXPECT_FALSE(ValidateSetupSandbox(bad).ok());
+  bad = r;
+  bad.add_extra_hosts("1.2.3.4 a\n5.6.7.8 b");
+  EXPECT_FALSE(ValidateSetupSandbox(bad).ok());
+  bad = r;
+  bad.add_routes()->set_destination("10.0.0.0/8");
+  EXPECT_FALSE(ValidateSetupSandbox(bad).ok()) << "a route needs a gateway or a device";
+}
+
+TEST(Validation, SignalsAndStdin) {
+  EXPECT_FALSE(ValidateSignal(0).ok());
+  EXPECT_FALSE(ValidateSignal(65).ok());
+  EXPECT_TRUE(ValidateSignal(15).ok());
+  v1::WriteStdinRequest w;
+  w.mutable_process()->set_container_id("c");
+  w.set_data(std::string(kMaxStdinChunk + 1, 'x'));
+  EXPECT_FALSE(ValidateWriteStdin(w).ok());
+}
+
+TEST(OciSpec, CarriesProcessRootResourcesAndMounts) {
+  auto c = ValidConfig();
+  c.mutable_process()->set_cwd("/srv");
+  c.mutable_process()->mutable_user()->set_uid(1000);
+  c.mutable_process()->mutable_user()->set_gid(1000);
+  c.mutable_process()->mutable_user()->add_additional_gids(5);
+  c.mutable_process()->set_no_new_privileges(true);
+  auto* r = c.mutable_process()->add_rlimits();
+  r->set_type("RLIMIT_NOFILE");
+  r->set_soft(1024);
+  r->set_hard(4096);
+  c.set_readonly_rootfs(true);
+  c.mutable_resources()->set_memory_limit_bytes(256 << 20);
+  c.mutable_resources()->set_cpu_quota_us(50000);
+  c.mutable_resources()->set_pids_limit(100);
+  c.mutable_resources()->set_cpu_weight(200);
+  auto* m = c.add_mounts();
+  m->set_destination("/data");
+  m->set_source("/run/chrys/shares/vol");
+  m->add_options("ro");
+  SpecContext ctx{"/run/chrys/containers/web-1/rootfs", "/chrys/web-1", {{"/etc/hosts", "/run/chrys/sandbox/hosts"}}};
+  auto spec = BuildOciSpec(c, ctx);
+  EXPECT_EQ(spec["root"]["path"], "/run/chrys/containers/web-1/rootfs");
+  EXPECT_EQ(spec["root"]["readonly"], true);
+  EXPECT_EQ(spec["process"]["args"], (std::vector<std::string>{"/bin/server", "--port=80"}));
+  EXPECT_EQ(spec["process"]["cwd"], "/srv");
+  EXPECT_EQ(spec["process"]["user"]["uid"], 1000);
+  EXPECT_EQ(spec["process"]["user"]["additionalGids"], (std::vector<uint32_t>{5}));
+  EXPECT_EQ(spec["process"]["noNewPrivileges"], true);
+  EXPECT_EQ(spec["process"]["rlimits"][0]["hard"], 4096);
+  // PATH is added when the image config gave none; the request's env is kept.
+  auto env = spec["process"]["env"].get<std::vector<std::string>>();
+  EXPECT_EQ(env.front().rfind("PATH=", 0), 0u);
+  EXPECT_NE(std::find(env.begin(), env.end(), "A=1"), env.end());
+  EXPECT_EQ(spec["linux"]["cgroupsPath"], "/chrys/web-1");
+  EXPECT_EQ(spec["linux"]["resources"]["memory"]["limit"], 256 << 20);
+  EXPECT_EQ(spec["linux"]["resources"]["cpu"]["quota"], 50000);
+  EXPECT_EQ(spec["linux"]["resources"]["cpu"]["period"], 100000);
+  EXPECT_EQ(spec["linux"]["resources"]["pids"]["limit"], 100);
+  EXPECT_EQ(spec["linux"]["resources"]["unified"]["cpu.weight"], "200");
+  bool has_share = false;
+  bool has_hosts = false;
+  for (const auto& mount : spec["mounts"]) {
+    has_share = has_share || (mount["destination"] == "/data" && mount["options"][0] == "rbind");
+    has_hosts = has_hosts || mount["destination"] == "/etc/hosts";
+  }
+  EXPECT_TRUE(has_share);
+  EXPECT_TRUE(has_hosts);
+  // Pods share network/IPC/UTS: only pid, mount and cgroup namespaces are new.
+  EXPECT_EQ(spec["linux"]["namespaces"].size(), 3u);
+  EXPECT_TRUE(spec["linux"].contains("maskedPaths"));
+}
+
+TEST(OciSpec, CapabilitiesDefaultsAndPrivileged) {
+  auto c = ValidConfig();
+  auto spec = BuildOciSpec(c, {});
+  EXPECT_EQ(spec["process"]["capabilities"]["bounding"].size(), DefaultCapabilities().size());
+  c.mutable_process()->mutable_capabilities()->add_names("CAP_NET_ADMIN");
+  spec = BuildOciSpec(c, {});
+  EXPECT_EQ(spec["process"]["capabilities"]["bounding"], (std::vector<std::string>{"CAP_NET_ADMIN"}));
+  c.set_privileged(true);
+  spec = BuildOciSpec(c, {});
+  EXPECT_GT(spec["process"]["capabilities"]["bounding"].size(), 30u);
+  EXPECT_FALSE(spec["linux"].contains("maskedPaths"));
+  auto tty = ValidConfig();
+  tty.mutable_process()->set_tty(true);
+  auto process = BuildOciProcess(tty.process(), false);
+  EXPECT_EQ(process["terminal"], false) << "the agent owns the pty";
+  auto env = process["env"].get<std::vector<std::string>>();
+  EXPECT_NE(std::find(env.begin(), env.end(), "TERM=xterm"), env.end());
+}
+
+TEST(Sandbox, RendersResolvConfAndHosts) {
+  v1::DnsConfig dns;
+  dns.add_servers("10.96.0.10");
+  dns.add_searches("default.svc.cluster.local");
+  dns.add_searches("svc.cluster.local");
+  dns.add_options("ndots:5");
+  EXPECT_EQ(RenderResolvConf(dns),
+            "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5\n");
+  std::string hosts = RenderHosts("pod-a", {"10.0.0.5 db"});
+  EXPECT_NE(hosts.find("127.0.0.1\tlocalhost"), std::string::npos);
+  EXPECT_NE(hosts.find("pod-a"), std::string::npos);
+  EXPECT_NE(hosts.find("10.0.0.5 db\n"), std::string::npos);
+}
+
+TEST(Sandbox, NetworkCommandsFindNicByMac) {
+  v1::SetupSandboxRequest r;
+  auto* itf = r.add_interfaces();
+  itf->set_mac("02:AA:00:00:00:01");
+  itf->set_name("eth0");
+  itf->set_mtu(1450);
+  itf->add_addresses()->set_address("10.1.0.5");
+  itf->mutable_addresses(0)->set_prefix_length(24);
+  auto* route = r.add_routes();
+  route->set_destination("0.0.0.0/0");
+  route->set_gateway("10.1.0.1");
+  auto cmds = NetworkCommands(r, {{"02:aa:00:00:00:01", "enp0s3"}});
+  ASSERT_TRUE(cmds.ok());
+  std::vector<std::vector<std::string>> want = {{"ip", "link", "set", "dev", "lo", "up"},
+                                                {"ip", "link", "set", "dev", "enp0s3", "down"},
+                                                {"ip", "link", "set", "dev", "enp0s3", "name", "eth0"},
+                                                {"ip", "link", "set", "dev", "eth0", "mtu", "1450"},
+                                                {"ip", "addr", "replace", "10.1.0.5/24", "dev", "eth0"},
+                                                {"ip", "link", "set", "dev", "eth0", "up"},
+                                                {"ip", "route", "replace", "default", "via", "10.1.0.1"}};
+  EXPECT_EQ(*cmds, want);
+  auto missing = NetworkCommands(r, {});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code(), base::ErrorCode::kNotFound);
+}
+
+TEST(Storage, OverlayOptionsPutTopLayerFirst) {
+  EXPECT_EQ(OverlayOptions({"/l/base", "/l/mid", "/l/top"}, "/u", "/w"),
+            "lowerdir=/l/top:/l/mid:/l/base,upperdir=/u,workdir=/w,index=off,redirect_dir=off");
+  std::string header(2048, '\0');
+  EXPECT_FALSE(HasExt4Superblock(header));
+  header[1080] = static_cast<char>(0x53);
+  header[1081] = static_cast<char>(0xEF);
+  EXPECT_TRUE(HasExt4Superblock(header));
+}
+
+TEST(Cgroup, ParsesKeyValueFiles) {
+  std::string text = "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n";
+  EXPECT_EQ(CgroupKey(text, "usage_usec"), 1234u);
+  EXPECT_EQ(CgroupKey(text, "system_usec"), 234u);
+  EXPECT_EQ(CgroupKey(text, "missing"), 0u);
+  EXPECT_EQ(CgroupKey("low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n", "oom_kill"), 1u);
+}
+
+TEST(Modules, LoadOrderPutsDependenciesFirstWithoutRepeats) {
+  auto deps = ParseModulesDep(
+      "kernel/virtio_pci.ko: kernel/virtio_pci_legacy_dev.ko kernel/virtio_pci_modern_dev.ko kernel/virtio.ko "
+      "kernel/virtio_ring.ko\nkernel/virtio.ko: kernel/virtio_ring.ko\nkernel/virtio_ring.ko:\n"
+      "kernel/virtio_blk.ko: kernel/virtio.ko kernel/virtio_ring.ko\nkernel/virtio_pci_legacy_dev.ko:\n"
+      "kernel/virtio_pci_modern_dev.ko:\n");
+  auto order = ModuleLoadOrder({"kernel/virtio_pci.ko", "kernel/virtio_blk.ko"}, deps);
+  std::vector<std::string> want = {
+      "kernel/virtio_ring.ko",           "kernel/virtio.ko",     "kernel/virtio_pci_modern_dev.ko",
+      "kernel/virtio_pci_legacy_dev.ko", "kernel/virtio_pci.ko", "kernel/virtio_blk.ko"};
+  EXPECT_EQ(order, want);
+  auto found = FindModulePath(deps, "virtio_blk");
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(*found, "kernel/virtio_blk.ko");
+  EXPECT_FALSE(FindModulePath(deps, "ext4").ok());
+}
+
+TEST(ImageBuilder, ParsesLddOutput) {
+  auto libs = ParseLddOutput(
+      "\tlinux-vdso.so.1 (0x00007ffc)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n"
+      "\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n");
+  ASSERT_TRUE(libs.ok());
+  EXPECT_EQ(*libs, (std::vector<std::string>{"/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"}));
+  EXPECT_FALSE(ParseLddOutput("\tlibfoo.so => not found\n").ok());
+  EXPECT_TRUE(ParseLddOutput("\tstatically linked\n")->empty());
+}
+
+TEST(Cpio, NewcArchiveIsSortedAndReproducible) {
+  CpioArchive a;
+  CpioEntry file;
+  file.data = "hello";
+  file.mode = 0755;
+  ASSERT_TRUE(a.Add("usr/bin/tool", file).ok());
+  CpioEntry link;
+  link.type = CpioEntry::Type::kSymlink;
+  link.data = "tool";
+  ASSERT_TRUE(a.Add("usr/bin/alias", link).ok());
+  EXPECT_TRUE(a.Contains("usr"));  // parents are added
+  EXPECT_FALSE(a.Add("../escape", file).ok());
+  EXPECT_FALSE(a.Add("/abs", file).ok());
+  std::string bytes = a.Serialize(0);
+  EXPECT_EQ(bytes.substr(0, 6), "070701");
+  EXPECT_EQ(bytes.size() % 512, 0u);
+  EXPECT_NE(bytes.find("TRAILER!!!"), std::string::npos);
+  // Parents precede children; the same members in another insertion order give the same bytes.
+  EXPECT_LT(bytes.find("usr\0", 0), bytes.find("usr/bin/tool"));
+  CpioArchive b;
+  ASSERT_TRUE(b.Add("usr/bin/alias", link).ok());
+  ASSERT_TRUE(b.Add("usr/bin/tool", file).ok());
+  EXPECT_EQ(b.Serialize(0), bytes);
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+}  // namespace
+}  // namespace chrys::guest
