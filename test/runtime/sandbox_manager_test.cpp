@@ -1,0 +1,268 @@
+// SandboxManager's state machine and records against a scripted in-memory Vmm: no QEMU, no root.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "base/file_util.h"
+#include "runtime/sandbox.h"
+
+namespace chrys::runtime {
+namespace {
+
+using namespace std::chrono_literals;
+using base::Result;
+using base::Status;
+
+// What the fake VMMs did, shared by all instances of one test.
+struct FakeWorld {
+  bool fail_start = false;
+  bool never_ready = false;
+  bool adopt_fails = false;
+  int starts = 0, kills = 0, shutdowns = 0, adopts = 0;
+  std::vector<std::string> hotplugged;
+};
+
+class FakeVmm : public Vmm {
+ public:
+  explicit FakeVmm(FakeWorld* world) : world_(world) {}
+  VmmKind kind() const override { return VmmKind::kQemu; }
+  Status Start(const VmLaunchSpec& spec) override {
+    ++world_->starts;
+    if (world_->fail_start) {
+      return base::Unavailable("fake start failure");
+    }
+    state_.pid = 4242;
+    state_.binary = "/fake";
+    state_.agent.socket_path = spec.run_dir + "/agent.sock";
+    alive_ = true;
+    return Status::Ok();
+  }
+  Status WaitReady(const ReadinessCheck& check, std::chrono::milliseconds) override {
+    if (world_->never_ready) {
+      alive_ = false;
+      return base::DeadlineExceeded("fake guest never ready; console tail: fake console");
+    }
+    auto ready = check();
+    return ready.ok() && *ready ? Status::Ok() : Status(base::Internal("check said no"));
+  }
+  Status HotplugDisk(const DiskSpec& disk, std::chrono::milliseconds) override {
+    CHRYS_RETURN_IF_ERROR(ValidateDiskSpec(disk));
+    world_->hotplugged.push_back(disk.serial);
+    state_.plugged_disks.push_back({disk.serial, "disk-" + disk.serial, 0, disk.read_only, disk.path});
+    return Status::Ok();
+  }
+  Status UnplugDisk(const std::string& serial, std::chrono::milliseconds) override {
+    std::erase_if(state_.plugged_disks, [&](const PluggedDisk& d) { return d.serial == serial; });
+    return Status::Ok();
+  }
+  Status Shutdown(bool, std::chrono::milliseconds) override {
+    ++world_->shutdowns;
+    alive_ = false;
+    return Status::Ok();
+  }
+  Status Kill() override {
+    ++world_->kills;
+    alive_ = false;
+    return Status::Ok();
+  }
+  Result<VmInfo> Info() override {
+    VmInfo i;
+    i.state = alive_ ? VmRunState::kRunning : VmRunState::kShutdown;
+    return i;
+  }
+  Status Adopt(const VmmProcessState& state, const VmLaunchSpec&) override {
+    ++world_->adopts;
+    if (world_->adopt_fails) {
+      return base::NotFound("fake: process gone");
+    }
+    state_ = state;
+    alive_ = true;
+    return Status::Ok();
+  }
+  bool Alive() const override { return alive_; }
+  const VmmProcessState& process_state() const override { return state_; }
+  AgentEndpoint agent_endpoint() const override { return state_.agent; }
+  Result<std::vector<std::string>> CommandLine(const VmLaunchSpec&) const override {
+    return std::vector<std::string>{"/fake"};
+  }
+
+ private:
+  FakeWorld* world_;
+  VmmProcessState state_;
+  bool alive_ = false;
+};
+
+class AlwaysReady : public AgentConnector {
+ public:
+  Result<bool> Probe(const std::string&, const AgentEndpoint&) override { return true; }
+  Status Shutdown(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override {
+    ++shutdowns;
+    return Status::Ok();
+  }
+  void Forget(const std::string&) override {}
+  int shutdowns = 0;
+};
+
+class SandboxManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = "/tmp/sbm-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++);
+    ASSERT_TRUE(base::MakeDirs(root_).ok());
+    ASSERT_TRUE(base::WriteFileAtomic(root_ + "/vmlinuz", "k").ok());
+    ASSERT_TRUE(base::WriteFileAtomic(root_ + "/layer.img", "l").ok());
+    agent_ = std::make_shared<AlwaysReady>();
+  }
+  void TearDown() override { (void)base::RemoveTree(root_); }
+
+  SandboxManagerOptions Options() {
+    SandboxManagerOptions o;
+    o.state_dir = root_ + "/state";
+    o.run_dir = root_ + "/run";
+    o.kernel_path = root_ + "/vmlinuz";
+    o.agent = agent_;
+    o.vmm_factory = [this](VmmKind) -> Result<std::unique_ptr<Vmm>> {
+      return std::unique_ptr<Vmm>(std::make_unique<FakeVmm>(&world_));
+    };
+    return o;
+  }
+  SandboxRequest Request(const std::string& id) {
+    SandboxRequest r;
+    r.id = id;
+    r.handler = "chrysalis-qemu";
+    r.resources.cpu_millis = 2500;
+    r.resources.memory_bytes = 1LL << 30;
+    return r;
+  }
+  nlohmann::json Record(const std::string& id) {
+    return nlohmann::json::parse(*base::ReadFile(root_ + "/state/" + id + "/sandbox.json"));
+  }
+
+  static int counter_;
+  std::string root_;
+  FakeWorld world_;
+  std::shared_ptr<AlwaysReady> agent_;
+};
+int SandboxManagerTest::counter_ = 0;
+
+TEST_F(SandboxManagerTest, CreateStopRemoveAndRecords) {
+  SandboxManager m(Options());
+  ASSERT_TRUE(m.Recover().ok());
+  auto created = m.Create(Request("pod1"));
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  EXPECT_EQ(created->state, SandboxState::kReady);
+  auto rec = Record("pod1");
+  EXPECT_EQ(rec["state"], "ready");
+  EXPECT_EQ(rec["spec"]["vcpus"], 3);
+  EXPECT_EQ(rec["spec"]["memory_mib"], 1024 + 128);
+  EXPECT_EQ(rec["process"]["pid"], 4242);
+  ASSERT_TRUE(m.AttachLayerDisk("pod1", "l1", root_ + "/layer.img").ok());
+  EXPECT_EQ(Record("pod1")["process"]["disks"][0]["serial"], "l1");
+  auto scratch = m.AttachScratchDisk("pod1", "s1", 1 << 20);
+  ASSERT_TRUE(scratch.ok());
+  EXPECT_EQ(::access(scratch->c_str(), F_OK), 0);
+  ASSERT_TRUE(m.DetachDisk("pod1", "s1").ok());
+  EXPECT_NE(::access(scratch->c_str(), F_OK), 0) << "scratch file must go with its disk";
+  ASSERT_TRUE(m.Stop("pod1").ok());
+  EXPECT_EQ(agent_->shutdowns, 1);
+  EXPECT_EQ(world_.shutdowns, 1);
+  EXPECT_EQ(Record("pod1")["state"], "stopped");
+  EXPECT_FALSE(m.AttachLayerDisk("pod1", "l2", root_ + "/layer.img").ok()) << "not ready any more";
+  ASSERT_TRUE(m.Stop("pod1").ok()) << "idempotent";
+  EXPECT_EQ(world_.shutdowns, 1);
+  ASSERT_TRUE(m.Remove("pod1").ok());
+  EXPECT_NE(::access((root_ + "/state/pod1").c_str(), F_OK), 0);
+  EXPECT_TRUE(m.Remove("pod1").ok()) << "idempotent";
+  EXPECT_EQ(m.Stop("nope").error().code(), base::ErrorCode::kNotFound);
+}
+
+TEST_F(SandboxManagerTest, BadRequestsAreRefusedAndLeaveNothing) {
+  SandboxManager m(Options());
+  ASSERT_TRUE(m.Recover().ok());
+  EXPECT_EQ(m.Create(Request("../etc")).error().code(), base::ErrorCode::kInvalidArgument);
+  auto bad_handler = Request("pod2");
+  bad_handler.handler = "runc";
+  EXPECT_EQ(m.Create(bad_handler).error().code(), base::ErrorCode::kInvalidArgument);
+  auto bad_mac = Request("pod3");
+  bad_mac.interfaces.push_back({{0}, "not-a-mac", 1500});
+  auto r = m.Create(bad_mac);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("guest_mac"), std::string::npos);
+  EXPECT_NE(::access((root_ + "/state/pod3").c_str(), F_OK), 0);
+  ASSERT_TRUE(m.Create(Request("pod4")).ok());
+  EXPECT_EQ(m.Create(Request("pod4")).error().code(), base::ErrorCode::kAlreadyExists);
+  EXPECT_FALSE(m.AttachScratchDisk("pod4", "bad serial", 1 << 20).ok());
+  EXPECT_FALSE(m.AttachScratchDisk("pod4", "s", 10).ok());
+}
+
+TEST_F(SandboxManagerTest, FailedStartAndNeverReadyAreUndone) {
+  SandboxManager m(Options());
+  ASSERT_TRUE(m.Recover().ok());
+  world_.fail_start = true;
+  auto r = m.Create(Request("pod5"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("fake start failure"), std::string::npos);
+  EXPECT_NE(::access((root_ + "/state/pod5").c_str(), F_OK), 0);
+  EXPECT_NE(::access((root_ + "/run/pod5").c_str(), F_OK), 0);
+  world_.fail_start = false;
+  world_.never_ready = true;
+  r = m.Create(Request("pod6"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), base::ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(r.error().message().find("console tail"), std::string::npos);
+  EXPECT_GE(world_.kills, 1);
+  EXPECT_FALSE(m.Inspect("pod6").ok());
+  EXPECT_NE(::access((root_ + "/state/pod6").c_str(), F_OK), 0);
+}
+
+TEST_F(SandboxManagerTest, RecoverAdoptsCleansAndMarksNotReady) {
+  {
+    SandboxManager m(Options());
+    ASSERT_TRUE(m.Recover().ok());
+    ASSERT_TRUE(m.Create(Request("alive")).ok());
+    ASSERT_TRUE(m.Create(Request("dead")).ok());
+    ASSERT_TRUE(m.Create(Request("gone")).ok());
+    ASSERT_TRUE(m.Stop("gone").ok());
+  }
+  // A half-created one: its record says booting.
+  auto rec = Record("alive");
+  rec["id"] = "half";
+  rec["state"] = "booting";
+  ASSERT_TRUE(base::MakeDirs(root_ + "/state/half").ok());
+  ASSERT_TRUE(base::WriteFileAtomic(root_ + "/state/half/sandbox.json", rec.dump()).ok());
+  // An unreadable record is reported and left alone.
+  ASSERT_TRUE(base::MakeDirs(root_ + "/state/junk").ok());
+  ASSERT_TRUE(base::WriteFileAtomic(root_ + "/state/junk/sandbox.json", "{not json").ok());
+
+  // Every VMM re-attaches, but the agent of "dead" never answers again.
+  auto opts = Options();
+  struct FailSecond : AgentConnector {
+    int probes = 0;
+    Result<bool> Probe(const std::string& id, const AgentEndpoint&) override {
+      ++probes;
+      return id != "dead";
+    }
+    Status Shutdown(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override {
+      return Status::Ok();
+    }
+    void Forget(const std::string&) override {}
+  };
+  auto probe = std::make_shared<FailSecond>();
+  opts.agent = probe;
+  opts.boot_timeout = 300ms;
+  SandboxManager m2(opts);
+  auto report = m2.Recover();
+  ASSERT_FALSE(report.ok()) << "the unreadable record is reported";
+  EXPECT_NE(report.error().message().find("junk"), std::string::npos);
+  EXPECT_EQ(m2.Inspect("alive")->state, SandboxState::kReady);
+  EXPECT_EQ(m2.Inspect("dead")->state, SandboxState::kNotReady);
+  EXPECT_NE(m2.Inspect("dead")->error.find("did not answer"), std::string::npos);
+  EXPECT_EQ(m2.Inspect("gone")->state, SandboxState::kStopped);
+  EXPECT_FALSE(m2.Inspect("half").ok()) << "half-created sandboxes are removed";
+  EXPECT_NE(::access((root_ + "/state/half").c_str(), F_OK), 0);
+  EXPECT_EQ(::access((root_ + "/state/junk/sandbox.json").c_str(), F_OK), 0);
+  EXPECT_EQ(Record("dead")["state"], "notready");
+}
+
+}  // namespace
+}  // namespace chrys::runtime
