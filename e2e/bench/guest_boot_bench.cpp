@@ -1,0 +1,139 @@
+// guest_boot_bench: boot-to-agent-ready of the built guest beside the floor (the same kernel and QEMU flags
+// booting a bare busybox initramfs to a shell marker), initramfs size, agent idle RSS. Table + JSON line.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/file_util.h"
+#include "base/subprocess.h"
+#include "e2e/guest/qemu_guest.h"
+#include "guest/image/cpio_writer.h"
+#include "runtime/agent/agent_client.h"
+
+using namespace chrys;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr const char* kMarker = "CHRYS-FLOOR-READY";
+
+base::Status BuildFloorInitramfs(const std::string& dir, std::string* path) {
+  guest::CpioArchive archive;
+  CHRYS_ASSIGN_OR_RETURN(std::string busybox, base::ReadFile("/bin/busybox", 64 << 20));
+  guest::CpioEntry bb;
+  bb.mode = 0755;
+  bb.data = busybox;
+  CHRYS_RETURN_IF_ERROR(archive.Add("bin/busybox", bb));
+  guest::CpioEntry init;
+  init.mode = 0755;
+  init.data = std::string("#!/bin/busybox sh\n/bin/busybox echo ") + kMarker + "\nexec /bin/busybox sleep 3600\n";
+  CHRYS_RETURN_IF_ERROR(archive.Add("init", init));
+  guest::CpioEntry console;
+  console.type = guest::CpioEntry::Type::kCharDevice;
+  console.mode = 0600;
+  console.rdev_major = 5;
+  console.rdev_minor = 1;
+  CHRYS_RETURN_IF_ERROR(archive.Add("dev/console", console));
+  CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(dir + "/floor.cpio", archive.Serialize(0)));
+  base::CommandSpec spec;
+  spec.argv = {"zstd", "-q", "-f", "-19", "-T1", dir + "/floor.cpio", "-o", dir + "/floor.cpio.zstd"};
+  CHRYS_ASSIGN_OR_RETURN(auto r, base::RunCommand(spec));
+  if (!r.success()) {
+    return base::Internal("zstd: " + r.stderr_data);
+  }
+  *path = dir + "/floor.cpio.zstd";
+  return base::Status::Ok();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;
+  char tmpl[] = "/tmp/chrys-guest-bench-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  std::string dir = tmpl;
+  auto options = guest::testing::OptionsFromManifest(CHRYS_GUEST_DIR, dir);
+  if (!options.ok()) {
+    std::fprintf(stderr, "%s\n", options.error().message().c_str());
+    return 1;
+  }
+  std::string floor_initrd;
+  auto built = BuildFloorInitramfs(dir, &floor_initrd);
+  if (!built.ok()) {
+    std::fprintf(stderr, "%s\n", built.error().message().c_str());
+    return 1;
+  }
+  std::vector<double> floor_ms;
+  std::vector<double> agent_ms;
+  uint64_t rss = 0;
+  uint64_t guest_ready_ms = 0;
+  for (int i = 0; i < rounds; ++i) {
+    {
+      auto o = *options;
+      o.initrd = floor_initrd;
+      guest::testing::QemuGuest vm;
+      auto start = Clock::now();
+      if (!vm.Start(o).ok()) {
+        return 1;
+      }
+      while (vm.Console().find(kMarker) == std::string::npos && Clock::now() - start < std::chrono::seconds(120)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      floor_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    }
+    {
+      guest::testing::QemuGuest vm;
+      auto start = Clock::now();
+      if (!vm.Start(*options).ok()) {
+        return 1;
+      }
+      auto client = runtime::agent::AgentClient::ConnectWhenReady(
+          runtime::agent::AgentEndpoint::VirtioSerial(vm.agent_socket()), std::chrono::seconds(120));
+      agent_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+      if (!client.ok()) {
+        std::fprintf(stderr, "agent not ready: %s\n", client.error().message().c_str());
+        return 1;
+      }
+      // Idle RSS: let the agent settle, then ask it for its own VmRSS.
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      auto ping = (*client)->Ping(std::chrono::seconds(10));
+      if (ping.ok()) {
+        rss = ping->agent_rss_bytes();
+        guest_ready_ms = ping->boot_to_ready_ms();
+      }
+    }
+  }
+  struct stat st {};
+  ::stat(options->initrd.c_str(), &st);
+  double floor = Median(floor_ms);
+  double agent = Median(agent_ms);
+  double ratio = floor > 0 ? agent / floor : 0;
+  std::printf("%-38s %14s %14s\n", "metric (median of runs)", "chrysalis", "floor/target");
+  std::printf("%-38s %14.0f %14.0f\n", "boot to ready, ms (QEMU TCG)", agent, floor);
+  std::printf("%-38s %14.3f %14.3f\n", "ready / floor", ratio, 1.15);
+  std::printf("%-38s %14.2f %14.2f\n", "initramfs, MiB (compressed)", st.st_size / 1048576.0, 16.0);
+  std::printf("%-38s %14.2f %14.2f\n", "agent idle RSS, MiB", rss / 1048576.0, 10.0);
+  std::printf("%-38s %14llu %14s\n", "agent ready, guest uptime ms", static_cast<unsigned long long>(guest_ready_ms),
+              "-");
+  nlohmann::json j{{"bench", "guest_boot"},        {"rounds", rounds},
+                   {"agent_ready_ms", agent},      {"floor_marker_ms", floor},
+                   {"ready_over_floor", ratio},    {"initramfs_bytes", st.st_size},
+                   {"agent_idle_rss_bytes", rss},  {"agent_ready_guest_uptime_ms", guest_ready_ms},
+                   {"agent_samples_ms", agent_ms}, {"floor_samples_ms", floor_ms}};
+  std::printf("%s\n", j.dump().c_str());
+  (void)base::RemoveTree(dir);
+  return 0;
+}
