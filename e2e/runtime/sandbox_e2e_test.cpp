@@ -101,9 +101,19 @@ class SandboxE2eTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    manager_.reset();
+    if (manager_) {
+      // A test that failed half-way may leave a running sandbox: stop it the regular way first.
+      for (const auto& st : manager_->List()) {
+        (void)manager_->Stop(st.id);
+      }
+      manager_.reset();
+    }
     for (pid_t pid : ProcessesMentioning(tag_)) {
       ::kill(pid, SIGKILL);  // only processes of this test: their command line carries the unique tag
+    }
+    // Killed VMMs leave their cgroup only once they are gone.
+    for (int i = 0; i < 100 && !ProcessesMentioning(tag_).empty(); ++i) {
+      std::this_thread::sleep_for(50ms);
     }
     auto hierarchies = DiscoverCgroupHierarchies();
     if (hierarchies.ok()) {
