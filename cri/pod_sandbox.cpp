@@ -12,6 +12,7 @@
 
 #include "cri/grpc_status.h"
 #include "cri/runtime_service.h"
+#include "cri/shared_dir.h"
 #include "cri/validation.h"
 
 namespace chrys::cri {
@@ -41,6 +42,9 @@ class Rollback {
   std::vector<std::function<void()>> steps_;
   bool committed_ = false;
 };
+
+// virtio-fs tag of the per-pod shared directory.
+constexpr const char* kPodShareTag = "chrys-pod";
 
 bool IsHostNetwork(const v1::PodSandboxConfig& config) {
   return config.linux().security_context().namespace_options().network() == v1::NODE;
@@ -200,7 +204,13 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
     }
   }
 
+  // Container volumes reach the guest through one virtio-fs share per pod.
+  pod.shared_dir = config_.run_dir + "/pods/" + pod.id + "/shared";
+  CHRYS_RETURN_IF_ERROR(PrepareSharedDir(pod.shared_dir));
+  rollback.Add([dir = pod.shared_dir] { ReleaseSharedDir(dir).ok(); });
+
   runtime::SandboxRequest sandbox;
+  sandbox.fs_shares.push_back({kPodShareTag, pod.shared_dir, false});
   sandbox.id = pod.id;
   sandbox.handler = handler;
   sandbox.resources = resources;
@@ -241,6 +251,11 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   }
   CHRYS_RETURN_IF_ERROR(
       (*agent)->SetupSandbox(AgentSetupOf(config, pod.host_network ? nullptr : &described.value())));
+  auto share = (*agent)->MountShare(kPodShareTag, "pod", false);
+  if (!share.ok()) {
+    return share.error().Wrap("mount the pod's shared directory in the guest");
+  }
+  pod.shared_guest_path = *share;
 
   pod.state = PodState::kReady;
   CHRYS_RETURN_IF_ERROR(backends_.pods.UpdatePod(pod));
@@ -293,6 +308,9 @@ base::Status RuntimeServiceImpl::StopPod(PodRecord& pod) {
   }
   backends_.agents.Forget(pod.id);
   MarkContainersGone(pod.id, "the pod sandbox was stopped");
+  if (!pod.shared_dir.empty()) {
+    CHRYS_RETURN_IF_ERROR(ReleaseSharedDir(pod.shared_dir));
+  }
   if (!pod.host_network) {
     CHRYS_RETURN_IF_ERROR(backends_.network.Teardown(pod.id));
   }

@@ -110,7 +110,9 @@ nlohmann::json PodStore::PodToJson(const PodRecord& pod) {
           {"host_network", pod.host_network},
           {"netns_path", pod.netns_path},
           {"ips", pod.ips},
-          {"error", pod.error}};
+          {"error", pod.error},
+          {"shared_dir", pod.shared_dir},
+          {"shared_guest_path", pod.shared_guest_path}};
 }
 
 base::Result<PodRecord> PodStore::PodFromJson(const nlohmann::json& json) {
@@ -125,6 +127,8 @@ base::Result<PodRecord> PodStore::PodFromJson(const nlohmann::json& json) {
     pod.netns_path = json.value("netns_path", "");
     pod.ips = json.value("ips", std::vector<std::string>{});
     pod.error = json.value("error", "");
+    pod.shared_dir = json.value("shared_dir", "");
+    pod.shared_guest_path = json.value("shared_guest_path", "");
   } catch (const nlohmann::json::exception& e) {
     return base::Internal(std::string("pod record: ") + e.what());
   }
@@ -145,7 +149,9 @@ nlohmann::json PodStore::ContainerToJson(const ContainerRecord& c) {
           {"exit_code", c.exit_code},
           {"reason", c.reason},
           {"message", c.message},
-          {"disk_serials", c.disk_serials}};
+          {"layer_serials", c.layer_serials},
+          {"scratch_serial", c.scratch_serial},
+          {"volume_targets", c.volume_targets}};
 }
 
 base::Result<ContainerRecord> PodStore::ContainerFromJson(const nlohmann::json& json) {
@@ -164,7 +170,9 @@ base::Result<ContainerRecord> PodStore::ContainerFromJson(const nlohmann::json& 
     c.exit_code = json.value("exit_code", 0);
     c.reason = json.value("reason", "");
     c.message = json.value("message", "");
-    c.disk_serials = json.value("disk_serials", std::vector<std::string>{});
+    c.layer_serials = json.value("layer_serials", std::vector<std::string>{});
+    c.scratch_serial = json.value("scratch_serial", "");
+    c.volume_targets = json.value("volume_targets", std::vector<std::string>{});
   } catch (const nlohmann::json::exception& e) {
     return base::Internal(std::string("container record: ") + e.what());
   }

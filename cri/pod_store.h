@@ -29,6 +29,8 @@ struct PodRecord {
   std::string netns_path;
   std::vector<std::string> ips;  // primary first
   std::string error;             // why it is not ready, when known
+  std::string shared_dir;        // host dir exported to the VM over virtio-fs (container volumes)
+  std::string shared_guest_path; // where the guest mounted it
 };
 
 enum class ContainerState { kCreated, kRunning, kExited, kUnknown };
@@ -47,7 +49,9 @@ struct ContainerRecord {
   int32_t exit_code = 0;
   std::string reason;   // Completed, Error, OOMKilled
   std::string message;
-  std::vector<std::string> disk_serials;  // layer and scratch disks plugged for it
+  std::vector<std::string> layer_serials;  // read-only layer disks it uses, bottom first
+  std::string scratch_serial;              // its writable disk
+  std::vector<std::string> volume_targets; // host bind mounts below the pod's shared dir
 };
 
 // Kubelet's reservation keys: one live pod per name/namespace/uid/attempt, one container per pod/name/attempt.

@@ -60,7 +60,11 @@ base::Status ValidatePodCidr(const std::string& cidr) {
 }
 
 RuntimeServiceImpl::RuntimeServiceImpl(const Config& config, RuntimeBackends backends, ReadinessCheck network_ready)
-    : config_(config), backends_(backends), state_(backends.state), network_ready_(std::move(network_ready)) {}
+    : config_(config),
+      backends_(backends),
+      monitor_(std::make_unique<ContainerMonitor>(backends.pods, backends.agents)),
+      state_(backends.state),
+      network_ready_(std::move(network_ready)) {}
 
 void RuntimeServiceImpl::LoadState() {
   // LoadAll moves a corrupt record aside (logged) instead of failing the start.

@@ -7,6 +7,7 @@
 
 #include "cri/agent_pool.h"
 #include "cri/config.h"
+#include "cri/container_monitor.h"
 #include "cri/pod_store.h"
 #include "cri/proto/api.grpc.pb.h"
 #include "cri/readiness.h"
@@ -61,6 +62,24 @@ class RuntimeServiceImpl final : public v1::RuntimeService::Service {
   grpc::Status ListPodSandbox(grpc::ServerContext* context, const v1::ListPodSandboxRequest* request,
                               v1::ListPodSandboxResponse* response) override;
 
+  // container.cpp: the container lifecycle.
+  grpc::Status CreateContainer(grpc::ServerContext* context, const v1::CreateContainerRequest* request,
+                               v1::CreateContainerResponse* response) override;
+  grpc::Status StartContainer(grpc::ServerContext* context, const v1::StartContainerRequest* request,
+                              v1::StartContainerResponse* response) override;
+  grpc::Status StopContainer(grpc::ServerContext* context, const v1::StopContainerRequest* request,
+                             v1::StopContainerResponse* response) override;
+  grpc::Status RemoveContainer(grpc::ServerContext* context, const v1::RemoveContainerRequest* request,
+                               v1::RemoveContainerResponse* response) override;
+  grpc::Status ContainerStatus(grpc::ServerContext* context, const v1::ContainerStatusRequest* request,
+                               v1::ContainerStatusResponse* response) override;
+  grpc::Status ListContainers(grpc::ServerContext* context, const v1::ListContainersRequest* request,
+                              v1::ListContainersResponse* response) override;
+  grpc::Status ReopenContainerLog(grpc::ServerContext* context, const v1::ReopenContainerLogRequest* request,
+                                  v1::ReopenContainerLogResponse* response) override;
+  grpc::Status ExecSync(grpc::ServerContext* context, const v1::ExecSyncRequest* request,
+                        v1::ExecSyncResponse* response) override;
+
   // Reconciles pod records with the VMs that survived a restart. Called once before serving.
   void RecoverPods(const runtime::RecoveryReport& report);
 
@@ -69,9 +88,14 @@ class RuntimeServiceImpl final : public v1::RuntimeService::Service {
   base::Status StopPod(PodRecord& pod);
   // Marks the pod's running containers exited because their VM went away.
   void MarkContainersGone(const std::string& sandbox_id, const std::string& reason);
+  base::Result<ContainerRecord> CreateContainerIn(const v1::CreateContainerRequest& request);
+  // The stop signal, `timeout_seconds` for the container to exit, then SIGKILL; waits until its exit is recorded.
+  base::Status StopContainerIn(const ContainerRecord& record, int64_t timeout_seconds);
+  static void FillContainerStatus(const ContainerRecord& record, v1::ContainerStatus* status);
 
   const Config& config_;
   RuntimeBackends backends_;
+  std::unique_ptr<ContainerMonitor> monitor_;
   StateStore& state_;
   ReadinessCheck network_ready_;
 

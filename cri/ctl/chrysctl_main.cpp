@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   CommandTable table;
   AddRuntimeCommands(table);
   AddImageCommands(table);
+  AddPodCommands(table);
 
   if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
     std::cout << "Usage: chrysctl [--socket PATH] COMMAND [ARGS]\n\n"

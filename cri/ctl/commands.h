@@ -21,6 +21,7 @@ using CommandTable = std::map<std::string, Command>;
 
 void AddRuntimeCommands(CommandTable& table);
 void AddImageCommands(CommandTable& table);
+void AddPodCommands(CommandTable& table);
 
 // Prints "chrysctl: <message>" to stderr and returns 1.
 int Fail(const base::Error& error);

@@ -1,0 +1,590 @@
+// The container RPC family: CreateContainer, StartContainer, StopContainer, RemoveContainer, ContainerStatus,
+// ListContainers, ReopenContainerLog, ExecSync. Containers run inside their pod's VM, driven through its agent;
+// their root filesystem is the image's EROFS layer disks under an overlay on a per-container scratch disk.
+#include <signal.h>
+#include <sys/stat.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "cri/grpc_status.h"
+#include "cri/runtime_service.h"
+#include "cri/shared_dir.h"
+#include "cri/validation.h"
+
+namespace chrys::cri {
+
+namespace {
+
+namespace agentv1 = runtime::agent::v1;
+
+constexpr uint64_t kScratchDiskBytes = 1ULL << 30;  // sparse: only what the container writes uses space
+constexpr size_t kExecSyncMaxOutput = 8 << 20;      // per stream; kubelet's message limit is 16 MiB
+
+int64_t NowNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// virtio-blk serials are at most 20 bytes: a kind letter and a prefix of the digest or id.
+std::string LayerSerial(const std::string& digest) {
+  std::string hex = digest.substr(digest.find(':') + 1);
+  return "l" + hex.substr(0, 19);
+}
+std::string ScratchSerial(const std::string& container_id) { return "s" + container_id.substr(0, 19); }
+
+struct ImageDefaults {
+  std::vector<std::string> entrypoint;
+  std::vector<std::string> cmd;
+  std::vector<std::string> env;
+  std::string working_dir;
+  std::string user;
+  std::string stop_signal;
+};
+
+ImageDefaults ParseImageConfig(const std::string& config_json) {
+  ImageDefaults out;
+  auto json = nlohmann::json::parse(config_json, nullptr, false);
+  if (!json.is_object() || !json.contains("config") || !json["config"].is_object()) {
+    return out;
+  }
+  const auto& c = json["config"];
+  auto strings = [&](const char* key) {
+    std::vector<std::string> v;
+    if (c.contains(key) && c[key].is_array()) {
+      for (const auto& item : c[key]) {
+        if (item.is_string()) {
+          v.push_back(item.get<std::string>());
+        }
+      }
+    }
+    return v;
+  };
+  out.entrypoint = strings("Entrypoint");
+  out.cmd = strings("Cmd");
+  out.env = strings("Env");
+  out.working_dir = c.value("WorkingDir", "");
+  out.user = c.value("User", "");
+  out.stop_signal = c.value("StopSignal", "");
+  return out;
+}
+
+int SignalNumber(const std::string& name) {
+  static const std::pair<const char*, int> kSignals[] = {
+      {"SIGTERM", SIGTERM}, {"SIGINT", SIGINT}, {"SIGQUIT", SIGQUIT}, {"SIGKILL", SIGKILL},
+      {"SIGHUP", SIGHUP},   {"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2}, {"SIGWINCH", SIGWINCH}};
+  std::string upper = name;
+  for (auto& ch : upper) {
+    ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  }
+  if (upper.rfind("SIG", 0) != 0) {
+    upper = "SIG" + upper;
+  }
+  for (const auto& [n, v] : kSignals) {
+    if (upper == n) {
+      return v;
+    }
+  }
+  if (!name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) {
+    return std::stoi(name);
+  }
+  return SIGTERM;
+}
+
+// Numeric "uid[:gid]" from the image or CRI; names other than root need the image's /etc/passwd.
+base::Status ApplyUser(const v1::ContainerConfig& config, const ImageDefaults& image, agentv1::User* user) {
+  const auto& sc = config.linux().security_context();
+  std::string spec = image.user;
+  if (sc.has_run_as_user()) {
+    spec = std::to_string(sc.run_as_user().value());
+  } else if (!sc.run_as_username().empty()) {
+    spec = sc.run_as_username();
+  }
+  std::string uid_part = spec.substr(0, spec.find(':'));
+  std::string gid_part = spec.find(':') == std::string::npos ? "" : spec.substr(spec.find(':') + 1);
+  auto numeric = [](const std::string& s) { return !s.empty() && std::all_of(s.begin(), s.end(), ::isdigit); };
+  if (uid_part.empty() || uid_part == "root") {
+    user->set_uid(0);
+  } else if (numeric(uid_part)) {
+    user->set_uid(static_cast<uint32_t>(std::stoul(uid_part)));
+  } else {
+    return base::InvalidArgument("user '" + uid_part +
+                                 "': only numeric users (or root) are supported; set run_as_user");
+  }
+  if (sc.has_run_as_group()) {
+    user->set_gid(static_cast<uint32_t>(sc.run_as_group().value()));
+  } else if (numeric(gid_part)) {
+    user->set_gid(static_cast<uint32_t>(std::stoul(gid_part)));
+  } else if (gid_part.empty() || gid_part == "root") {
+    user->set_gid(0);
+  } else {
+    return base::InvalidArgument("group '" + gid_part + "': only numeric groups are supported; set run_as_group");
+  }
+  for (int64_t gid : sc.supplemental_groups()) {
+    user->add_additional_gids(static_cast<uint32_t>(gid));
+  }
+  return base::Status::Ok();
+}
+
+v1::ContainerState ToCriState(ContainerState state) {
+  switch (state) {
+    case ContainerState::kCreated: return v1::CONTAINER_CREATED;
+    case ContainerState::kRunning: return v1::CONTAINER_RUNNING;
+    case ContainerState::kExited: return v1::CONTAINER_EXITED;
+    case ContainerState::kUnknown: return v1::CONTAINER_UNKNOWN;
+  }
+  return v1::CONTAINER_UNKNOWN;
+}
+
+bool MatchesSelector(const google::protobuf::Map<std::string, std::string>& labels,
+                     const google::protobuf::Map<std::string, std::string>& selector) {
+  for (const auto& [key, value] : selector) {
+    auto it = labels.find(key);
+    if (it == labels.end() || it->second != value) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::CreateContainerRequest& request) {
+  auto pod = backends_.pods.FindPod(request.pod_sandbox_id());
+  if (!pod.ok()) {
+    return pod.error();
+  }
+  if (pod->state != PodState::kReady) {
+    return base::FailedPrecondition("pod sandbox " + pod->id + " is not ready; containers need a running VM");
+  }
+  const v1::ContainerConfig& config = request.config();
+  CHRYS_RETURN_IF_ERROR(ValidateContainerConfig(config, pod->config));
+  auto image = backends_.images.Get(config.image().image());
+  if (!image.ok()) {
+    if (image.error().code() == base::ErrorCode::kNotFound) {
+      return base::NotFound("config.image.image: image '" + config.image().image() +
+                            "' is not in the store; pull it first");
+    }
+    return image.error();
+  }
+  for (const auto& mount : config.mounts()) {
+    struct stat st {};
+    if (::stat(mount.host_path().c_str(), &st) != 0) {
+      return base::InvalidArgument("config.mounts: host_path '" + mount.host_path() + "' does not exist");
+    }
+  }
+  ImageDefaults defaults;
+  if (auto config_json = backends_.images.ConfigJson(*image); config_json.ok()) {
+    defaults = ParseImageConfig(*config_json);
+  }
+
+  ContainerRecord record;
+  record.id = NewId();
+  record.sandbox_id = pod->id;
+  record.state = ContainerState::kCreated;
+  record.config = config;
+  record.image_id = image->id;
+  record.image_ref = config.image().image();
+  record.created_at = NowNanos();
+  CHRYS_ASSIGN_OR_RETURN(record.log_path, ResolveLogPath(pod->config.log_directory(), config.log_path()));
+
+  agentv1::ContainerConfig guest;
+  guest.set_id(record.id);
+  auto* process = guest.mutable_process();
+  // CRI command replaces the image entrypoint (and drops its Cmd); CRI args replace the Cmd.
+  std::vector<std::string> argv;
+  if (!config.command().empty()) {
+    argv.assign(config.command().begin(), config.command().end());
+    argv.insert(argv.end(), config.args().begin(), config.args().end());
+  } else {
+    argv = defaults.entrypoint;
+    if (!config.args().empty()) {
+      argv.insert(argv.end(), config.args().begin(), config.args().end());
+    } else {
+      argv.insert(argv.end(), defaults.cmd.begin(), defaults.cmd.end());
+    }
+  }
+  if (argv.empty()) {
+    return base::InvalidArgument("config.command: neither the container config nor image " + image->id +
+                                 " says what to run");
+  }
+  for (const auto& arg : argv) {
+    process->add_args(arg);
+  }
+  for (const auto& env : defaults.env) {
+    process->add_env(env);
+  }
+  for (const auto& env : config.envs()) {
+    process->add_env(env.key() + "=" + env.value());
+  }
+  process->set_cwd(!config.working_dir().empty() ? config.working_dir()
+                                                 : (defaults.working_dir.empty() ? "/" : defaults.working_dir));
+  CHRYS_RETURN_IF_ERROR(ApplyUser(config, defaults, process->mutable_user()));
+  process->set_tty(config.tty());
+  process->set_stdin(config.stdin());
+  const auto& sc = config.linux().security_context();
+  process->set_no_new_privileges(sc.no_new_privs());
+  for (const auto& cap : sc.capabilities().add_capabilities()) {
+    process->mutable_capabilities()->add_names(cap.rfind("CAP_", 0) == 0 ? cap : "CAP_" + cap);
+  }
+  guest.set_readonly_rootfs(sc.readonly_rootfs());
+  guest.set_privileged(sc.privileged());
+  const auto& res = config.linux().resources();
+  guest.mutable_resources()->set_cpu_quota_us(res.cpu_quota());
+  guest.mutable_resources()->set_cpu_period_us(static_cast<uint64_t>(res.cpu_period()));
+  guest.mutable_resources()->set_memory_limit_bytes(res.memory_limit_in_bytes());
+  guest.mutable_resources()->set_cpuset_cpus(res.cpuset_cpus());
+  for (const auto& [key, value] : config.annotations()) {
+    (*guest.mutable_annotations())[key] = value;
+  }
+
+  CHRYS_RETURN_IF_ERROR(backends_.pods.AddContainer(record));
+  bool committed = false;
+  std::vector<std::function<void()>> undo;
+  auto rollback = [&] {
+    if (committed) {
+      return;
+    }
+    for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+      (*it)();
+    }
+  };
+  struct Guard {
+    std::function<void()> fn;
+    ~Guard() { fn(); }
+  } guard{rollback};
+  undo.push_back([this, id = record.id] { backends_.pods.RemoveContainer(id).ok(); });
+
+  CHRYS_RETURN_IF_ERROR(backends_.images.Lease(record.id, image->id));
+  undo.push_back([this, id = record.id] { backends_.images.ReleaseLease(id).ok(); });
+
+  // Layer disks are shared by every container of the pod that uses the layer: plug each once.
+  CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> layer_paths, backends_.images.EnsureLayerImages(image->id));
+  CHRYS_ASSIGN_OR_RETURN(runtime::SandboxStatus vm, backends_.sandboxes.Inspect(pod->id));
+  for (size_t i = 0; i < image->layers.size() && i < layer_paths.size(); ++i) {
+    std::string serial = LayerSerial(image->layers[i].digest.str());
+    bool plugged = std::any_of(vm.disks.begin(), vm.disks.end(), [&](const auto& d) { return d.serial == serial; });
+    if (!plugged) {
+      CHRYS_RETURN_IF_ERROR(backends_.sandboxes.AttachLayerDisk(pod->id, serial, layer_paths[i]));
+      vm.disks.push_back({serial, "", -1, true, layer_paths[i]});
+    }
+    record.layer_serials.push_back(serial);
+    guest.mutable_rootfs()->add_layer_serials(serial);
+  }
+  record.scratch_serial = ScratchSerial(record.id);
+  CHRYS_RETURN_IF_ERROR(backends_.sandboxes.AttachScratchDisk(pod->id, record.scratch_serial, kScratchDiskBytes));
+  undo.push_back([this, pod_id = pod->id, serial = record.scratch_serial] {
+    backends_.sandboxes.DetachDisk(pod_id, serial).ok();
+  });
+  guest.mutable_rootfs()->set_scratch_serial(record.scratch_serial);
+
+  // Volumes: host paths bound into the pod's shared directory, which the guest sees over virtio-fs.
+  int index = 0;
+  for (const auto& mount : config.mounts()) {
+    std::string name = record.id.substr(0, 12) + "/" + std::to_string(index++);
+    std::string target = pod->shared_dir + "/" + name;
+    CHRYS_RETURN_IF_ERROR(BindIntoSharedDir(mount.host_path(), target, mount.readonly()));
+    record.volume_targets.push_back(target);
+    undo.push_back([target] { UnbindFromSharedDir(target).ok(); });
+    auto* m = guest.add_mounts();
+    m->set_destination(mount.container_path());
+    m->set_source(pod->shared_guest_path + "/" + name);
+    m->set_type("bind");
+    m->add_options("rbind");
+    if (mount.readonly()) {
+      m->add_options("ro");
+    }
+  }
+
+  CHRYS_ASSIGN_OR_RETURN(auto agent, backends_.agents.Get(pod->id, vm.agent));
+  if (auto created = agent->CreateContainer(guest); !created.ok()) {
+    return created.error().Wrap("create container " + record.id + " in the guest");
+  }
+  CHRYS_RETURN_IF_ERROR(backends_.pods.UpdateContainer(record));
+  committed = true;
+  return record;
+}
+
+grpc::Status RuntimeServiceImpl::CreateContainer(grpc::ServerContext* /*context*/,
+                                                 const v1::CreateContainerRequest* request,
+                                                 v1::CreateContainerResponse* response) {
+  auto record = CreateContainerIn(*request);
+  if (!record.ok()) {
+    spdlog::warn("CreateContainer in {}: {}", request->pod_sandbox_id(), record.error().message());
+    return ToGrpcStatus(record.error());
+  }
+  spdlog::info("container {} ({}) created in sandbox {}", record->id, record->config.metadata().name(),
+               record->sandbox_id);
+  response->set_container_id(record->id);
+  return grpc::Status::OK;
+}
+
+grpc::Status RuntimeServiceImpl::StartContainer(grpc::ServerContext* /*context*/,
+                                                const v1::StartContainerRequest* request,
+                                                v1::StartContainerResponse* /*response*/) {
+  auto record = backends_.pods.FindContainer(request->container_id());
+  if (!record.ok()) {
+    return ToGrpcStatus(record.error());
+  }
+  if (record->state != ContainerState::kCreated) {
+    return ToGrpcStatus(base::FailedPrecondition("container " + record->id + " is not in the created state"));
+  }
+  auto vm = backends_.sandboxes.Inspect(record->sandbox_id);
+  if (!vm.ok()) {
+    return ToGrpcStatus(vm.error());
+  }
+  std::unique_ptr<ContainerLog> log;
+  if (!record->log_path.empty()) {
+    auto opened = ContainerLog::Open(record->log_path);
+    if (!opened.ok()) {
+      return ToGrpcStatus(opened.error());
+    }
+    log = std::move(opened).value();
+  }
+  auto agent = backends_.agents.Get(record->sandbox_id, vm->agent);
+  if (!agent.ok()) {
+    return ToGrpcStatus(agent.error());
+  }
+  if (auto started = (*agent)->StartContainer(record->id); !started.ok()) {
+    return ToGrpcStatus(started.error().Wrap("start container " + record->id));
+  }
+  record->state = ContainerState::kRunning;
+  record->started_at = NowNanos();
+  if (auto s = backends_.pods.UpdateContainer(*record); !s.ok()) {
+    return ToGrpcStatus(s.error());
+  }
+  monitor_->Watch(record->id, record->sandbox_id, vm->agent, std::move(log));
+  spdlog::info("container {} started", record->id);
+  return grpc::Status::OK;
+}
+
+base::Status RuntimeServiceImpl::StopContainerIn(const ContainerRecord& record, int64_t timeout_seconds) {
+  if (record.state != ContainerState::kRunning) {
+    return base::Status::Ok();
+  }
+  auto vm = backends_.sandboxes.Inspect(record.sandbox_id);
+  if (!vm.ok()) {
+    return base::Status::Ok();  // no VM, nothing runs
+  }
+  CHRYS_ASSIGN_OR_RETURN(auto agent, backends_.agents.Get(record.sandbox_id, vm->agent));
+  agentv1::ProcessRef process;
+  process.set_container_id(record.id);
+  std::string stop_signal = "SIGTERM";
+  if (auto config = backends_.images.Get(record.image_id); config.ok()) {
+    if (auto json = backends_.images.ConfigJson(*config); json.ok()) {
+      std::string from_image = ParseImageConfig(*json).stop_signal;
+      if (!from_image.empty()) {
+        stop_signal = from_image;
+      }
+    }
+  }
+  if (timeout_seconds > 0) {
+    auto signalled = agent->SignalProcess(process, SignalNumber(stop_signal));
+    if (signalled.ok() && monitor_->WaitExited(record.id, std::chrono::seconds(timeout_seconds))) {
+      return base::Status::Ok();
+    }
+  }
+  agent->SignalProcess(process, SIGKILL).ok();
+  if (!monitor_->WaitExited(record.id, std::chrono::seconds(10))) {
+    return base::DeadlineExceeded("container " + record.id + " did not exit within 10 s of SIGKILL");
+  }
+  return base::Status::Ok();
+}
+
+grpc::Status RuntimeServiceImpl::StopContainer(grpc::ServerContext* /*context*/,
+                                               const v1::StopContainerRequest* request,
+                                               v1::StopContainerResponse* /*response*/) {
+  auto record = backends_.pods.FindContainer(request->container_id());
+  if (!record.ok()) {
+    return ToGrpcStatus(record.error());
+  }
+  if (auto s = StopContainerIn(*record, request->timeout()); !s.ok()) {
+    return ToGrpcStatus(s.error());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status RuntimeServiceImpl::RemoveContainer(grpc::ServerContext* /*context*/,
+                                                 const v1::RemoveContainerRequest* request,
+                                                 v1::RemoveContainerResponse* /*response*/) {
+  if (request->container_id().empty()) {
+    return InvalidArgument("container_id is required");
+  }
+  auto record = backends_.pods.FindContainer(request->container_id());
+  if (!record.ok()) {
+    return record.error().code() == base::ErrorCode::kNotFound ? grpc::Status::OK : ToGrpcStatus(record.error());
+  }
+  if (auto s = StopContainerIn(*record, 0); !s.ok()) {
+    return ToGrpcStatus(s.error());
+  }
+  monitor_->Forget(record->id);
+  auto vm = backends_.sandboxes.Inspect(record->sandbox_id);
+  if (vm.ok() && vm->state == runtime::SandboxState::kReady) {
+    if (auto agent = backends_.agents.Get(record->sandbox_id, vm->agent); agent.ok()) {
+      if (auto deleted = (*agent)->DeleteContainer(record->id, true);
+          !deleted.ok() && deleted.error().code() != base::ErrorCode::kNotFound) {
+        return ToGrpcStatus(deleted.error().Wrap("delete container " + record->id + " in the guest"));
+      }
+    }
+    if (!record->scratch_serial.empty()) {
+      backends_.sandboxes.DetachDisk(record->sandbox_id, record->scratch_serial).ok();
+    }
+  }
+  for (const auto& target : record->volume_targets) {
+    UnbindFromSharedDir(target).ok();
+  }
+  backends_.images.ReleaseLease(record->id).ok();
+  if (auto s = backends_.pods.RemoveContainer(record->id); !s.ok()) {
+    return ToGrpcStatus(s.error());
+  }
+  spdlog::info("container {} removed", record->id);
+  return grpc::Status::OK;
+}
+
+void RuntimeServiceImpl::FillContainerStatus(const ContainerRecord& c, v1::ContainerStatus* status) {
+  status->set_id(c.id);
+  *status->mutable_metadata() = c.config.metadata();
+  status->set_state(ToCriState(c.state));
+  status->set_created_at(c.created_at);
+  status->set_started_at(c.started_at);
+  status->set_finished_at(c.finished_at);
+  status->set_exit_code(c.exit_code);
+  *status->mutable_image() = c.config.image();
+  status->set_image_ref(c.image_id);
+  status->set_image_id(c.image_id);
+  status->set_reason(c.reason);
+  status->set_message(c.message);
+  *status->mutable_labels() = c.config.labels();
+  *status->mutable_annotations() = c.config.annotations();
+  *status->mutable_mounts() = c.config.mounts();
+  status->set_log_path(c.log_path);
+  *status->mutable_resources()->mutable_linux() = c.config.linux().resources();
+}
+
+grpc::Status RuntimeServiceImpl::ContainerStatus(grpc::ServerContext* /*context*/,
+                                                 const v1::ContainerStatusRequest* request,
+                                                 v1::ContainerStatusResponse* response) {
+  auto record = backends_.pods.FindContainer(request->container_id());
+  if (!record.ok()) {
+    return ToGrpcStatus(record.error());
+  }
+  FillContainerStatus(*record, response->mutable_status());
+  if (request->verbose()) {
+    nlohmann::json info = {{"sandboxId", record->sandbox_id},
+                           {"layerDisks", record->layer_serials},
+                           {"scratchDisk", record->scratch_serial}};
+    (*response->mutable_info())["info"] = info.dump();
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status RuntimeServiceImpl::ListContainers(grpc::ServerContext* /*context*/,
+                                                const v1::ListContainersRequest* request,
+                                                v1::ListContainersResponse* response) {
+  const auto& filter = request->filter();
+  for (const auto& c : backends_.pods.ListContainers()) {
+    if (!filter.id().empty() && c.id.rfind(filter.id(), 0) != 0) {
+      continue;
+    }
+    if (!filter.pod_sandbox_id().empty() && c.sandbox_id.rfind(filter.pod_sandbox_id(), 0) != 0) {
+      continue;
+    }
+    if (filter.has_state() && filter.state().state() != ToCriState(c.state)) {
+      continue;
+    }
+    if (!MatchesSelector(c.config.labels(), filter.label_selector())) {
+      continue;
+    }
+    auto* out = response->add_containers();
+    out->set_id(c.id);
+    out->set_pod_sandbox_id(c.sandbox_id);
+    *out->mutable_metadata() = c.config.metadata();
+    *out->mutable_image() = c.config.image();
+    out->set_image_ref(c.image_id);
+    out->set_image_id(c.image_id);
+    out->set_state(ToCriState(c.state));
+    out->set_created_at(c.created_at);
+    *out->mutable_labels() = c.config.labels();
+    *out->mutable_annotations() = c.config.annotations();
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status RuntimeServiceImpl::ReopenContainerLog(grpc::ServerContext* /*context*/,
+                                                    const v1::ReopenContainerLogRequest* request,
+                                                    v1::ReopenContainerLogResponse* /*response*/) {
+  auto record = backends_.pods.FindContainer(request->container_id());
+  if (!record.ok()) {
+    return ToGrpcStatus(record.error());
+  }
+  if (record->state != ContainerState::kRunning) {
+    return ToGrpcStatus(base::FailedPrecondition("container " + record->id + " is not running"));
+  }
+  return ToGrpcStatus(monitor_->ReopenLog(record->id));
+}
+
+grpc::Status RuntimeServiceImpl::ExecSync(grpc::ServerContext* /*context*/, const v1::ExecSyncRequest* request,
+                                          v1::ExecSyncResponse* response) {
+  auto record = backends_.pods.FindContainer(request->container_id());
+  if (!record.ok()) {
+    return ToGrpcStatus(record.error());
+  }
+  if (request->cmd().empty()) {
+    return InvalidArgument("cmd is required");
+  }
+  if (record->state != ContainerState::kRunning) {
+    return ToGrpcStatus(base::FailedPrecondition("container " + record->id + " is not running"));
+  }
+  auto vm = backends_.sandboxes.Inspect(record->sandbox_id);
+  if (!vm.ok()) {
+    return ToGrpcStatus(vm.error());
+  }
+  auto agent = backends_.agents.Get(record->sandbox_id, vm->agent);
+  if (!agent.ok()) {
+    return ToGrpcStatus(agent.error());
+  }
+  agentv1::ProcessSpec spec;
+  for (const auto& arg : request->cmd()) {
+    spec.add_args(arg);
+  }
+  std::string exec_id = NewId().substr(0, 16);
+  if (auto pid = (*agent)->ExecProcess(record->id, exec_id, spec); !pid.ok()) {
+    return ToGrpcStatus(pid.error().Wrap("exec in container " + record->id));
+  }
+  agentv1::ProcessRef process;
+  process.set_container_id(record->id);
+  process.set_exec_id(exec_id);
+  auto timeout = request->timeout() > 0 ? std::chrono::milliseconds(request->timeout() * 1000)
+                                        : std::chrono::milliseconds(std::chrono::hours(24));
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string out;
+  std::string err;
+  auto sink = [&](agentv1::OutputChunk::Stream stream, std::string_view data) {
+    std::string& dst = stream == agentv1::OutputChunk::STDERR ? err : out;
+    dst.append(data.substr(0, kExecSyncMaxOutput - std::min(kExecSyncMaxOutput, dst.size())));
+    return true;
+  };
+  auto read = (*agent)->ReadOutput(process, sink, timeout);
+  if (!read.ok()) {
+    if (read.error().code() == base::ErrorCode::kDeadlineExceeded) {
+      (*agent)->SignalProcess(process, SIGKILL).ok();
+      return {grpc::StatusCode::DEADLINE_EXCEEDED,
+              "command timed out after " + std::to_string(request->timeout()) + " s"};
+    }
+    return ToGrpcStatus(read.error());
+  }
+  auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  auto exit = (*agent)->WaitProcess(process, std::max(remaining, std::chrono::milliseconds(1000)));
+  if (!exit.ok()) {
+    return ToGrpcStatus(exit.error());
+  }
+  response->set_stdout(out);
+  response->set_stderr(err);
+  response->set_exit_code(exit->exit_code());
+  return grpc::Status::OK;
+}
+
+}  // namespace chrys::cri

@@ -1,0 +1,169 @@
+#include "cri/container_monitor.h"
+
+#include <spdlog/spdlog.h>
+
+namespace chrys::cri {
+
+namespace {
+// Output is read in slices so a stopping chrysd is never stuck in a read.
+constexpr auto kReadSlice = std::chrono::seconds(2);
+}  // namespace
+
+ContainerMonitor::ContainerMonitor(PodStore& pods, AgentPool& agents) : pods_(pods), agents_(agents) {}
+
+ContainerMonitor::~ContainerMonitor() {
+  std::map<std::string, std::unique_ptr<Watched>> all;
+  {
+    std::lock_guard lock(mutex_);
+    all.swap(watched_);
+  }
+  for (auto& [id, w] : all) {
+    w->stop = true;
+  }
+  for (auto& [id, w] : all) {
+    if (w->thread.joinable()) {
+      w->thread.join();
+    }
+  }
+}
+
+void ContainerMonitor::Watch(const std::string& container_id, const std::string& sandbox_id,
+                             const runtime::AgentEndpoint& endpoint, std::unique_ptr<ContainerLog> log) {
+  auto watched = std::make_unique<Watched>();
+  watched->log = std::move(log);
+  Watched* raw = watched.get();
+  std::lock_guard lock(mutex_);
+  if (auto old = watched_.find(container_id); old != watched_.end()) {
+    return;  // already followed
+  }
+  watched_[container_id] = std::move(watched);
+  raw->thread = std::thread([this, container_id, sandbox_id, endpoint, raw] {
+    Follow(container_id, sandbox_id, endpoint, raw);
+  });
+}
+
+void ContainerMonitor::Follow(const std::string& container_id, const std::string& sandbox_id,
+                              runtime::AgentEndpoint endpoint, Watched* watched) {
+  runtime::agent::v1::ProcessRef process;
+  process.set_container_id(container_id);
+  int failures = 0;
+  while (!watched->stop) {
+    auto client = agents_.Get(sandbox_id, endpoint, std::chrono::seconds(5));
+    if (!client.ok()) {
+      if (++failures > 5) {
+        spdlog::warn("container {}: agent unreachable ({}); its output is no longer followed", container_id,
+                     client.error().message());
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    auto sink = [&](runtime::agent::v1::OutputChunk::Stream stream, std::string_view data) {
+      if (watched->log) {
+        auto written = watched->log->Write(
+            stream == runtime::agent::v1::OutputChunk::STDERR ? LogStream::kStderr : LogStream::kStdout, data);
+        if (!written.ok()) {
+          spdlog::warn("container {}: {}", container_id, written.error().message());
+        }
+      }
+      return !watched->stop.load();
+    };
+    auto read = (*client)->ReadOutput(process, sink, kReadSlice);
+    if (read.ok()) {
+      break;  // both streams closed: the process is done writing
+    }
+    if (read.error().code() == base::ErrorCode::kDeadlineExceeded) {
+      continue;
+    }
+    if (read.error().code() == base::ErrorCode::kNotFound) {
+      break;
+    }
+    if (++failures > 5) {
+      spdlog::warn("container {}: output stream failed: {}", container_id, read.error().message());
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  if (watched->stop) {
+    return;
+  }
+  if (watched->log) {
+    watched->log->Flush().ok();
+  }
+  // The output is complete in the log; only now may the container be reported exited.
+  for (int attempt = 0; attempt < 30 && !watched->stop; ++attempt) {
+    auto client = agents_.Get(sandbox_id, endpoint, std::chrono::seconds(5));
+    if (!client.ok()) {
+      break;
+    }
+    auto status = (*client)->WaitProcess(process, kReadSlice);
+    if (status.ok() && status->exited()) {
+      RecordExit(container_id, *status);
+      return;
+    }
+    if (!status.ok() && status.error().code() != base::ErrorCode::kDeadlineExceeded) {
+      spdlog::warn("container {}: wait failed: {}", container_id, status.error().message());
+      break;
+    }
+  }
+}
+
+void ContainerMonitor::RecordExit(const std::string& container_id, const runtime::agent::v1::ExitStatus& status) {
+  auto record = pods_.GetContainer(container_id);
+  if (record && record->state == ContainerState::kRunning) {
+    record->state = ContainerState::kExited;
+    record->exit_code = status.exit_code();
+    record->finished_at = status.exited_at_unix_nanos() != 0
+                              ? status.exited_at_unix_nanos()
+                              : std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
+    record->reason = status.oom_killed() ? "OOMKilled" : status.exit_code() == 0 ? "Completed" : "Error";
+    if (auto s = pods_.UpdateContainer(*record); !s.ok()) {
+      spdlog::error("container {}: cannot record its exit: {}", container_id, s.error().message());
+    }
+    spdlog::info("container {} exited with code {} ({})", container_id, record->exit_code, record->reason);
+  }
+  std::lock_guard lock(mutex_);
+  if (auto it = watched_.find(container_id); it != watched_.end()) {
+    it->second->exited = true;
+  }
+  exited_.notify_all();
+}
+
+bool ContainerMonitor::WaitExited(const std::string& container_id, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return exited_.wait_for(lock, timeout, [&] {
+    auto it = watched_.find(container_id);
+    return it == watched_.end() || it->second->exited;
+  });
+}
+
+base::Status ContainerMonitor::ReopenLog(const std::string& container_id) {
+  std::lock_guard lock(mutex_);
+  auto it = watched_.find(container_id);
+  if (it == watched_.end() || !it->second->log) {
+    return base::NotFound("container " + container_id + " has no open log");
+  }
+  return it->second->log->Reopen();
+}
+
+void ContainerMonitor::Forget(const std::string& container_id) {
+  std::unique_ptr<Watched> watched;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = watched_.find(container_id);
+    if (it == watched_.end()) {
+      return;
+    }
+    watched = std::move(it->second);
+    watched_.erase(it);
+  }
+  watched->stop = true;
+  if (watched->thread.joinable()) {
+    watched->thread.join();
+  }
+  exited_.notify_all();
+}
+
+}  // namespace chrys::cri
