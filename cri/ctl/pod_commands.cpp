@@ -1,8 +1,10 @@
 // chrysctl pod and container commands, as crictl has them: runp, create, start, stop, rm, stopp, rmp, pods, ps,
 // logs, exec, inspect, inspectp, and run (the whole pod → container → output → cleanup flow of the quick start).
 // Config files are crictl's: the protobuf JSON (or YAML) of PodSandboxConfig / ContainerConfig.
+#include <google/protobuf/util/json_util.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <yaml-cpp/yaml.h>
 
 #include <chrono>
 #include <cstdio>
@@ -10,12 +12,9 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <google/protobuf/util/json_util.h>
-#include <nlohmann/json.hpp>
-#include <yaml-cpp/yaml.h>
 
 #include "cri/ctl/commands.h"
 
@@ -105,14 +104,15 @@ std::string ToJson(const google::protobuf::Message& message) {
   return out;
 }
 
-std::string ShortId(const std::string& id) { return id.substr(0, 13); }
+std::string ShortId(const std::string& id) {
+  return id.substr(0, 13);
+}
 
 // crictl's one-letter flags, spelled out for ParseArgs (which only knows "--name" options).
 base::Result<ParsedArgs> Parse(std::vector<std::string> args, const std::vector<std::string>& flags,
                                const std::vector<std::string>& switches = {}) {
-  static const std::map<std::string, std::string> kShort = {{"-t", "--timeout"}, {"-r", "--runtime"},
-                                                            {"-q", "--quiet"},   {"-a", "--all"},
-                                                            {"-p", "--pod"},     {"-f", "--force"}};
+  static const std::map<std::string, std::string> kShort = {
+      {"-t", "--timeout"}, {"-r", "--runtime"}, {"-q", "--quiet"}, {"-a", "--all"}, {"-p", "--pod"}, {"-f", "--force"}};
   for (auto& arg : args) {
     if (auto it = kShort.find(arg); it != kShort.end()) {
       arg = it->second;
@@ -122,9 +122,8 @@ base::Result<ParsedArgs> Parse(std::vector<std::string> args, const std::vector<
 }
 
 std::string Age(int64_t created_nanos) {
-  int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
+  int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   int64_t seconds = std::max<int64_t>(0, (now - created_nanos) / 1000000000);
   if (seconds < 60) {
     return std::to_string(seconds) + " seconds ago";
@@ -138,14 +137,20 @@ std::string Age(int64_t created_nanos) {
   return std::to_string(seconds / 86400) + " days ago";
 }
 
-const char* PodStateName(v1::PodSandboxState state) { return state == v1::SANDBOX_READY ? "Ready" : "NotReady"; }
+const char* PodStateName(v1::PodSandboxState state) {
+  return state == v1::SANDBOX_READY ? "Ready" : "NotReady";
+}
 
 const char* ContainerStateName(v1::ContainerState state) {
   switch (state) {
-    case v1::CONTAINER_CREATED: return "Created";
-    case v1::CONTAINER_RUNNING: return "Running";
-    case v1::CONTAINER_EXITED: return "Exited";
-    default: return "Unknown";
+    case v1::CONTAINER_CREATED:
+      return "Created";
+    case v1::CONTAINER_RUNNING:
+      return "Running";
+    case v1::CONTAINER_EXITED:
+      return "Exited";
+    default:
+      return "Unknown";
   }
 }
 
@@ -469,9 +474,9 @@ int Pods(CriClient& client, const std::vector<std::string>& args) {
       continue;
     }
     std::cout << std::left << std::setw(15) << ShortId(pod.id()) << std::setw(20) << Age(pod.created_at())
-              << std::setw(10) << PodStateName(pod.state()) << std::setw(24) << pod.metadata().name()
-              << std::setw(16) << pod.metadata().namespace_() << std::setw(9) << pod.metadata().attempt()
-              << pod.runtime_handler() << "\n";
+              << std::setw(10) << PodStateName(pod.state()) << std::setw(24) << pod.metadata().name() << std::setw(16)
+              << pod.metadata().namespace_() << std::setw(9) << pod.metadata().attempt() << pod.runtime_handler()
+              << "\n";
   }
   return 0;
 }
@@ -492,7 +497,7 @@ int Ps(CriClient& client, const std::vector<std::string>& args) {
   bool all = options.count("--all") > 0;
   if (options.count("--state")) {
     std::string s = options["--state"];
-    v1::ContainerState state = s == "created" ? v1::CONTAINER_CREATED
+    v1::ContainerState state = s == "created"   ? v1::CONTAINER_CREATED
                                : s == "running" ? v1::CONTAINER_RUNNING
                                : s == "exited"  ? v1::CONTAINER_EXITED
                                                 : v1::CONTAINER_UNKNOWN;
@@ -518,7 +523,8 @@ int Ps(CriClient& client, const std::vector<std::string>& args) {
   bool quiet = options.count("--quiet") > 0;
   if (!quiet) {
     std::cout << std::left << std::setw(15) << "CONTAINER" << std::setw(36) << "IMAGE" << std::setw(20) << "CREATED"
-              << std::setw(10) << "STATE" << std::setw(20) << "NAME" << std::setw(9) << "ATTEMPT" << "POD ID\n";
+              << std::setw(10) << "STATE" << std::setw(20) << "NAME" << std::setw(9) << "ATTEMPT"
+              << "POD ID\n";
   }
   for (const auto& c : resp.containers()) {
     if (!all && c.state() != v1::CONTAINER_RUNNING) {
@@ -531,10 +537,9 @@ int Ps(CriClient& client, const std::vector<std::string>& args) {
       std::cout << c.id() << "\n";
       continue;
     }
-    std::cout << std::left << std::setw(15) << ShortId(c.id()) << std::setw(36) << c.image().image()
-              << std::setw(20) << Age(c.created_at()) << std::setw(10) << ContainerStateName(c.state())
-              << std::setw(20) << c.metadata().name() << std::setw(9) << c.metadata().attempt()
-              << ShortId(c.pod_sandbox_id()) << "\n";
+    std::cout << std::left << std::setw(15) << ShortId(c.id()) << std::setw(36) << c.image().image() << std::setw(20)
+              << Age(c.created_at()) << std::setw(10) << ContainerStateName(c.state()) << std::setw(20)
+              << c.metadata().name() << std::setw(9) << c.metadata().attempt() << ShortId(c.pod_sandbox_id()) << "\n";
   }
   return 0;
 }

@@ -1,0 +1,508 @@
+// Pods and containers of a real chrysd, driven only through its CRI socket: lifecycles, exit codes, logs, ExecSync,
+// localhost between containers, volumes both ways, chrysd restarts with pods running, 10 pods at once.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "base/file_util.h"
+#include "e2e/pods/pod_env.h"
+
+namespace chrys::e2e {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::unique_ptr<PodEnv> MakeEnv() {
+  auto env = PodEnv::Create();
+  if (!env.ok()) {
+    ADD_FAILURE() << "pod test environment: " << env.error().message();
+    return nullptr;
+  }
+  return std::move(env).value();
+}
+
+bool ProcessAlive(pid_t pid) {
+  return pid > 0 && ::kill(pid, 0) == 0;
+}
+
+// The VMM pid from PodSandboxStatus' verbose info (0 when absent).
+pid_t VmPid(PodEnv& env, const std::string& pod_id) {
+  v1::PodSandboxStatusRequest req;
+  req.set_pod_sandbox_id(pod_id);
+  req.set_verbose(true);
+  v1::PodSandboxStatusResponse resp;
+  if (!env.runtime().PodSandboxStatus(Ctx().get(), req, &resp).ok() || !resp.info().contains("info")) {
+    return 0;
+  }
+  auto info = nlohmann::json::parse(resp.info().at("info"), nullptr, false);
+  if (!info.is_object() || !info.contains("vm") || !info["vm"].contains("pid")) {
+    return 0;
+  }
+  return info["vm"]["pid"].get<pid_t>();
+}
+
+// Waits (bounded) until the log file has a line of `stream` equal to `text`.
+bool WaitForLogLine(const std::string& path, const std::string& stream, const std::string& text,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    auto lines = ReadCriLog(path);
+    if (lines.ok()) {
+      auto joined = JoinedLines(*lines, stream);
+      if (std::find(joined.begin(), joined.end(), text) != joined.end()) {
+        return true;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+std::string LogText(const std::string& path) {
+  auto text = base::ReadFile(path, 64 << 20);
+  return text.ok() ? *text : "(no log: " + text.error().message() + ")";
+}
+
+v1::ListContainersResponse ListContainers(PodEnv& env, const v1::ContainerFilter& filter) {
+  v1::ListContainersRequest req;
+  *req.mutable_filter() = filter;
+  v1::ListContainersResponse resp;
+  auto status = env.runtime().ListContainers(Ctx().get(), req, &resp);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return resp;
+}
+
+v1::ListPodSandboxResponse ListPods(PodEnv& env, const v1::PodSandboxFilter& filter) {
+  v1::ListPodSandboxRequest req;
+  *req.mutable_filter() = filter;
+  v1::ListPodSandboxResponse resp;
+  auto status = env.runtime().ListPodSandbox(Ctx().get(), req, &resp);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return resp;
+}
+
+grpc::Status ExecSync(PodEnv& env, const std::string& id, const std::vector<std::string>& cmd, int64_t timeout_s,
+                      v1::ExecSyncResponse* resp) {
+  v1::ExecSyncRequest req;
+  req.set_container_id(id);
+  for (const auto& c : cmd) {
+    req.add_cmd(c);
+  }
+  req.set_timeout(timeout_s);
+  return env.runtime().ExecSync(Ctx().get(), req, resp);
+}
+
+grpc::Status StopContainer(PodEnv& env, const std::string& id, int64_t timeout_s) {
+  v1::StopContainerRequest req;
+  req.set_container_id(id);
+  req.set_timeout(timeout_s);
+  v1::StopContainerResponse resp;
+  return env.runtime().StopContainer(Ctx().get(), req, &resp);
+}
+
+grpc::Status RemoveContainer(PodEnv& env, const std::string& id) {
+  v1::RemoveContainerRequest req;
+  req.set_container_id(id);
+  v1::RemoveContainerResponse resp;
+  return env.runtime().RemoveContainer(Ctx().get(), req, &resp);
+}
+
+// Creates and starts a container; the id, or a failure recorded in the test.
+std::string RunContainer(PodEnv& env, const std::string& pod_id, const v1::PodSandboxConfig& pod_config,
+                         const v1::ContainerConfig& config) {
+  auto id = env.CreateContainer(pod_id, config, pod_config);
+  if (!id.ok()) {
+    ADD_FAILURE() << config.metadata().name() << ": " << id.error().message();
+    return "";
+  }
+  if (auto started = env.StartContainer(*id); !started.ok()) {
+    ADD_FAILURE() << config.metadata().name() << ": " << started.error().message();
+  }
+  return *id;
+}
+
+TEST(PodLifecycle, RunInspectListStopRemoveIdempotent) {
+  auto env = MakeEnv();
+  ASSERT_TRUE(env);
+  HostTraces clean = env->Traces();
+  v1::PodSandboxConfig config = env->PodConfig("lifecycle");
+  (*config.mutable_annotations())["e2e/note"] = "kept as given";
+  auto id = env->RunPod(config);
+  ASSERT_TRUE(id.ok()) << id.error().message() << "\n" << env->chrysd().Output();
+  EXPECT_EQ(id->size(), 64U);
+
+  auto status = env->PodStatus(*id);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  EXPECT_EQ(status->state(), v1::SANDBOX_READY);
+  EXPECT_EQ(status->metadata().name(), "lifecycle");
+  EXPECT_EQ(status->annotations().at("e2e/note"), "kept as given");
+  EXPECT_GT(status->created_at(), 0);
+  std::string prefix = env->subnet().substr(0, env->subnet().rfind('.') + 1);
+  EXPECT_EQ(status->network().ip().rfind(prefix, 0), 0U) << status->network().ip() << " not in " << env->subnet();
+  pid_t vm = VmPid(*env, *id);
+  EXPECT_TRUE(ProcessAlive(vm)) << "verbose info names VMM pid " << vm;
+  EXPECT_TRUE(std::filesystem::exists("/run/netns/" + *id));
+
+  {
+    v1::PodSandboxFilter filter;
+    filter.set_id(id->substr(0, 10));
+    EXPECT_EQ(ListPods(*env, filter).items_size(), 1);
+    filter.Clear();
+    filter.mutable_state()->set_state(v1::SANDBOX_NOTREADY);
+    EXPECT_EQ(ListPods(*env, filter).items_size(), 0);
+    filter.Clear();
+    (*filter.mutable_label_selector())["pod"] = "lifecycle";
+    EXPECT_EQ(ListPods(*env, filter).items_size(), 1);
+    (*filter.mutable_label_selector())["pod"] = "other";
+    EXPECT_EQ(ListPods(*env, filter).items_size(), 0);
+  }
+
+  ASSERT_TRUE(env->StopPod(*id).ok());
+  ASSERT_TRUE(env->StopPod(*id).ok()) << "a second StopPodSandbox must succeed";
+  status = env->PodStatus(*id);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  EXPECT_EQ(status->state(), v1::SANDBOX_NOTREADY);
+  EXPECT_FALSE(ProcessAlive(vm)) << "VMM " << vm << " survived StopPodSandbox";
+  EXPECT_FALSE(std::filesystem::exists("/run/netns/" + *id));
+
+  ASSERT_TRUE(env->RemovePod(*id).ok());
+  ASSERT_TRUE(env->RemovePod(*id).ok()) << "a second RemovePodSandbox must succeed";
+  EXPECT_EQ(env->PodStatus(*id).error().code(), base::ErrorCode::kNotFound);
+  EXPECT_EQ(NewTraces(clean, env->Traces()), "");
+}
+
+// One pod, several containers: exit codes and reasons, both streams in the CRI log, a line over 16 KiB and the
+// output printed right before exit, ExecSync (output, exit code, timeout), StopContainer, RemoveContainer.
+TEST(ContainerLifecycle, ExitCodesLogsExecStopRemove) {
+  auto env = MakeEnv();
+  ASSERT_TRUE(env);
+  HostTraces clean = env->Traces();
+  v1::PodSandboxConfig pod_config = env->PodConfig("containers");
+  auto pod = env->RunPod(pod_config);
+  ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
+
+  auto ok_config = env->ContainerConfig("ok", {"/bin/sh", "-c", "echo hello out; echo hello err >&2; exit 0"});
+  auto fail_config = env->ContainerConfig("fail", {"/bin/sh", "-c", "echo failing; exit 3"});
+  // 20000 'x' then, with no pause before exit, a last line: both must be in the log when it is reported exited.
+  auto long_config = env->ContainerConfig(
+      "long", {"/bin/sh", "-c", "head -c 20000 /dev/zero | tr '\\000' x; echo; echo last words before exit"});
+  auto sleeper_config = env->ContainerConfig("sleeper", {"sleep", "3600"});
+  (*sleeper_config.mutable_labels())["role"] = "sleeper";
+
+  std::string ok = RunContainer(*env, *pod, pod_config, ok_config);
+  std::string fail = RunContainer(*env, *pod, pod_config, fail_config);
+  std::string longline = RunContainer(*env, *pod, pod_config, long_config);
+  std::string sleeper = RunContainer(*env, *pod, pod_config, sleeper_config);
+  ASSERT_FALSE(ok.empty() || fail.empty() || longline.empty() || sleeper.empty());
+
+  {
+    SCOPED_TRACE("exit 0");
+    auto st = env->WaitExited(ok);
+    ASSERT_TRUE(st.ok()) << st.error().message();
+    EXPECT_EQ(st->exit_code(), 0);
+    EXPECT_EQ(st->reason(), "Completed");
+    EXPECT_GT(st->started_at(), 0);
+    EXPECT_GE(st->finished_at(), st->started_at());
+    EXPECT_EQ(st->image().image(), env->image());
+    EXPECT_EQ(st->log_path(), env->LogPath(pod_config, ok_config));
+    auto lines = ReadCriLog(env->LogPath(pod_config, ok_config));
+    ASSERT_TRUE(lines.ok()) << lines.error().message();
+    EXPECT_EQ(JoinedLines(*lines, "stdout"), std::vector<std::string>{"hello out"});
+    EXPECT_EQ(JoinedLines(*lines, "stderr"), std::vector<std::string>{"hello err"});
+    for (const auto& line : *lines) {
+      // RFC 3339 with nanoseconds: 2024-01-02T03:04:05.123456789Z or with an offset.
+      EXPECT_GE(line.timestamp.size(), 20U) << line.timestamp;
+      EXPECT_EQ(line.timestamp[10], 'T') << line.timestamp;
+      EXPECT_NE(line.timestamp.find('.'), std::string::npos) << line.timestamp;
+    }
+  }
+  {
+    SCOPED_TRACE("exit 3");
+    auto st = env->WaitExited(fail);
+    ASSERT_TRUE(st.ok()) << st.error().message();
+    EXPECT_EQ(st->exit_code(), 3);
+    EXPECT_EQ(st->reason(), "Error");
+  }
+  {
+    SCOPED_TRACE("line over 16 KiB and output right before exit");
+    auto st = env->WaitExited(longline);
+    ASSERT_TRUE(st.ok()) << st.error().message();
+    EXPECT_EQ(st->exit_code(), 0);
+    // Read only after the exit was reported: the log must already be complete.
+    auto lines = ReadCriLog(env->LogPath(pod_config, long_config));
+    ASSERT_TRUE(lines.ok()) << lines.error().message();
+    auto joined = JoinedLines(*lines, "stdout");
+    ASSERT_EQ(joined.size(), 2U) << LogText(env->LogPath(pod_config, long_config)).substr(0, 400);
+    EXPECT_EQ(joined[0], std::string(20000, 'x'));
+    EXPECT_EQ(joined[1], "last words before exit");
+    int partial = 0;
+    for (const auto& line : *lines) {
+      EXPECT_LE(line.text.size(), 16U * 1024) << "a CRI log line longer than 16 KiB";
+      partial += line.tag == "P" ? 1 : 0;
+    }
+    EXPECT_GE(partial, 1) << "the 20000-byte line was not split with P";
+  }
+  {
+    SCOPED_TRACE("ExecSync");
+    ASSERT_TRUE(env->WaitRunning(sleeper).ok());
+    v1::ExecSyncResponse resp;
+    auto status = ExecSync(*env, sleeper, {"/bin/sh", "-c", "echo exec out; echo exec err >&2; exit 7"}, 30, &resp);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(resp.stdout(), "exec out\n");
+    EXPECT_EQ(resp.stderr(), "exec err\n");
+    EXPECT_EQ(resp.exit_code(), 7);
+    // The hostname the pod asked for is the container's.
+    status = ExecSync(*env, sleeper, {"hostname"}, 30, &resp);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(resp.stdout(), "containers\n");
+
+    auto start = Clock::now();
+    status = ExecSync(*env, sleeper, {"sleep", "60"}, 2, &resp);
+    auto took = Clock::now() - start;
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+    EXPECT_LT(took, std::chrono::seconds(30)) << "the 2 s ExecSync timeout was not honoured";
+  }
+  {
+    SCOPED_TRACE("ListContainers filters");
+    v1::ContainerFilter filter;
+    filter.set_pod_sandbox_id(*pod);
+    EXPECT_EQ(ListContainers(*env, filter).containers_size(), 4);
+    filter.Clear();
+    filter.mutable_state()->set_state(v1::CONTAINER_RUNNING);
+    auto running = ListContainers(*env, filter);
+    ASSERT_EQ(running.containers_size(), 1);
+    EXPECT_EQ(running.containers(0).id(), sleeper);
+    filter.Clear();
+    (*filter.mutable_label_selector())["role"] = "sleeper";
+    EXPECT_EQ(ListContainers(*env, filter).containers_size(), 1);
+    filter.Clear();
+    filter.set_id(ok.substr(0, 12));
+    EXPECT_EQ(ListContainers(*env, filter).containers_size(), 1);
+  }
+  {
+    SCOPED_TRACE("StopContainer and RemoveContainer, twice each");
+    auto status = StopContainer(*env, sleeper, 10);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    auto st = env->ContainerStatus(sleeper);
+    ASSERT_TRUE(st.ok()) << st.error().message();
+    EXPECT_EQ(st->state(), v1::CONTAINER_EXITED);
+    // sleep dies of the SIGTERM it was sent: 128 + 15.
+    EXPECT_EQ(st->exit_code(), 143);
+    status = StopContainer(*env, sleeper, 10);
+    EXPECT_TRUE(status.ok()) << "second StopContainer: " << status.error_message();
+    for (const auto& id : {ok, fail, longline, sleeper}) {
+      status = RemoveContainer(*env, id);
+      EXPECT_TRUE(status.ok()) << status.error_message();
+      status = RemoveContainer(*env, id);
+      EXPECT_TRUE(status.ok()) << "second RemoveContainer: " << status.error_message();
+      EXPECT_EQ(env->ContainerStatus(id).error().code(), base::ErrorCode::kNotFound);
+    }
+    EXPECT_EQ(ListContainers(*env, v1::ContainerFilter()).containers_size(), 0);
+  }
+  ASSERT_TRUE(env->StopPod(*pod).ok());
+  ASSERT_TRUE(env->RemovePod(*pod).ok());
+  EXPECT_EQ(NewTraces(clean, env->Traces()), "");
+}
+
+// Two containers of one pod share its network namespace (talk over 127.0.0.1), and volumes carry files both ways.
+TEST(ContainerLifecycle, LocalhostBetweenContainersAndVolumes) {
+  auto env = MakeEnv();
+  ASSERT_TRUE(env);
+  std::string volume = env->root() + "/volume";
+  std::string readonly = env->root() + "/readonly";
+  ASSERT_TRUE(base::MakeDirs(volume).ok());
+  ASSERT_TRUE(base::MakeDirs(readonly).ok());
+  ASSERT_TRUE(base::WriteFileAtomic(volume + "/from-host.txt", "written on the host\n").ok());
+  ASSERT_TRUE(base::WriteFileAtomic(readonly + "/config", "read-only config\n").ok());
+
+  v1::PodSandboxConfig pod_config = env->PodConfig("shared");
+  auto pod = env->RunPod(pod_config);
+  ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
+
+  auto server_config = env->ContainerConfig("server", {"/bin/sh", "-c", "echo pong-from-server | nc -l -p 8080"});
+  auto client_config = env->ContainerConfig(
+      "client", {"/bin/sh", "-c",
+                 "for i in $(seq 100); do if nc 127.0.0.1 8080 </dev/null; then exit 0; fi; sleep 0.2; done; exit 1"});
+  std::string server = RunContainer(*env, *pod, pod_config, server_config);
+  ASSERT_FALSE(server.empty());
+  std::string client = RunContainer(*env, *pod, pod_config, client_config);
+  ASSERT_FALSE(client.empty());
+  auto client_status = env->WaitExited(client, std::chrono::seconds(90));
+  ASSERT_TRUE(client_status.ok()) << client_status.error().message();
+  EXPECT_EQ(client_status->exit_code(), 0) << LogText(env->LogPath(pod_config, client_config));
+  EXPECT_TRUE(WaitForLogLine(env->LogPath(pod_config, client_config), "stdout", "pong-from-server"))
+      << LogText(env->LogPath(pod_config, client_config));
+
+  auto volume_config = env->ContainerConfig(
+      "volumes",
+      {"/bin/sh", "-c",
+       "cat /data/from-host.txt; echo written in the guest > /data/from-guest.txt; cat /config/config; "
+       "if echo x > /config/attempt 2>/dev/null; then echo READONLY-BROKEN; else echo readonly-refused; fi"});
+  auto* rw = volume_config.add_mounts();
+  rw->set_container_path("/data");
+  rw->set_host_path(volume);
+  auto* ro = volume_config.add_mounts();
+  ro->set_container_path("/config");
+  ro->set_host_path(readonly);
+  ro->set_readonly(true);
+  std::string volumes = RunContainer(*env, *pod, pod_config, volume_config);
+  ASSERT_FALSE(volumes.empty());
+  auto volume_status = env->WaitExited(volumes, std::chrono::seconds(60));
+  ASSERT_TRUE(volume_status.ok()) << volume_status.error().message();
+  EXPECT_EQ(volume_status->exit_code(), 0);
+  auto lines = ReadCriLog(env->LogPath(pod_config, volume_config));
+  ASSERT_TRUE(lines.ok()) << lines.error().message();
+  EXPECT_EQ(JoinedLines(*lines, "stdout"),
+            (std::vector<std::string>{"written on the host", "read-only config", "readonly-refused"}));
+  auto from_guest = base::ReadFile(volume + "/from-guest.txt");
+  ASSERT_TRUE(from_guest.ok()) << from_guest.error().message();
+  EXPECT_EQ(*from_guest, "written in the guest\n");
+  EXPECT_FALSE(std::filesystem::exists(readonly + "/attempt"));
+  bool has_mount = false;
+  for (const auto& m : volume_status->mounts()) {
+    has_mount |= m.container_path() == "/config" && m.host_path() == readonly && m.readonly();
+  }
+  EXPECT_TRUE(has_mount) << "ContainerStatus does not list the read-only mount";
+}
+
+// chrysd crashes, and later stops cleanly, while a pod runs: the pod and its container are still running, listed
+// and usable after each restart, on the same VM.
+TEST(ChrysdRestart, PodsKeepRunningAndStayUsable) {
+  auto env = MakeEnv();
+  ASSERT_TRUE(env);
+  HostTraces clean = env->Traces();
+  v1::PodSandboxConfig pod_config = env->PodConfig("survivor");
+  auto pod = env->RunPod(pod_config);
+  ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
+  auto config = env->ContainerConfig("ticker", {"/bin/sh", "-c", "echo started; exec sleep 3600"});
+  std::string container = RunContainer(*env, *pod, pod_config, config);
+  ASSERT_FALSE(container.empty());
+  ASSERT_TRUE(env->WaitRunning(container).ok());
+  pid_t vm = VmPid(*env, *pod);
+  ASSERT_TRUE(ProcessAlive(vm));
+
+  for (bool crash : {true, false}) {
+    SCOPED_TRACE(crash ? "after SIGKILL" : "after SIGTERM");
+    ASSERT_TRUE(env->Restart(crash).ok()) << env->chrysd().Output();
+    EXPECT_TRUE(ProcessAlive(vm)) << "the VM did not outlive chrysd";
+    auto pods = ListPods(*env, v1::PodSandboxFilter());
+    ASSERT_EQ(pods.items_size(), 1);
+    EXPECT_EQ(pods.items(0).id(), *pod);
+    EXPECT_EQ(pods.items(0).state(), v1::SANDBOX_READY);
+    EXPECT_EQ(VmPid(*env, *pod), vm);
+    auto containers = ListContainers(*env, v1::ContainerFilter());
+    ASSERT_EQ(containers.containers_size(), 1);
+    EXPECT_EQ(containers.containers(0).state(), v1::CONTAINER_RUNNING);
+    v1::ExecSyncResponse resp;
+    auto status = ExecSync(*env, container, {"echo", "still here"}, 30, &resp);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(resp.stdout(), "still here\n");
+    // A new container in the adopted pod works too.
+    auto extra_config = env->ContainerConfig(crash ? "after-crash" : "after-stop", {"echo", "new"});
+    std::string extra = RunContainer(*env, *pod, pod_config, extra_config);
+    ASSERT_FALSE(extra.empty());
+    auto st = env->WaitExited(extra);
+    ASSERT_TRUE(st.ok()) << st.error().message();
+    EXPECT_EQ(st->exit_code(), 0);
+  }
+  ASSERT_TRUE(env->StopPod(*pod).ok());
+  EXPECT_FALSE(ProcessAlive(vm));
+  ASSERT_TRUE(env->RemovePod(*pod).ok());
+  EXPECT_EQ(NewTraces(clean, env->Traces()), "");
+}
+
+// Ten pods started at once, each running a container: all ready with distinct addresses, all logs right, all gone
+// after a concurrent stop and remove.
+TEST(PodScale, TenPodsAtOnce) {
+  constexpr int kPods = 10;
+  auto env = MakeEnv();
+  ASSERT_TRUE(env);
+  HostTraces clean = env->Traces();
+  std::vector<v1::PodSandboxConfig> configs;
+  for (int i = 0; i < kPods; ++i) {
+    configs.push_back(env->PodConfig("many-" + std::to_string(i)));
+    ASSERT_TRUE(base::MakeDirs(configs.back().log_directory()).ok());
+  }
+  // RunPod touches the env's id set; each thread calls the stub directly and the ids are recorded afterwards.
+  std::vector<std::future<base::Result<std::string>>> runs;
+  for (int i = 0; i < kPods; ++i) {
+    runs.push_back(std::async(std::launch::async, [&env, &configs, i]() -> base::Result<std::string> {
+      v1::RunPodSandboxRequest req;
+      *req.mutable_config() = configs[i];
+      v1::RunPodSandboxResponse resp;
+      auto status = env->runtime().RunPodSandbox(Ctx(std::chrono::seconds(600)).get(), req, &resp);
+      if (!status.ok()) {
+        return cri::CriClient::CallError("RunPodSandbox " + configs[i].metadata().name(), status);
+      }
+      return resp.pod_sandbox_id();
+    }));
+  }
+  std::vector<std::string> ids;
+  for (auto& run : runs) {
+    auto id = run.get();
+    EXPECT_TRUE(id.ok()) << id.error().message();
+    if (id.ok()) {
+      ids.push_back(*id);
+    }
+  }
+  ASSERT_EQ(static_cast<int>(ids.size()), kPods) << env->chrysd().Output().substr(0, 20000);
+
+  std::set<std::string> ips;
+  for (const auto& id : ids) {
+    auto st = env->PodStatus(id);
+    ASSERT_TRUE(st.ok()) << st.error().message();
+    EXPECT_EQ(st->state(), v1::SANDBOX_READY);
+    ips.insert(st->network().ip());
+  }
+  EXPECT_EQ(static_cast<int>(ips.size()), kPods) << "pods share addresses";
+
+  std::vector<std::string> containers(kPods);
+  std::vector<v1::ContainerConfig> container_configs;
+  for (int i = 0; i < kPods; ++i) {
+    container_configs.push_back(env->ContainerConfig("echo", {"echo", "pod " + std::to_string(i)}));
+    containers[i] = RunContainer(*env, ids[i], configs[i], container_configs[i]);
+  }
+  for (int i = 0; i < kPods; ++i) {
+    if (containers[i].empty()) {
+      continue;
+    }
+    auto st = env->WaitExited(containers[i], std::chrono::seconds(120));
+    ASSERT_TRUE(st.ok()) << st.error().message();
+    EXPECT_EQ(st->exit_code(), 0);
+    auto lines = ReadCriLog(env->LogPath(configs[i], container_configs[i]));
+    ASSERT_TRUE(lines.ok()) << lines.error().message();
+    EXPECT_EQ(JoinedLines(*lines, "stdout"), std::vector<std::string>{"pod " + std::to_string(i)});
+  }
+
+  std::vector<std::future<std::string>> removals;
+  for (const auto& id : ids) {
+    removals.push_back(std::async(std::launch::async, [&env, id]() -> std::string {
+      v1::StopPodSandboxRequest stop;
+      stop.set_pod_sandbox_id(id);
+      v1::StopPodSandboxResponse stopped;
+      auto status = env->runtime().StopPodSandbox(Ctx().get(), stop, &stopped);
+      if (!status.ok()) {
+        return "stop " + id + ": " + status.error_message();
+      }
+      v1::RemovePodSandboxRequest remove;
+      remove.set_pod_sandbox_id(id);
+      v1::RemovePodSandboxResponse removed;
+      status = env->runtime().RemovePodSandbox(Ctx().get(), remove, &removed);
+      return status.ok() ? "" : "remove " + id + ": " + status.error_message();
+    }));
+  }
+  for (auto& removal : removals) {
+    EXPECT_EQ(removal.get(), "");
+  }
+  EXPECT_EQ(ListPods(*env, v1::PodSandboxFilter()).items_size(), 0);
+  EXPECT_EQ(NewTraces(clean, env->Traces()), "");
+}
+
+}  // namespace
+}  // namespace chrys::e2e
