@@ -1,5 +1,6 @@
 // chrysd: the Chrysalis CRI daemon. Parses flags and config, sets up logging, serves until SIGTERM/SIGINT.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <spdlog/spdlog.h>
 
 #include <cstring>
@@ -143,6 +144,11 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // VMMs double-fork away from us; as subreaper we still get their exit and the runtime reaps them by pidfd,
+  // so no zombie VMMs pile up where PID 1 does not reap.
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    spdlog::warn("cannot become child subreaper: {}", strerror(errno));
+  }
 
   chrys::cri::Daemon daemon(config);
   if (auto started = daemon.Start(); !started.ok()) {

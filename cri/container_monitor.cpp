@@ -9,7 +9,7 @@ namespace {
 constexpr auto kReadSlice = std::chrono::seconds(2);
 }  // namespace
 
-ContainerMonitor::ContainerMonitor(PodStore& pods, AgentPool& agents) : pods_(pods), agents_(agents) {}
+ContainerMonitor::ContainerMonitor(PodStore& pods, runtime::GrpcAgentConnector& agents) : pods_(pods), agents_(agents) {}
 
 ContainerMonitor::~ContainerMonitor() {
   std::map<std::string, std::unique_ptr<Watched>> all;

@@ -10,7 +10,7 @@
 #include <string>
 #include <thread>
 
-#include "cri/agent_pool.h"
+#include "runtime/grpc_agent_connector.h"
 #include "cri/container_log.h"
 #include "cri/pod_store.h"
 
@@ -18,7 +18,7 @@ namespace chrys::cri {
 
 class ContainerMonitor {
  public:
-  ContainerMonitor(PodStore& pods, AgentPool& agents);
+  ContainerMonitor(PodStore& pods, runtime::GrpcAgentConnector& agents);
   ~ContainerMonitor();
   ContainerMonitor(const ContainerMonitor&) = delete;
   ContainerMonitor& operator=(const ContainerMonitor&) = delete;
@@ -45,7 +45,7 @@ class ContainerMonitor {
   void RecordExit(const std::string& container_id, const runtime::agent::v1::ExitStatus& status);
 
   PodStore& pods_;
-  AgentPool& agents_;
+  runtime::GrpcAgentConnector& agents_;
   std::mutex mutex_;
   std::condition_variable exited_;
   std::map<std::string, std::unique_ptr<Watched>> watched_;

@@ -148,7 +148,7 @@ base::Status Daemon::OpenSandboxes() {
     auto resolved = runtime::ResolveQemuAccel(probe, kernel);
     options.ch_usable = resolved.ok() && *resolved == "kvm";
   }
-  agents_ = std::make_shared<AgentPool>();
+  agents_ = std::make_shared<runtime::GrpcAgentConnector>();
   options.agent = agents_;
   sandboxes_ = std::make_unique<runtime::SandboxManager>(options);
   auto report = sandboxes_->Recover();

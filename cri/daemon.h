@@ -53,7 +53,7 @@ class Daemon {
   std::unique_ptr<imagestore::ImageStore> images_;
   std::unique_ptr<netcni::PodNetworkManager> network_;
   std::optional<PodStore> pods_;
-  std::shared_ptr<AgentPool> agents_;
+  std::shared_ptr<runtime::GrpcAgentConnector> agents_;
   std::unique_ptr<runtime::SandboxManager> sandboxes_;
   runtime::RecoveryReport recovery_;
   std::unique_ptr<RuntimeServiceImpl> runtime_service_;

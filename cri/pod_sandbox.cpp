@@ -205,7 +205,7 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   }
 
   // Container volumes reach the guest through one virtio-fs share per pod.
-  pod.shared_dir = config_.run_dir + "/pods/" + pod.id + "/shared";
+  pod.shared_dir = config_.run_dir + "/pods/" + pod.id;
   CHRYS_RETURN_IF_ERROR(PrepareSharedDir(pod.shared_dir));
   rollback.Add([dir = pod.shared_dir] { ReleaseSharedDir(dir).ok(); });
 

@@ -5,7 +5,7 @@
 #include <mutex>
 #include <string>
 
-#include "cri/agent_pool.h"
+#include "runtime/grpc_agent_connector.h"
 #include "cri/config.h"
 #include "cri/container_monitor.h"
 #include "cri/pod_store.h"
@@ -27,7 +27,7 @@ struct RuntimeBackends {
   imagestore::ImageStore& images;
   netcni::PodNetworkManager& network;
   runtime::SandboxManager& sandboxes;
-  AgentPool& agents;
+  runtime::GrpcAgentConnector& agents;
 };
 
 class RuntimeServiceImpl final : public v1::RuntimeService::Service {

@@ -69,4 +69,24 @@ std::shared_ptr<agent::AgentClient> GrpcAgentConnector::Client(const std::string
   return it == clients_.end() ? nullptr : it->second;
 }
 
+Result<std::shared_ptr<agent::AgentClient>> GrpcAgentConnector::Get(const std::string& sandbox_id,
+                                                                    const AgentEndpoint& endpoint,
+                                                                    milliseconds timeout) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = clients_.find(sandbox_id);
+    if (it != clients_.end() && it->second->Healthy()) {
+      return it->second;
+    }
+  }
+  auto connected = agent::AgentClient::ConnectWhenReady(ToAgentEndpoint(endpoint), timeout, options_);
+  if (!connected.ok()) {
+    return connected.error().Wrap("agent of sandbox " + sandbox_id);
+  }
+  std::shared_ptr<agent::AgentClient> client(std::move(connected).value());
+  std::lock_guard<std::mutex> lock(mu_);
+  clients_[sandbox_id] = client;
+  return client;
+}
+
 }  // namespace chrys::runtime

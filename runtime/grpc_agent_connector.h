@@ -26,6 +26,10 @@ class GrpcAgentConnector : public AgentConnector {
 
   // The connected client of a ready sandbox (owned by the connector; valid until Forget).
   std::shared_ptr<agent::AgentClient> Client(const std::string& sandbox_id);
+  // The sandbox's client, dialling again (bounded by `timeout`) when there is none or the old connection broke,
+  // e.g. after chrysd restarted and adopted the VM.
+  base::Result<std::shared_ptr<agent::AgentClient>> Get(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                                        std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
  private:
   agent::AgentClientOptions options_;
