@@ -192,14 +192,19 @@ TEST(ContainerLifecycle, ExitCodesLogsExecStopRemove) {
   // 20000 'x' then, with no pause before exit, a last line: both must be in the log when it is reported exited.
   auto long_config = env->ContainerConfig(
       "long", {"/bin/sh", "-c", "head -c 20000 /dev/zero | tr '\\000' x; echo; echo last words before exit"});
-  auto sleeper_config = env->ContainerConfig("sleeper", {"sleep", "3600"});
+  // PID 1 of a container gets no default signal handling: the sleeper traps SIGTERM and says so right before it
+  // exits; the stubborn one ignores it and must be killed when the stop timeout ends.
+  auto sleeper_config = env->ContainerConfig(
+      "sleeper", {"/bin/sh", "-c", "trap 'echo got TERM; exit 42' TERM; while :; do sleep 0.2; done"});
   (*sleeper_config.mutable_labels())["role"] = "sleeper";
+  auto stubborn_config = env->ContainerConfig("stubborn", {"sleep", "3600"});
 
   std::string ok = RunContainer(*env, *pod, pod_config, ok_config);
   std::string fail = RunContainer(*env, *pod, pod_config, fail_config);
   std::string longline = RunContainer(*env, *pod, pod_config, long_config);
   std::string sleeper = RunContainer(*env, *pod, pod_config, sleeper_config);
-  ASSERT_FALSE(ok.empty() || fail.empty() || longline.empty() || sleeper.empty());
+  std::string stubborn = RunContainer(*env, *pod, pod_config, stubborn_config);
+  ASSERT_FALSE(ok.empty() || fail.empty() || longline.empty() || sleeper.empty() || stubborn.empty());
 
   {
     SCOPED_TRACE("exit 0");
@@ -272,12 +277,15 @@ TEST(ContainerLifecycle, ExitCodesLogsExecStopRemove) {
     SCOPED_TRACE("ListContainers filters");
     v1::ContainerFilter filter;
     filter.set_pod_sandbox_id(*pod);
-    EXPECT_EQ(ListContainers(*env, filter).containers_size(), 4);
+    EXPECT_EQ(ListContainers(*env, filter).containers_size(), 5);
     filter.Clear();
     filter.mutable_state()->set_state(v1::CONTAINER_RUNNING);
     auto running = ListContainers(*env, filter);
-    ASSERT_EQ(running.containers_size(), 1);
-    EXPECT_EQ(running.containers(0).id(), sleeper);
+    std::set<std::string> running_ids;
+    for (const auto& c : running.containers()) {
+      running_ids.insert(c.id());
+    }
+    EXPECT_EQ(running_ids, (std::set<std::string>{sleeper, stubborn}));
     filter.Clear();
     (*filter.mutable_label_selector())["role"] = "sleeper";
     EXPECT_EQ(ListContainers(*env, filter).containers_size(), 1);
@@ -287,16 +295,30 @@ TEST(ContainerLifecycle, ExitCodesLogsExecStopRemove) {
   }
   {
     SCOPED_TRACE("StopContainer and RemoveContainer, twice each");
-    auto status = StopContainer(*env, sleeper, 10);
+    auto status = StopContainer(*env, sleeper, 30);
     ASSERT_TRUE(status.ok()) << status.error_message();
     auto st = env->ContainerStatus(sleeper);
     ASSERT_TRUE(st.ok()) << st.error().message();
     EXPECT_EQ(st->state(), v1::CONTAINER_EXITED);
-    // sleep dies of the SIGTERM it was sent: 128 + 15.
-    EXPECT_EQ(st->exit_code(), 143);
+    EXPECT_EQ(st->exit_code(), 42) << "the trap's exit code";
+    // Its last words, printed as it handled the signal, are in the log once it is reported exited.
+    auto lines = ReadCriLog(env->LogPath(pod_config, sleeper_config));
+    ASSERT_TRUE(lines.ok()) << lines.error().message();
+    EXPECT_EQ(JoinedLines(*lines, "stdout"), std::vector<std::string>{"got TERM"});
     status = StopContainer(*env, sleeper, 10);
     EXPECT_TRUE(status.ok()) << "second StopContainer: " << status.error_message();
-    for (const auto& id : {ok, fail, longline, sleeper}) {
+
+    // SIGTERM is ignored by a PID 1 without a handler: SIGKILL must follow when the 2 s timeout ends.
+    auto start = Clock::now();
+    status = StopContainer(*env, stubborn, 2);
+    auto took = Clock::now() - start;
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    st = env->ContainerStatus(stubborn);
+    ASSERT_TRUE(st.ok()) << st.error().message();
+    EXPECT_EQ(st->state(), v1::CONTAINER_EXITED);
+    EXPECT_EQ(st->exit_code(), 137);
+    EXPECT_LT(took, std::chrono::seconds(30)) << "the 2 s stop timeout was not honoured";
+    for (const auto& id : {ok, fail, longline, sleeper, stubborn}) {
       status = RemoveContainer(*env, id);
       EXPECT_TRUE(status.ok()) << status.error_message();
       status = RemoveContainer(*env, id);
@@ -396,7 +418,9 @@ TEST(ChrysdRestart, PodsKeepRunningAndStayUsable) {
     EXPECT_EQ(pods.items(0).id(), *pod);
     EXPECT_EQ(pods.items(0).state(), v1::SANDBOX_READY);
     EXPECT_EQ(VmPid(*env, *pod), vm);
-    auto containers = ListContainers(*env, v1::ContainerFilter());
+    v1::ContainerFilter filter;
+    filter.set_id(container);
+    auto containers = ListContainers(*env, filter);
     ASSERT_EQ(containers.containers_size(), 1);
     EXPECT_EQ(containers.containers(0).state(), v1::CONTAINER_RUNNING);
     v1::ExecSyncResponse resp;

@@ -145,9 +145,13 @@ base::Status PodEnv::Init(std::vector<std::string> extra_chrysd_args) {
   (void)RunQuiet({"ip", "link", "del", bridge_});
   CHRYS_RETURN_IF_ERROR(WriteCniConfig());
 
-  std::vector<std::string> args = {"--set", "cni.conf_dir=" + root_ + "/cni",
-                                   "--set", "vmm.guest_dir=" + std::string(CHRYS_GUEST_IMAGE_DIR),
-                                   "--set", "vmm.accel=tcg"};
+  // VM sockets live under <run dir>/sandboxes/<64-char id>/: the run dir must be short for unix socket paths.
+  run_dir_ = "/run/chrys-pods-" + std::to_string(slot_);
+  (void)base::RemoveTree(run_dir_);
+  std::vector<std::string> args = {"--run-dir", run_dir_,
+                                   "--set",     "cni.conf_dir=" + root_ + "/cni",
+                                   "--set",     "vmm.guest_dir=" + std::string(CHRYS_GUEST_IMAGE_DIR),
+                                   "--set",     "vmm.accel=tcg"};
   args.insert(args.end(), extra_chrysd_args.begin(), extra_chrysd_args.end());
   chrysd_ = std::make_unique<ChrysdProcess>(std::move(args));
   if (!chrysd_->Start(std::chrono::seconds(30))) {
@@ -244,11 +248,15 @@ PodEnv::~PodEnv() {
       v1::RemovePodSandboxResponse removed;
       (void)runtime_->RemovePodSandbox(Ctx(std::chrono::seconds(60)).get(), remove, &removed);
     }
+    // Our channels go first: chrysd's graceful stop waits for connected clients up to its grace period.
+    runtime_.reset();
+    images_.reset();
+    client_.reset();
     chrysd_->Stop();
   }
   // Safety net for a failed test: VMs outlive chrysd by design, so anything of ours still running goes now.
-  if (chrysd_) {
-    for (pid_t pid : VmmProcessesMentioning(chrysd_->dir())) {
+  if (!run_dir_.empty()) {
+    for (pid_t pid : VmmProcessesMentioning(run_dir_ + "/")) {
       ::kill(pid, SIGKILL);
     }
   }
@@ -263,6 +271,9 @@ PodEnv::~PodEnv() {
   chrysd_.reset();
   if (!root_.empty()) {
     (void)base::RemoveTree(root_);
+  }
+  if (!run_dir_.empty()) {
+    (void)base::RemoveTree(run_dir_);
   }
 }
 
@@ -323,6 +334,7 @@ base::Result<std::string> PodEnv::RunPod(const v1::PodSandboxConfig& config, con
   if (!status.ok()) {
     return cri::CriClient::CallError("RunPodSandbox", status);
   }
+  std::lock_guard<std::mutex> lock(pod_ids_mutex_);
   pod_ids_.insert(resp.pod_sandbox_id());
   return resp.pod_sandbox_id();
 }
@@ -428,6 +440,7 @@ base::Status PodEnv::RemovePod(const std::string& id) {
   if (!status.ok()) {
     return cri::CriClient::CallError("RemovePodSandbox", status);
   }
+  std::lock_guard<std::mutex> lock(pod_ids_mutex_);
   pod_ids_.erase(id);
   return base::Status::Ok();
 }
@@ -438,12 +451,12 @@ HostTraces PodEnv::Traces() const {
   for (const auto& entry : fs::directory_iterator("/run/netns", ec)) {
     traces.netns.insert(entry.path().filename());
   }
-  traces.vmm_pids = VmmProcessesMentioning(chrysd_->dir());
+  traces.vmm_pids = VmmProcessesMentioning(run_dir_ + "/");
   auto state = RegularFiles(chrysd_->state_dir() + "/state", "state/");
   traces.records.insert(state.begin(), state.end());
   auto sandboxes = RegularFiles(chrysd_->state_dir() + "/sandboxes", "sandboxes/");
   traces.records.insert(sandboxes.begin(), sandboxes.end());
-  auto run = RegularFiles(chrysd_->dir() + "/run/sandboxes", "run/sandboxes/");
+  auto run = RegularFiles(run_dir_ + "/sandboxes", "run/sandboxes/");
   traces.records.insert(run.begin(), run.end());
   return traces;
 }

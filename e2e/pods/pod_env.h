@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -59,7 +60,7 @@ class PodEnv {
   // A container config running `args` in the test image, logging to <name>.log.
   v1::ContainerConfig ContainerConfig(const std::string& name, const std::vector<std::string>& args) const;
 
-  // RunPodSandbox; the id is remembered so teardown removes it even when a test fails half-way.
+  // RunPodSandbox; the id is remembered so teardown removes it even when a test fails half-way. Thread-safe.
   base::Result<std::string> RunPod(const v1::PodSandboxConfig& config, const std::string& handler = "");
   base::Result<std::string> CreateContainer(const std::string& pod_id, const v1::ContainerConfig& config,
                                             const v1::PodSandboxConfig& pod_config);
@@ -93,11 +94,13 @@ class PodEnv {
   int slot_ = -1;
   std::string bridge_;
   std::string subnet_;
+  std::string run_dir_;  // chrysd's --run-dir, short enough for VM socket paths
   std::string image_ref_ = "localhost/chrys-e2e/busybox:1";
   std::unique_ptr<ChrysdProcess> chrysd_;
   std::unique_ptr<cri::CriClient> client_;
   std::unique_ptr<v1::RuntimeService::Stub> runtime_;
   std::unique_ptr<v1::ImageService::Stub> images_;
+  std::mutex pod_ids_mutex_;  // RunPod may be called from several threads at once
   std::set<std::string> pod_ids_;
 };
 

@@ -1,0 +1,539 @@
+// pod_bench: pods through chrysd's CRI socket beside a bare QEMU boot of the same guest, in the same run.
+//   - RunPodSandbox → first container running → its first log line, for pods one after another (kept running) and
+//     for pods started all at once; the peer is qemu-system-x86_64 booting the same kernel + initramfs with the
+//     same accelerator, vCPUs and memory to the agent's "ready" line on the serial console (one after another,
+//     interleaved with the pods, and all at once).
+//   - chrysd's RSS with the serial pods running, beside its RSS with no pod.
+//   - p50/p99 of ListContainers, ContainerStatus and ListPodSandbox with those pods × containers per pod.
+// Prints a table and one JSON line. Flags: --serial N --parallel N --containers N --rpc-iterations N --bare-every N
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/file_util.h"
+#include "e2e/fixtures/child_process.h"
+#include "e2e/pods/pod_env.h"
+
+namespace chrys::e2e {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+
+struct Options {
+  int serial = 20;
+  int parallel = 10;
+  int containers = 3;
+  int rpc_iterations = 1000;
+  int bare_every = 5;  // one bare boot before every Nth serial pod
+};
+
+double Ms(Clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+double Us(Clock::duration d) {
+  return std::chrono::duration<double, std::micro>(d).count();
+}
+
+double Percentile(std::vector<double> values, double p) {
+  if (values.empty()) {
+    return 0;
+  }
+  std::sort(values.begin(), values.end());
+  size_t index = static_cast<size_t>(std::ceil(p * static_cast<double>(values.size()))) - 1;
+  return values[std::min(index, values.size() - 1)];
+}
+
+double Median(const std::vector<double>& values) {
+  return Percentile(values, 0.5);
+}
+double Max(const std::vector<double>& values) {
+  return values.empty() ? 0 : *std::max_element(values.begin(), values.end());
+}
+
+long StatusKib(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) == 0) {
+      return std::strtol(line.c_str() + key.size() + 1, nullptr, 10);
+    }
+  }
+  return -1;
+}
+
+std::vector<std::string> Cmdline(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::vector<std::string> out;
+  std::string arg;
+  while (std::getline(in, arg, '\0')) {
+    out.push_back(arg);
+  }
+  return out;
+}
+
+std::string ArgAfter(const std::vector<std::string>& argv, const std::string& flag) {
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == flag) {
+      return argv[i + 1];
+    }
+  }
+  return "";
+}
+
+// Usage errors only: past that point failures are values, so the environment tears its pods down.
+[[noreturn]] void Die(const std::string& message) {
+  std::fprintf(stderr, "pod_bench: %s\n", message.c_str());
+  std::exit(2);
+}
+
+// The VM shape of a pod, read from its VMM's command line, so the bare boot matches it.
+struct VmShape {
+  std::string machine = "q35,accel=tcg";
+  std::string cpu = "max";
+  std::string smp = "1";
+  std::string memory = "256M";
+};
+
+// Bare QEMU: the guest's kernel, initramfs and command line, the pod VM's machine/cpu/smp/memory, the agent's
+// virtio-serial port; no NIC, no disks, no chrysd. Time from launch to the agent's ready line on the console.
+class BareBoot {
+ public:
+  BareBoot(std::string guest_dir, VmShape shape, std::string work_dir)
+      : guest_dir_(std::move(guest_dir)), shape_(std::move(shape)), work_dir_(std::move(work_dir)) {}
+
+  base::Status Load() {
+    CHRYS_ASSIGN_OR_RETURN(std::string text, base::ReadFile(guest_dir_ + "/manifest.json"));
+    auto manifest = json::parse(text, nullptr, false);
+    if (!manifest.is_object() || !manifest.contains("kernel") || !manifest.contains("initramfs")) {
+      return base::InvalidArgument(guest_dir_ + "/manifest.json names no kernel and initramfs");
+    }
+    kernel_ = guest_dir_ + "/" + manifest["kernel"].value("file", "vmlinuz");
+    initramfs_ = guest_dir_ + "/" + manifest["initramfs"].value("file", "");
+    cmdline_ = manifest.value("cmdline", "console=ttyS0");
+    return base::Status::Ok();
+  }
+
+  // Starts `count` VMs at once; returns each one's launch → marker time in ms (bounded by `timeout`).
+  base::Result<std::vector<double>> Run(int count, std::chrono::seconds timeout = std::chrono::seconds(300)) {
+    std::vector<ChildProcess> vms;
+    std::vector<std::string> consoles;
+    std::vector<Clock::time_point> started;
+    for (int i = 0; i < count; ++i) {
+      std::string tag = std::to_string(round_) + "-" + std::to_string(i);
+      std::string console = work_dir_ + "/bare-" + tag + ".console";
+      (void)base::RemoveFileIfExists(console);
+      std::vector<std::string> argv = {
+          "qemu-system-x86_64",
+          "-machine",
+          shape_.machine,
+          "-cpu",
+          shape_.cpu,
+          "-smp",
+          shape_.smp,
+          "-m",
+          shape_.memory,
+          "-nodefaults",
+          "-no-user-config",
+          "-nographic",
+          "-no-reboot",
+          "-chardev",
+          "file,id=console,path=" + console,
+          "-serial",
+          "chardev:console",
+          "-kernel",
+          kernel_,
+          "-initrd",
+          initramfs_,
+          "-append",
+          cmdline_,
+          "-device",
+          "virtio-rng-pci",
+          "-device",
+          "virtio-serial-pci,id=vser0",
+          "-chardev",
+          "socket,id=agent,path=" + work_dir_ + "/bare-" + tag + ".sock,server=on,wait=off",
+          "-device",
+          "virtserialport,bus=vser0.0,chardev=agent,name=chrys.agent"};
+      started.push_back(Clock::now());
+      CHRYS_ASSIGN_OR_RETURN(ChildProcess vm, ChildProcess::Start(argv, work_dir_ + "/bare-" + tag + ".log"));
+      vms.push_back(std::move(vm));
+      consoles.push_back(console);
+    }
+    ++round_;
+    std::vector<double> ms(count, -1);
+    auto deadline = Clock::now() + timeout;
+    int left = count;
+    while (left > 0 && Clock::now() < deadline) {
+      for (int i = 0; i < count; ++i) {
+        if (ms[i] >= 0) {
+          continue;
+        }
+        auto text = base::ReadFile(consoles[i]);
+        if (text.ok() && text->find(kMarker) != std::string::npos) {
+          ms[i] = Ms(Clock::now() - started[i]);
+          --left;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    for (auto& vm : vms) {
+      vm.Stop(std::chrono::seconds(2));
+    }
+    if (left > 0) {
+      return base::DeadlineExceeded(std::to_string(left) + " bare VMs never printed '" + kMarker + "'");
+    }
+    return ms;
+  }
+
+  static constexpr const char* kMarker = "chrys-agent info: ready";
+
+ private:
+  std::string guest_dir_;
+  VmShape shape_;
+  std::string work_dir_;
+  std::string kernel_;
+  std::string initramfs_;
+  std::string cmdline_;
+  int round_ = 0;
+};
+
+struct PodTiming {
+  std::string pod_id;
+  std::vector<std::string> container_ids;
+  double ready_ms = 0;    // RunPodSandbox returned
+  double running_ms = 0;  // first container RUNNING
+  double log_ms = 0;      // its first log line in the CRI log file
+};
+
+bool LogHasLine(const std::string& path, const std::string& text) {
+  auto content = base::ReadFile(path, 1 << 20);
+  return content.ok() && content->find(" F " + text + "\n") != std::string::npos;
+}
+
+// One pod's critical path, timed from the RunPodSandbox call; extra containers are added after the clock stops.
+// `pod_id` is set as soon as the pod exists, so a failure later still lets the caller remove it.
+base::Result<PodTiming> RunOnePod(PodEnv& env, const std::string& name, int containers, std::string* pod_id) {
+  PodTiming t;
+  v1::PodSandboxConfig pod_config = env.PodConfig(name);
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(pod_config.log_directory()));
+  auto start = Clock::now();
+  CHRYS_ASSIGN_OR_RETURN(t.pod_id, env.RunPod(pod_config));
+  *pod_id = t.pod_id;
+  t.ready_ms = Ms(Clock::now() - start);
+  auto first = env.ContainerConfig("first", {"/bin/sh", "-c", "echo first-line; exec sleep 100000"});
+  CHRYS_ASSIGN_OR_RETURN(std::string id, env.CreateContainer(t.pod_id, first, pod_config));
+  CHRYS_RETURN_IF_ERROR(env.StartContainer(id));
+  t.container_ids.push_back(id);
+  auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (true) {
+    CHRYS_ASSIGN_OR_RETURN(v1::ContainerStatus st, env.ContainerStatus(id));
+    if (st.state() == v1::CONTAINER_RUNNING) {
+      break;
+    }
+    if (st.state() == v1::CONTAINER_EXITED || Clock::now() > deadline) {
+      return base::Internal(name + ": the first container never ran");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  t.running_ms = Ms(Clock::now() - start);
+  std::string log = env.LogPath(pod_config, first);
+  while (!LogHasLine(log, "first-line")) {
+    if (Clock::now() > deadline) {
+      return base::Internal(name + ": no first log line in " + log);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  t.log_ms = Ms(Clock::now() - start);
+  for (int c = 1; c < containers; ++c) {
+    auto extra = env.ContainerConfig("extra-" + std::to_string(c), {"sleep", "100000"});
+    CHRYS_ASSIGN_OR_RETURN(std::string extra_id, env.CreateContainer(t.pod_id, extra, pod_config));
+    CHRYS_RETURN_IF_ERROR(env.StartContainer(extra_id));
+    t.container_ids.push_back(extra_id);
+  }
+  return t;
+}
+
+void RemovePods(PodEnv& env, const std::vector<std::string>& ids) {
+  std::vector<std::future<void>> removals;
+  for (const auto& pod_id : ids) {
+    if (pod_id.empty()) {
+      continue;
+    }
+    removals.push_back(std::async(std::launch::async, [&env, id = pod_id] {
+      (void)env.StopPod(id);
+      (void)env.RemovePod(id);
+    }));
+  }
+  for (auto& r : removals) {
+    r.get();
+  }
+}
+
+pid_t VmPidOf(PodEnv& env, const std::string& pod_id) {
+  v1::PodSandboxStatusRequest req;
+  req.set_pod_sandbox_id(pod_id);
+  req.set_verbose(true);
+  v1::PodSandboxStatusResponse resp;
+  if (!env.runtime().PodSandboxStatus(Ctx().get(), req, &resp).ok() || !resp.info().contains("info")) {
+    return -1;
+  }
+  auto info = json::parse(resp.info().at("info"), nullptr, false);
+  return info.contains("vm") ? info["vm"].value("pid", -1) : -1;
+}
+
+// Latency of one RPC repeated `n` times, in µs.
+template <typename Call>
+base::Result<std::vector<double>> TimeRpc(const std::string& name, int n, Call call) {
+  std::vector<double> us;
+  us.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    auto start = Clock::now();
+    if (!call(i)) {
+      return base::Internal(name + " failed or answered wrongly during the latency run");
+    }
+    us.push_back(Us(Clock::now() - start));
+  }
+  return us;
+}
+
+int ParseCount(const char* flag, const char* value) {
+  char* end = nullptr;
+  long n = std::strtol(value, &end, 10);
+  if (*end != '\0' || n < 1 || n > 1000000) {
+    Die(std::string(flag) + " takes a positive number, got '" + value + "'");
+  }
+  return static_cast<int>(n);
+}
+
+base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods);
+
+int Main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto next = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        Die(arg + " needs a value");
+      }
+      return argv[++i];
+    };
+    if (arg == "--serial") {
+      o.serial = ParseCount("--serial", next());
+    } else if (arg == "--parallel") {
+      o.parallel = ParseCount("--parallel", next());
+    } else if (arg == "--containers") {
+      o.containers = ParseCount("--containers", next());
+    } else if (arg == "--rpc-iterations") {
+      o.rpc_iterations = ParseCount("--rpc-iterations", next());
+    } else if (arg == "--bare-every") {
+      o.bare_every = ParseCount("--bare-every", next());
+    } else {
+      std::fprintf(stderr,
+                   "usage: pod_bench [--serial N (20)] [--parallel N (10)] [--containers N per serial pod (3)]\n"
+                   "                 [--rpc-iterations N (1000)] [--bare-every N serial pods (5)]\n");
+      return 2;
+    }
+  }
+
+  auto env = PodEnv::Create();
+  if (!env.ok()) {
+    std::fprintf(stderr, "pod_bench: environment: %s\n", env.error().message().c_str());
+    return 1;
+  }
+  std::vector<std::string> pods;  // every pod made, removed on the way out whatever happened
+  base::Status done = Bench(o, **env, pods);
+  RemovePods(**env, pods);
+  if (!done.ok()) {
+    std::fprintf(stderr, "pod_bench: %s\n", done.error().message().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods) {
+  pid_t chrysd = env.chrysd().pid();
+  long idle_rss = StatusKib(chrysd, "VmRSS");
+  std::string work = env.root() + "/bench";
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(work));
+
+  // --- pods one after another, kept running; a bare boot before every Nth, under the same background ---
+  std::vector<PodTiming> serial;
+  std::vector<double> bare_serial;
+  std::unique_ptr<BareBoot> bare;
+  for (int i = 0; i < o.serial; ++i) {
+    if (bare && i % o.bare_every == 0) {
+      CHRYS_ASSIGN_OR_RETURN(std::vector<double> one, bare->Run(1));
+      bare_serial.push_back(one[0]);
+    }
+    pods.emplace_back();
+    CHRYS_ASSIGN_OR_RETURN(PodTiming timing, RunOnePod(env, "serial-" + std::to_string(i), o.containers, &pods.back()));
+    serial.push_back(std::move(timing));
+    std::fprintf(stderr, "serial pod %d: ready %.0f ms, running %.0f ms, first log line %.0f ms\n", i,
+                 serial.back().ready_ms, serial.back().running_ms, serial.back().log_ms);
+    if (!bare) {
+      // The first pod tells the VM shape; its first bare boot follows it directly.
+      VmShape shape;
+      auto vm_argv = Cmdline(VmPidOf(env, serial[0].pod_id));
+      for (auto [flag, field] : {std::pair{"-machine", &shape.machine}, std::pair{"-cpu", &shape.cpu},
+                                 std::pair{"-smp", &shape.smp}, std::pair{"-m", &shape.memory}}) {
+        if (std::string v = ArgAfter(vm_argv, flag); !v.empty()) {
+          *field = v;
+        }
+      }
+      bare = std::make_unique<BareBoot>(CHRYS_GUEST_IMAGE_DIR, shape, work);
+      CHRYS_RETURN_IF_ERROR(bare->Load());
+      CHRYS_ASSIGN_OR_RETURN(std::vector<double> one, bare->Run(1));
+      bare_serial.push_back(one[0]);
+      std::fprintf(stderr, "bare boot (%s, -cpu %s, -smp %s, -m %s): %.0f ms\n", shape.machine.c_str(),
+                   shape.cpu.c_str(), shape.smp.c_str(), shape.memory.c_str(), bare_serial.back());
+    }
+  }
+  long pods_rss = StatusKib(chrysd, "VmRSS");
+  long pods_hwm = StatusKib(chrysd, "VmHWM");
+
+  // --- RPC latency with serial × containers ---
+  std::vector<std::string> all_containers;
+  for (const auto& p : serial) {
+    all_containers.insert(all_containers.end(), p.container_ids.begin(), p.container_ids.end());
+  }
+  auto& rt = env.runtime();
+  CHRYS_ASSIGN_OR_RETURN(auto list_containers, TimeRpc("ListContainers", o.rpc_iterations, [&](int) {
+                           v1::ListContainersResponse resp;
+                           grpc::ClientContext ctx;
+                           return rt.ListContainers(&ctx, v1::ListContainersRequest(), &resp).ok() &&
+                                  resp.containers_size() == static_cast<int>(all_containers.size());
+                         }));
+  CHRYS_ASSIGN_OR_RETURN(auto container_status, TimeRpc("ContainerStatus", o.rpc_iterations, [&](int i) {
+                           v1::ContainerStatusRequest req;
+                           req.set_container_id(all_containers[i % all_containers.size()]);
+                           v1::ContainerStatusResponse resp;
+                           grpc::ClientContext ctx;
+                           return rt.ContainerStatus(&ctx, req, &resp).ok();
+                         }));
+  CHRYS_ASSIGN_OR_RETURN(auto list_pods, TimeRpc("ListPodSandbox", o.rpc_iterations, [&](int) {
+                           v1::ListPodSandboxResponse resp;
+                           grpc::ClientContext ctx;
+                           return rt.ListPodSandbox(&ctx, v1::ListPodSandboxRequest(), &resp).ok() &&
+                                  resp.items_size() == static_cast<int>(serial.size());
+                         }));
+  RemovePods(env, pods);
+  pods.clear();
+
+  // --- pods all at once, then bare VMs all at once ---
+  auto parallel_start = Clock::now();
+  std::vector<std::future<base::Result<PodTiming>>> runs;
+  std::vector<std::string> parallel_ids(o.parallel);
+  for (int i = 0; i < o.parallel; ++i) {
+    runs.push_back(std::async(std::launch::async, [&env, &parallel_ids, i] {
+      return RunOnePod(env, "parallel-" + std::to_string(i), 1, &parallel_ids[i]);
+    }));
+  }
+  std::vector<PodTiming> parallel;
+  base::Status parallel_status = base::Status::Ok();
+  for (auto& r : runs) {
+    auto timing = r.get();
+    if (timing.ok()) {
+      parallel.push_back(std::move(timing).value());
+    } else if (parallel_status.ok()) {
+      parallel_status = timing.error();
+    }
+  }
+  double parallel_wall = Ms(Clock::now() - parallel_start);
+  pods = parallel_ids;
+  CHRYS_RETURN_IF_ERROR(parallel_status);
+  RemovePods(env, pods);
+  pods.clear();
+  auto bare_parallel_start = Clock::now();
+  CHRYS_ASSIGN_OR_RETURN(std::vector<double> bare_parallel, bare->Run(o.parallel));
+  double bare_parallel_wall = Ms(Clock::now() - bare_parallel_start);
+
+  auto column = [](const std::vector<PodTiming>& timings, double PodTiming::*field) {
+    std::vector<double> out;
+    for (const auto& p : timings) {
+      out.push_back(p.*field);
+    }
+    return out;
+  };
+  auto s_ready = column(serial, &PodTiming::ready_ms);
+  auto s_running = column(serial, &PodTiming::running_ms);
+  auto s_log = column(serial, &PodTiming::log_ms);
+  auto p_log = column(parallel, &PodTiming::log_ms);
+  double bare_median = Median(bare_serial);
+
+  std::printf(
+      "\npod_bench: %d pods one after another (kept running), %d at once; accel from the pod VM's command "
+      "line; bare = qemu-system-x86_64 to '%s'\n\n",
+      o.serial, o.parallel, BareBoot::kMarker);
+  std::printf("%-52s %12s %12s %8s %10s\n", "metric", "chrysalis", "bare qemu", "ratio", "delta");
+  auto row = [](const char* name, double ours, double peer) {
+    std::printf("%-52s %12.0f %12.0f %8.2f %10.0f\n", name, ours, peer, peer > 0 ? ours / peer : 0, ours - peer);
+  };
+  row("serial: RunPodSandbox returned, p50 (ms)", Median(s_ready), bare_median);
+  row("serial: first container running, p50 (ms)", Median(s_running), bare_median);
+  row("serial: first log line, p50 (ms)", Median(s_log), bare_median);
+  row("serial: first log line, max (ms)", Max(s_log), Max(bare_serial));
+  row("at once: first log line, p50 (ms)", Median(p_log), Median(bare_parallel));
+  row("at once: first log line, max (ms)", Max(p_log), Max(bare_parallel));
+  row("at once: wall time, all pods (ms)", parallel_wall, bare_parallel_wall);
+  std::printf("\n%-52s %12s %12s\n", "memory", "with pods", "no pods");
+  std::printf("%-52s %12.1f %12.1f\n", ("chrysd VmRSS with " + std::to_string(o.serial) + " pods (MiB)").c_str(),
+              pods_rss / 1024.0, idle_rss / 1024.0);
+  std::printf("%-52s %12.1f %12s\n", "chrysd VmHWM (MiB)", pods_hwm / 1024.0, "-");
+  std::printf(
+      "\n%-52s %12s %12s\n",
+      ("RPC latency, " + std::to_string(o.serial) + " pods x " + std::to_string(o.containers) + " containers").c_str(),
+      "p50 (us)", "p99 (us)");
+  std::printf("%-52s %12.0f %12.0f\n", "ListContainers", Percentile(list_containers, 0.5),
+              Percentile(list_containers, 0.99));
+  std::printf("%-52s %12.0f %12.0f\n", "ContainerStatus", Percentile(container_status, 0.5),
+              Percentile(container_status, 0.99));
+  std::printf("%-52s %12.0f %12.0f\n", "ListPodSandbox", Percentile(list_pods, 0.5), Percentile(list_pods, 0.99));
+
+  json out = {
+      {"bench", "pod_bench"},
+      {"serial_pods", o.serial},
+      {"parallel_pods", o.parallel},
+      {"containers_per_pod", o.containers},
+      {"serial_ready_ms", s_ready},
+      {"serial_running_ms", s_running},
+      {"serial_first_log_ms", s_log},
+      {"bare_serial_ms", bare_serial},
+      {"serial_first_log_p50_ms", Median(s_log)},
+      {"bare_p50_ms", bare_median},
+      {"serial_ratio_to_bare", bare_median > 0 ? Median(s_log) / bare_median : 0},
+      {"serial_delta_ms", Median(s_log) - bare_median},
+      {"parallel_first_log_ms", p_log},
+      {"bare_parallel_ms", bare_parallel},
+      {"parallel_wall_ms", parallel_wall},
+      {"bare_parallel_wall_ms", bare_parallel_wall},
+      {"chrysd_rss_kib_with_pods", pods_rss},
+      {"chrysd_rss_kib_idle", idle_rss},
+      {"chrysd_hwm_kib", pods_hwm},
+      {"list_containers_us", {{"p50", Percentile(list_containers, 0.5)}, {"p99", Percentile(list_containers, 0.99)}}},
+      {"container_status_us",
+       {{"p50", Percentile(container_status, 0.5)}, {"p99", Percentile(container_status, 0.99)}}},
+      {"list_pod_sandbox_us", {{"p50", Percentile(list_pods, 0.5)}, {"p99", Percentile(list_pods, 0.99)}}},
+  };
+  std::printf("\n%s\n", out.dump().c_str());
+  return base::Status::Ok();
+}
+
+}  // namespace
+}  // namespace chrys::e2e
+
+int main(int argc, char** argv) {
+  return chrys::e2e::Main(argc, argv);
+}
