@@ -318,6 +318,7 @@ grpc::Status RuntimeServiceImpl::CreateContainer(grpc::ServerContext* /*context*
   }
   spdlog::info("container {} ({}) created in sandbox {}", record->id, record->config.metadata().name(),
                record->sandbox_id);
+  PublishContainerEvent(record->id, v1::CONTAINER_CREATED_EVENT);
   response->set_container_id(record->id);
   return grpc::Status::OK;
 }
@@ -358,6 +359,7 @@ grpc::Status RuntimeServiceImpl::StartContainer(grpc::ServerContext* /*context*/
   }
   monitor_->Watch(record->id, record->sandbox_id, vm->agent, std::move(log));
   spdlog::info("container {} started", record->id);
+  PublishContainerEvent(record->id, v1::CONTAINER_STARTED_EVENT);
   return grpc::Status::OK;
 }
 
@@ -437,6 +439,7 @@ grpc::Status RuntimeServiceImpl::RemoveContainer(grpc::ServerContext* /*context*
     UnbindFromSharedDir(target).ok();
   }
   backends_.images.ReleaseLease(record->id).ok();
+  PublishContainerEvent(record->id, v1::CONTAINER_DELETED_EVENT);
   if (auto s = backends_.pods.RemoveContainer(record->id); !s.ok()) {
     return ToGrpcStatus(s.error());
   }

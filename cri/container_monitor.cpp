@@ -9,7 +9,9 @@ namespace {
 constexpr auto kReadSlice = std::chrono::seconds(2);
 }  // namespace
 
-ContainerMonitor::ContainerMonitor(PodStore& pods, runtime::GrpcAgentConnector& agents) : pods_(pods), agents_(agents) {}
+ContainerMonitor::ContainerMonitor(PodStore& pods, runtime::GrpcAgentConnector& agents,
+                                   std::function<void(const std::string&)> on_exit)
+    : pods_(pods), agents_(agents), on_exit_(std::move(on_exit)) {}
 
 ContainerMonitor::~ContainerMonitor() {
   std::map<std::string, std::unique_ptr<Watched>> all;
@@ -123,6 +125,9 @@ void ContainerMonitor::RecordExit(const std::string& container_id, const runtime
       spdlog::error("container {}: cannot record its exit: {}", container_id, s.error().message());
     }
     spdlog::info("container {} exited with code {} ({})", container_id, record->exit_code, record->reason);
+    if (on_exit_) {
+      on_exit_(container_id);
+    }
   }
   std::lock_guard lock(mutex_);
   if (auto it = watched_.find(container_id); it != watched_.end()) {

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,7 +19,9 @@ namespace chrys::cri {
 
 class ContainerMonitor {
  public:
-  ContainerMonitor(PodStore& pods, runtime::GrpcAgentConnector& agents);
+  // `on_exit` runs (on the monitor's thread) after a container's exit has been recorded.
+  ContainerMonitor(PodStore& pods, runtime::GrpcAgentConnector& agents,
+                   std::function<void(const std::string& container_id)> on_exit);
   ~ContainerMonitor();
   ContainerMonitor(const ContainerMonitor&) = delete;
   ContainerMonitor& operator=(const ContainerMonitor&) = delete;
@@ -46,6 +49,7 @@ class ContainerMonitor {
 
   PodStore& pods_;
   runtime::GrpcAgentConnector& agents_;
+  std::function<void(const std::string&)> on_exit_;
   std::mutex mutex_;
   std::condition_variable exited_;
   std::map<std::string, std::unique_ptr<Watched>> watched_;

@@ -292,6 +292,7 @@ void RuntimeServiceImpl::MarkContainersGone(const std::string& sandbox_id, const
       container.message = reason;
     }
     backends_.pods.UpdateContainer(container).ok();
+    PublishContainerEvent(container.id, v1::CONTAINER_STOPPED_EVENT);
   }
 }
 

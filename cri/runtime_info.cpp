@@ -62,7 +62,9 @@ base::Status ValidatePodCidr(const std::string& cidr) {
 RuntimeServiceImpl::RuntimeServiceImpl(const Config& config, RuntimeBackends backends, ReadinessCheck network_ready)
     : config_(config),
       backends_(backends),
-      monitor_(std::make_unique<ContainerMonitor>(backends.pods, backends.agents)),
+      monitor_(std::make_unique<ContainerMonitor>(
+          backends.pods, backends.agents,
+          [this](const std::string& id) { PublishContainerEvent(id, v1::CONTAINER_STOPPED_EVENT); })),
       state_(backends.state),
       network_ready_(std::move(network_ready)) {}
 

@@ -8,6 +8,7 @@
 #include "runtime/grpc_agent_connector.h"
 #include "cri/config.h"
 #include "cri/container_monitor.h"
+#include "cri/event_bus.h"
 #include "cri/pod_store.h"
 #include "cri/proto/api.grpc.pb.h"
 #include "cri/readiness.h"
@@ -80,6 +81,21 @@ class RuntimeServiceImpl final : public v1::RuntimeService::Service {
   grpc::Status ExecSync(grpc::ServerContext* context, const v1::ExecSyncRequest* request,
                         v1::ExecSyncResponse* response) override;
 
+  // stats.cpp: resource usage, lifecycle events, resource updates.
+  grpc::Status ContainerStats(grpc::ServerContext* context, const v1::ContainerStatsRequest* request,
+                              v1::ContainerStatsResponse* response) override;
+  grpc::Status ListContainerStats(grpc::ServerContext* context, const v1::ListContainerStatsRequest* request,
+                                  v1::ListContainerStatsResponse* response) override;
+  grpc::Status PodSandboxStats(grpc::ServerContext* context, const v1::PodSandboxStatsRequest* request,
+                               v1::PodSandboxStatsResponse* response) override;
+  grpc::Status ListPodSandboxStats(grpc::ServerContext* context, const v1::ListPodSandboxStatsRequest* request,
+                                   v1::ListPodSandboxStatsResponse* response) override;
+  grpc::Status GetContainerEvents(grpc::ServerContext* context, const v1::GetEventsRequest* request,
+                                  grpc::ServerWriter<v1::ContainerEventResponse>* writer) override;
+  grpc::Status UpdateContainerResources(grpc::ServerContext* context,
+                                        const v1::UpdateContainerResourcesRequest* request,
+                                        v1::UpdateContainerResourcesResponse* response) override;
+
   // Reconciles pod records with the VMs that survived a restart. Called once before serving.
   void RecoverPods(const runtime::RecoveryReport& report);
 
@@ -92,9 +108,13 @@ class RuntimeServiceImpl final : public v1::RuntimeService::Service {
   // The stop signal, `timeout_seconds` for the container to exit, then SIGKILL; waits until its exit is recorded.
   base::Status StopContainerIn(const ContainerRecord& record, int64_t timeout_seconds);
   static void FillContainerStatus(const ContainerRecord& record, v1::ContainerStatus* status);
+  base::Status FillContainerStats(const ContainerRecord& record, v1::ContainerStats* stats);
+  base::Status FillPodStats(const PodRecord& pod, v1::PodSandboxStats* stats);
+  void PublishContainerEvent(const std::string& container_id, v1::ContainerEventType type);
 
   const Config& config_;
   RuntimeBackends backends_;
+  EventBus events_;
   std::unique_ptr<ContainerMonitor> monitor_;
   StateStore& state_;
   ReadinessCheck network_ready_;
