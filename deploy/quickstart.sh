@@ -30,8 +30,9 @@ step() {
   echo "== $step"
 }
 
-cleanup() {
-  local rc=$?
+# Removes what the quick start made; with a non-zero status, says which step failed and keeps chrysd's log.
+teardown() {
+  local rc=$1
   set +e
   if [ -n "$chrysd_pid" ] && kill -0 "$chrysd_pid" 2>/dev/null; then
     # Pods whose containers failed half-way are still there when the run step failed: remove them first.
@@ -53,9 +54,9 @@ cleanup() {
   else
     rm -rf "$work"
   fi
-  exit "$rc"
+  set -e
 }
-trap cleanup EXIT
+trap 'rc=$?; teardown "$rc"; exit "$rc"' EXIT
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "quickstart.sh: run as root (VMs, network namespaces, CNI)" >&2
@@ -142,4 +143,5 @@ echo "host cpus:    $(nproc)"
 
 step "cleaning up (pod removed by chrysctl run; stopping chrysd, deleting $bridge)"
 trap - EXIT
-cleanup
+teardown 0
+echo "quick start done: the container above ran in its own VM"
