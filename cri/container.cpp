@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cri/cri_util.h"
 #include "cri/grpc_status.h"
 #include "cri/runtime_service.h"
 #include "cri/shared_dir.h"
@@ -23,11 +24,6 @@ namespace agentv1 = runtime::agent::v1;
 
 constexpr uint64_t kScratchDiskBytes = 1ULL << 30;  // sparse: only what the container writes uses space
 constexpr size_t kExecSyncMaxOutput = 8 << 20;      // per stream; kubelet's message limit is 16 MiB
-
-int64_t NowNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // virtio-blk serials are at most 20 bytes: a kind letter and a prefix of the digest or id.
 std::string LayerSerial(const std::string& digest) {
@@ -139,16 +135,6 @@ v1::ContainerState ToCriState(ContainerState state) {
   return v1::CONTAINER_UNKNOWN;
 }
 
-bool MatchesSelector(const google::protobuf::Map<std::string, std::string>& labels,
-                     const google::protobuf::Map<std::string, std::string>& selector) {
-  for (const auto& [key, value] : selector) {
-    auto it = labels.find(key);
-    if (it == labels.end() || it->second != value) {
-      return false;
-    }
-  }
-  return true;
-}
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cri/cri_util.h"
 #include "cri/grpc_status.h"
 #include "cri/runtime_service.h"
 #include "cri/shared_dir.h"
@@ -18,11 +19,6 @@
 namespace chrys::cri {
 
 namespace {
-
-int64_t NowNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // Undo steps run in reverse unless Commit() was called.
 class Rollback {
@@ -144,16 +140,6 @@ void FillPodSandbox(const PodRecord& pod, v1::PodSandbox* out) {
   out->set_runtime_handler(pod.handler);
 }
 
-bool MatchesLabels(const google::protobuf::Map<std::string, std::string>& labels,
-                   const google::protobuf::Map<std::string, std::string>& selector) {
-  for (const auto& [key, value] : selector) {
-    auto it = labels.find(key);
-    if (it == labels.end() || it->second != value) {
-      return false;
-    }
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -434,7 +420,7 @@ grpc::Status RuntimeServiceImpl::ListPodSandbox(grpc::ServerContext* /*context*/
     if (filter.has_state() && filter.state().state() != state) {
       continue;
     }
-    if (!MatchesLabels(pod.config.labels(), filter.label_selector())) {
+    if (!MatchesSelector(pod.config.labels(), filter.label_selector())) {
       continue;
     }
     FillPodSandbox(pod, response->add_items());

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "base/file_util.h"
+#include "cri/cri_util.h"
 #include "cri/grpc_status.h"
 #include "cri/runtime_service.h"
 
@@ -16,21 +17,6 @@ namespace chrys::cri {
 
 namespace {
 
-int64_t NowNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-bool MatchesSelector(const google::protobuf::Map<std::string, std::string>& labels,
-                     const google::protobuf::Map<std::string, std::string>& selector) {
-  for (const auto& [key, value] : selector) {
-    auto it = labels.find(key);
-    if (it == labels.end() || it->second != value) {
-      return false;
-    }
-  }
-  return true;
-}
 
 // "key value" lines of a cgroup stat file.
 std::map<std::string, uint64_t> ReadKeyValues(const std::string& path) {
