@@ -372,11 +372,13 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   // --- pods one after another, kept running; a bare boot before every Nth, under the same background ---
   std::vector<PodTiming> serial;
   std::vector<double> bare_serial;
+  std::vector<int> bare_paired_pod;  // the serial pod each bare boot ran beside (same background load)
   std::unique_ptr<BareBoot> bare;
   for (int i = 0; i < o.serial; ++i) {
     if (bare && i % o.bare_every == 0) {
       CHRYS_ASSIGN_OR_RETURN(std::vector<double> one, bare->Run(1));
       bare_serial.push_back(one[0]);
+      bare_paired_pod.push_back(i);
     }
     pods.emplace_back();
     CHRYS_ASSIGN_OR_RETURN(PodTiming timing, RunOnePod(env, "serial-" + std::to_string(i), o.containers, &pods.back()));
@@ -397,6 +399,7 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       CHRYS_RETURN_IF_ERROR(bare->Load());
       CHRYS_ASSIGN_OR_RETURN(std::vector<double> one, bare->Run(1));
       bare_serial.push_back(one[0]);
+      bare_paired_pod.push_back(0);
       std::fprintf(stderr, "bare boot (%s, -cpu %s, -smp %s, -m %s): %.0f ms\n", shape.machine.c_str(),
                    shape.cpu.c_str(), shape.smp.c_str(), shape.memory.c_str(), bare_serial.back());
     }
@@ -472,6 +475,13 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   auto s_log = column(serial, &PodTiming::log_ms);
   auto p_log = column(parallel, &PodTiming::log_ms);
   double bare_median = Median(bare_serial);
+  // Later serial pods boot beside more running VMs; each bare boot is compared with the pod next to it.
+  std::vector<double> paired_ratio;
+  std::vector<double> paired_delta;
+  for (size_t b = 0; b < bare_serial.size(); ++b) {
+    paired_ratio.push_back(serial[bare_paired_pod[b]].log_ms / bare_serial[b]);
+    paired_delta.push_back(serial[bare_paired_pod[b]].log_ms - bare_serial[b]);
+  }
 
   std::printf(
       "\npod_bench: %d pods one after another (kept running), %d at once; accel from the pod VM's command "
@@ -485,6 +495,8 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   row("serial: first container running, p50 (ms)", Median(s_running), bare_median);
   row("serial: first log line, p50 (ms)", Median(s_log), bare_median);
   row("serial: first log line, max (ms)", Max(s_log), Max(bare_serial));
+  std::printf("%-52s %12s %12s %8.2f %10.0f\n", "serial: paired with the bare boot beside it, p50", "-", "-",
+              Median(paired_ratio), Median(paired_delta));
   row("at once: first log line, p50 (ms)", Median(p_log), Median(bare_parallel));
   row("at once: first log line, max (ms)", Max(p_log), Max(bare_parallel));
   row("at once: wall time, all pods (ms)", parallel_wall, bare_parallel_wall);
@@ -515,6 +527,9 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       {"bare_p50_ms", bare_median},
       {"serial_ratio_to_bare", bare_median > 0 ? Median(s_log) / bare_median : 0},
       {"serial_delta_ms", Median(s_log) - bare_median},
+      {"bare_paired_pod", bare_paired_pod},
+      {"paired_ratio_p50", Median(paired_ratio)},
+      {"paired_delta_ms_p50", Median(paired_delta)},
       {"parallel_first_log_ms", p_log},
       {"bare_parallel_ms", bare_parallel},
       {"parallel_wall_ms", parallel_wall},
