@@ -279,7 +279,6 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
     m->set_destination(mount.container_path());
     m->set_source(pod->shared_guest_path + "/" + name);
     m->set_type("bind");
-    m->add_options("rbind");
     if (mount.readonly()) {
       m->add_options("ro");
     }

@@ -2,6 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
+#include "cri/cri_util.h"
+
 namespace chrys::cri {
 
 namespace {
@@ -115,11 +119,8 @@ void ContainerMonitor::RecordExit(const std::string& container_id, const runtime
   if (record && record->state == ContainerState::kRunning) {
     record->state = ContainerState::kExited;
     record->exit_code = status.exit_code();
-    record->finished_at = status.exited_at_unix_nanos() != 0
-                              ? status.exited_at_unix_nanos()
-                              : std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                    std::chrono::system_clock::now().time_since_epoch())
-                                    .count();
+    // Host time, like started_at: the guest clock may differ from the host's.
+    record->finished_at = std::max(NowNanos(), record->started_at);
     record->reason = status.oom_killed() ? "OOMKilled" : status.exit_code() == 0 ? "Completed" : "Error";
     if (auto s = pods_.UpdateContainer(*record); !s.ok()) {
       spdlog::error("container {}: cannot record its exit: {}", container_id, s.error().message());

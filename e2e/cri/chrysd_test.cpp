@@ -193,12 +193,12 @@ TEST(ChrysdTest, NotYetImplementedRpcsSayUnimplemented) {
   ChrysdProcess chrysd;
   ASSERT_TRUE(chrysd.Start()) << chrysd.Output();
   grpc::ClientContext ctx;
-  v1::RunPodSandboxResponse resp;
-  auto s = chrysd.RuntimeStub()->RunPodSandbox(WithDeadline(ctx), v1::RunPodSandboxRequest(), &resp);
+  v1::CheckpointContainerResponse resp;
+  auto s = chrysd.RuntimeStub()->CheckpointContainer(WithDeadline(ctx), v1::CheckpointContainerRequest(), &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
   // The RPC is logged at debug level with its result code.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_NE(chrysd.Output().find("rpc /runtime.v1.RuntimeService/RunPodSandbox code 12"), std::string::npos)
+  EXPECT_NE(chrysd.Output().find("rpc /runtime.v1.RuntimeService/CheckpointContainer code 12"), std::string::npos)
       << chrysd.Output();
 }
 
