@@ -434,10 +434,13 @@ Status Unpacker::Entry(archive* tar, archive_entry* e) {
     }
     case AE_IFCHR:
     case AE_IFBLK:
+      // A device node unpacked on the host is a real host device (a disk, /dev/mem): never made. Whiteouts (0/0)
+      // were handled above. The guest gets its /dev from devtmpfs.
+      return Refuse(name, "device node (" + std::to_string(archive_entry_rdevmajor(e)) + ":" +
+                              std::to_string(archive_entry_rdevminor(e)) + ") in a layer");
     case AE_IFIFO: {
       CHRYS_RETURN_IF_ERROR(ClearForNew(parent.get(), base, false, name));
-      dev_t dev = type == AE_IFIFO ? 0 : makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
-      if (::mknodat(parent.get(), base.c_str(), type | 0600, dev) != 0) {
+      if (::mknodat(parent.get(), base.c_str(), type | 0600, 0) != 0) {
         return base::SystemError("layer entry \"" + name + "\": mknod");
       }
       return ApplyOwnerXattrsTimes(parent.get(), base, e, name, false);

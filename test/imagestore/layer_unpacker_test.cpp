@@ -129,6 +129,11 @@ TEST_F(LayerUnpackerTest, RefusesHardlinksOutside) {
                 "walks through a symlink out of the layer root");
 }
 
+TEST_F(LayerUnpackerTest, RefusesDeviceNodes) {
+  // 8:0 is /dev/sda on the host: a layer must never make it under the state root.
+  ExpectRefused({TarEntry::Dir("dev"), TarEntry::CharDevice("dev/sda", 8, 0)}, "dev/sda", "device node (8:0)");
+}
+
 TEST_F(LayerUnpackerTest, SymlinkInsideRootMayBeWalked) {
   auto r = Unpack({TarEntry::Dir("real"), TarEntry::Symlink("alias", "real"), TarEntry::File("alias/f", "ok")});
   ASSERT_TRUE(r.ok()) << r.error().message();
