@@ -236,8 +236,16 @@ TEST(DetachedProcessTest, PassesFdsAndOutlivesItsLauncherSession) {
   EXPECT_NE(std::stoi(*sid), ::getsid(0)) << "the VMM must not share our session";
   EXPECT_TRUE(proc->Alive());
 
-  // Attach checks start time and binary (after exec, sleep).
-  EXPECT_TRUE(DetachedProcess::Attach(proc->pid(), proc->start_ticks(), "sleep").ok());
+  // Attach checks start time and binary (after exec, sleep). The shell writes "sid" just before it execs sleep,
+  // so wait (bounded) for the exec to have happened.
+  bool attached = false;
+  for (int i = 0; i < 100 && !attached; ++i) {
+    attached = DetachedProcess::Attach(proc->pid(), proc->start_ticks(), "sleep").ok();
+    if (!attached) {
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  EXPECT_TRUE(attached);
   EXPECT_FALSE(DetachedProcess::Attach(proc->pid(), proc->start_ticks() + 1, "sleep").ok());
   EXPECT_FALSE(DetachedProcess::Attach(proc->pid(), proc->start_ticks(), "/usr/bin/qemu-system-x86_64").ok());
 
