@@ -445,11 +445,53 @@ base::Status PodEnv::RemovePod(const std::string& id) {
   return base::Status::Ok();
 }
 
+namespace {
+
+// Interface indexes in "N: name@ifM: ..." lines of `ip -o link`: N (own) or M (peer).
+std::set<int> LinkIndexes(const std::vector<std::string>& argv, bool peer) {
+  std::set<int> out;
+  base::CommandSpec spec;
+  spec.argv = argv;
+  spec.timeout = std::chrono::seconds(10);
+  auto result = base::RunCommand(spec);
+  if (!result.ok() || !result->success()) {
+    return out;
+  }
+  std::istringstream lines(result->stdout_data);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!peer) {
+      out.insert(std::atoi(line.c_str()));
+    } else if (auto at = line.find("@if"); at != std::string::npos) {
+      out.insert(std::atoi(line.c_str() + at + 3));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 HostTraces PodEnv::Traces() const {
   HostTraces traces;
+  // Other test processes make netns too: ours are those named after our pods or wired to our bridge.
+  std::set<int> bridge_ports = LinkIndexes({"ip", "-o", "link", "show", "master", bridge_}, false);
+  std::set<std::string> known_pods;
+  {
+    std::lock_guard<std::mutex> lock(pod_ids_mutex_);
+    known_pods = pod_ids_;
+  }
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator("/run/netns", ec)) {
-    traces.netns.insert(entry.path().filename());
+    std::string name = entry.path().filename();
+    bool ours = known_pods.count(name) > 0;
+    if (!ours && !bridge_ports.empty()) {
+      for (int peer : LinkIndexes({"ip", "-n", name, "-o", "link", "show", "type", "veth"}, true)) {
+        ours |= bridge_ports.count(peer) > 0;
+      }
+    }
+    if (ours) {
+      traces.netns.insert(name);
+    }
   }
   traces.vmm_pids = VmmProcessesMentioning(run_dir_ + "/");
   auto state = RegularFiles(chrysd_->state_dir() + "/state", "state/");

@@ -24,7 +24,7 @@ namespace v1 = ::runtime::v1;
 
 // What a failed or finished operation may leave on the host: netns, VMM processes, state records.
 struct HostTraces {
-  std::set<std::string> netns;                 // names under /run/netns
+  std::set<std::string> netns;                 // ours under /run/netns: named after our pods or on our bridge
   std::set<pid_t> vmm_pids;                    // qemu/cloud-hypervisor processes referring to chrysd's dirs
   std::map<std::string, std::string> records;  // regular files under chrysd's state and run dirs
 };
@@ -100,7 +100,7 @@ class PodEnv {
   std::unique_ptr<cri::CriClient> client_;
   std::unique_ptr<v1::RuntimeService::Stub> runtime_;
   std::unique_ptr<v1::ImageService::Stub> images_;
-  std::mutex pod_ids_mutex_;  // RunPod may be called from several threads at once
+  mutable std::mutex pod_ids_mutex_;  // RunPod may be called from several threads at once
   std::set<std::string> pod_ids_;
 };
 
