@@ -233,6 +233,16 @@ const std::vector<Field>& Schema() {
     f.push_back(IntField("images.pull_timeout_seconds", 1, 86400,
                          [](Config& c) -> int& { return c.images.pull_timeout_seconds; }));
     f.push_back(RegistriesField());
+    f.push_back(StringField("streaming.address", [](Config& c) -> std::string& { return c.streaming.address; }));
+    f.push_back(IntField("streaming.port", 0, 65535, [](Config& c) -> int& { return c.streaming.port; }));
+    f.push_back(StringField("streaming.tls_cert_file",
+                            [](Config& c) -> std::string& { return c.streaming.tls_cert_file; }));
+    f.push_back(StringField("streaming.tls_key_file",
+                            [](Config& c) -> std::string& { return c.streaming.tls_key_file; }));
+    f.push_back(IntField("streaming.idle_timeout_seconds", 1, 7 * 86400,
+                         [](Config& c) -> int& { return c.streaming.idle_timeout_seconds; }));
+    f.push_back(IntField("streaming.stream_creation_timeout_seconds", 1, 3600,
+                         [](Config& c) -> int& { return c.streaming.stream_creation_timeout_seconds; }));
     return f;
   }();
   return fields;

@@ -47,6 +47,16 @@ struct ImagesConfig {
   std::map<std::string, RegistryHostConfig> registries;
 };
 
+// The exec/attach/port-forward streaming server.
+struct StreamingConfig {
+  std::string address = "127.0.0.1";
+  int port = 0;  // 0: an ephemeral port
+  std::string tls_cert_file;  // both set: HTTPS
+  std::string tls_key_file;
+  int idle_timeout_seconds = 14400;
+  int stream_creation_timeout_seconds = 30;
+};
+
 struct Config {
   std::string socket = "/run/chrysalis/chrysalis.sock";
   std::string state_dir = "/var/lib/chrysalis";
@@ -57,6 +67,7 @@ struct Config {
   CniConfig cni;
   VmmConfig vmm;
   ImagesConfig images;
+  StreamingConfig streaming;
 
   nlohmann::json ToJson() const;
   std::string ToYaml() const;

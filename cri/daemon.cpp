@@ -193,6 +193,21 @@ base::Status Daemon::Start() {
   });
   runtime_service_->LoadState();
   runtime_service_->RecoverPods(recovery_);
+  stream_runtime_ = std::make_unique<streaming::AgentStreamRuntime>(*sandboxes_, *agents_);
+  streaming::StreamingServerOptions stream_options;
+  stream_options.address = config_.streaming.address;
+  stream_options.port = config_.streaming.port;
+  stream_options.tls_cert_file = config_.streaming.tls_cert_file;
+  stream_options.tls_key_file = config_.streaming.tls_key_file;
+  stream_options.idle_timeout = std::chrono::seconds(config_.streaming.idle_timeout_seconds);
+  stream_options.stream_creation_timeout = std::chrono::seconds(config_.streaming.stream_creation_timeout_seconds);
+  auto streaming = streaming::StreamingServer::Start(stream_options, *stream_runtime_);
+  if (!streaming.ok()) {
+    return streaming.error().Wrap("start the streaming server");
+  }
+  streaming_ = std::move(*streaming);
+  runtime_service_->SetStreamingServer(streaming_.get());
+  spdlog::info("streaming server on {}", streaming_->base_url());
   image_service_ = std::make_unique<ImageServiceImpl>(*images_);
   admin_service_ = std::make_unique<AdminServiceImpl>(*images_);
 
@@ -236,6 +251,9 @@ void Daemon::Close() {
     RequestShutdown();
     server_->Wait();
     server_.reset();
+  }
+  if (streaming_) {
+    streaming_->Stop();
   }
   if (socket_owned_) {
     base::RemoveFileIfExists(config_.socket).ok();

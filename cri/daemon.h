@@ -13,6 +13,8 @@
 #include "cri/image_service.h"
 #include "cri/runtime_service.h"
 #include "cri/state_store.h"
+#include "cri/streaming/agent_runtime.h"
+#include "cri/streaming/server.h"
 #include "imagestore/image_store.h"
 #include "netcni/pod_network.h"
 
@@ -56,6 +58,8 @@ class Daemon {
   std::shared_ptr<runtime::GrpcAgentConnector> agents_;
   std::unique_ptr<runtime::SandboxManager> sandboxes_;
   runtime::RecoveryReport recovery_;
+  std::unique_ptr<streaming::AgentStreamRuntime> stream_runtime_;
+  std::unique_ptr<streaming::StreamingServer> streaming_;
   std::unique_ptr<RuntimeServiceImpl> runtime_service_;
   std::unique_ptr<ImageServiceImpl> image_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;

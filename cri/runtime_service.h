@@ -19,6 +19,10 @@
 
 namespace chrys::cri {
 
+namespace streaming {
+class StreamingServer;
+}  // namespace streaming
+
 namespace v1 = ::runtime::v1;
 
 // The modules below the CRI front that the RuntimeService drives. All outlive the service.
@@ -81,6 +85,15 @@ class RuntimeServiceImpl final : public v1::RuntimeService::Service {
   grpc::Status ExecSync(grpc::ServerContext* context, const v1::ExecSyncRequest* request,
                         v1::ExecSyncResponse* response) override;
 
+  // streaming_rpcs.cpp: single-use URLs on the streaming server (UNAVAILABLE until SetStreamingServer).
+  grpc::Status Exec(grpc::ServerContext* context, const v1::ExecRequest* request, v1::ExecResponse* response) override;
+  grpc::Status Attach(grpc::ServerContext* context, const v1::AttachRequest* request,
+                      v1::AttachResponse* response) override;
+  grpc::Status PortForward(grpc::ServerContext* context, const v1::PortForwardRequest* request,
+                           v1::PortForwardResponse* response) override;
+  // The server the streaming RPCs mint URLs on; it must outlive serving.
+  void SetStreamingServer(streaming::StreamingServer* server) { streaming_ = server; }
+
   // stats.cpp: resource usage, lifecycle events, resource updates.
   grpc::Status ContainerStats(grpc::ServerContext* context, const v1::ContainerStatsRequest* request,
                               v1::ContainerStatsResponse* response) override;
@@ -121,6 +134,7 @@ class RuntimeServiceImpl final : public v1::RuntimeService::Service {
 
   std::mutex mutex_;
   std::string pod_cidr_;
+  streaming::StreamingServer* streaming_ = nullptr;
 };
 
 // Version reported by the build, e.g. "0.1.0".
