@@ -158,7 +158,10 @@ TEST_F(CniRuntimeTest, MissingPluginTimeoutAndGarbage) {
   EXPECT_EQ(slow.error().code(), base::ErrorCode::kDeadlineExceeded);
 
   Plugin("junk", "echo '{\"cniVersion\": \"1.1.0\", \"ips\": [{\"address\": \"1.2.3.4/99\"}]}'");
-  auto junk = runtime.Add(List(R"({"type": "junk"})"), Attachment());
+  // A generous timeout here: only the slow plugin above is meant to hit one, and a loaded machine can take
+  // more than 300 ms to start a shell.
+  CniRuntime patient = Runtime(std::chrono::seconds(20));
+  auto junk = patient.Add(List(R"({"type": "junk"})"), Attachment());
   ASSERT_FALSE(junk.ok());
   EXPECT_NE(junk.error().message().find("CNI result from plugin junk (network fakenet): ips[0].address"),
             std::string::npos)
