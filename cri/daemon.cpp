@@ -179,6 +179,7 @@ base::Status Daemon::Start() {
   network.bin_dirs = config_.cni.bin_dirs;
   network.network_name = config_.cni.network_name;
   network.cache_dir = config_.state_dir + "/cni-cache";
+  network.state_dir = config_.run_dir + "/netcni";
   network.plugin_timeout = std::chrono::seconds(config_.cni.plugin_timeout_seconds);
   network_ = std::make_unique<netcni::PodNetworkManager>(network);
 
