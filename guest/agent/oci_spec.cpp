@@ -9,51 +9,6 @@ using nlohmann::json;
 
 constexpr const char* kDefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-const std::vector<std::string>& AllCapabilities() {
-  static const std::vector<std::string> all = {"CAP_CHOWN",
-                                               "CAP_DAC_OVERRIDE",
-                                               "CAP_DAC_READ_SEARCH",
-                                               "CAP_FOWNER",
-                                               "CAP_FSETID",
-                                               "CAP_KILL",
-                                               "CAP_SETGID",
-                                               "CAP_SETUID",
-                                               "CAP_SETPCAP",
-                                               "CAP_LINUX_IMMUTABLE",
-                                               "CAP_NET_BIND_SERVICE",
-                                               "CAP_NET_BROADCAST",
-                                               "CAP_NET_ADMIN",
-                                               "CAP_NET_RAW",
-                                               "CAP_IPC_LOCK",
-                                               "CAP_IPC_OWNER",
-                                               "CAP_SYS_MODULE",
-                                               "CAP_SYS_RAWIO",
-                                               "CAP_SYS_CHROOT",
-                                               "CAP_SYS_PTRACE",
-                                               "CAP_SYS_PACCT",
-                                               "CAP_SYS_ADMIN",
-                                               "CAP_SYS_BOOT",
-                                               "CAP_SYS_NICE",
-                                               "CAP_SYS_RESOURCE",
-                                               "CAP_SYS_TIME",
-                                               "CAP_SYS_TTY_CONFIG",
-                                               "CAP_MKNOD",
-                                               "CAP_LEASE",
-                                               "CAP_AUDIT_WRITE",
-                                               "CAP_AUDIT_CONTROL",
-                                               "CAP_SETFCAP",
-                                               "CAP_MAC_OVERRIDE",
-                                               "CAP_MAC_ADMIN",
-                                               "CAP_SYSLOG",
-                                               "CAP_WAKE_ALARM",
-                                               "CAP_BLOCK_SUSPEND",
-                                               "CAP_AUDIT_READ",
-                                               "CAP_PERFMON",
-                                               "CAP_BPF",
-                                               "CAP_CHECKPOINT_RESTORE"};
-  return all;
-}
-
 json Mount(const std::string& destination, const std::string& type, const std::string& source,
            std::vector<std::string> options) {
   return json{{"destination", destination}, {"type", type}, {"source", source}, {"options", std::move(options)}};
@@ -104,7 +59,7 @@ json BuildOciProcess(const v1::ProcessSpec& process, bool privileged) {
 
   std::vector<std::string> caps;
   if (privileged) {
-    caps = AllCapabilities();
+    caps = KnownCapabilities();
   } else if (process.capabilities().names_size() > 0) {
     caps.assign(process.capabilities().names().begin(), process.capabilities().names().end());
   } else {

@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/result.h"
 #include "guest/proto/agent.pb.h"
@@ -40,6 +41,8 @@ base::Status ValidateSignal(int signal);
 base::Status ValidateWriteStdin(const v1::WriteStdinRequest& request);
 
 // Whether a capability name is one the kernel knows ("CAP_SYS_ADMIN").
+// Every capability the guest kernel knows, in kernel order ("CAP_CHOWN", ...): the privileged set.
+const std::vector<std::string>& KnownCapabilities();
 bool IsKnownCapability(std::string_view name);
 // Whether an rlimit name is one OCI knows ("RLIMIT_NOFILE").
 bool IsKnownRlimit(std::string_view name);
