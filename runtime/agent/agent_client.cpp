@@ -393,4 +393,19 @@ Status AgentClient::Shutdown(std::chrono::milliseconds grace) {
   return Status::Ok();
 }
 
+Result<v1::Resources> AgentClient::UpdateContainerResources(const std::string& container_id,
+                                                           const v1::Resources& resources) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::UpdateContainerResourcesRequest req;
+  req.set_container_id(container_id);
+  *req.mutable_resources() = resources;
+  v1::UpdateContainerResourcesResponse resp;
+  grpc::Status s = stub_->UpdateContainerResources(&ctx, req, &resp);
+  if (!s.ok()) {
+    return Fail(s, "agent UpdateContainerResources " + container_id);
+  }
+  return resp.resources();
+}
+
 }  // namespace chrys::runtime::agent

@@ -85,6 +85,11 @@ class AgentClient {
   // Asks the guest to stop its containers and power off. The reply comes before the power-off.
   base::Status Shutdown(std::chrono::milliseconds grace);
 
+  // Changes a created or running container's cgroup limits (fields left zero/empty stay as they are);
+  // returns the limits the guest reports in force afterwards.
+  base::Result<v1::Resources> UpdateContainerResources(const std::string& container_id,
+                                                       const v1::Resources& resources);
+
   // The raw stub, for calls this class does not wrap.
   v1::Agent::Stub& stub() { return *stub_; }
 
