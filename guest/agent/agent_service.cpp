@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "guest/agent/guest_init.h"
 #include "guest/agent/log.h"
 #include "guest/agent/sandbox.h"
 #include "guest/agent/validation.h"
@@ -16,6 +17,9 @@
 
 namespace chrys::guest {
 namespace {
+
+// How long a request that mounts a filesystem waits for the modules loaded after boot.
+constexpr auto kFilesystemModulesWait = std::chrono::seconds(60);
 
 using base::ErrorCode;
 
@@ -139,6 +143,9 @@ grpc::Status AgentService::MountShare(grpc::ServerContext*, const v1::MountShare
     if (!valid.ok()) {
       return ToGrpc(valid.error());
     }
+    if (auto modules = WaitForDeferredModules(kFilesystemModulesWait); !modules.ok()) {
+      return ToGrpc(modules.error());
+    }
     auto path = containers_.storage().MountShare(req->tag(), req->name(), req->read_only());
     if (!path.ok()) {
       return ToGrpc(path.error());
@@ -154,6 +161,9 @@ grpc::Status AgentService::CreateContainer(grpc::ServerContext*, const v1::Creat
     auto valid = ValidateContainerConfig(req->config());
     if (!valid.ok()) {
       return ToGrpc(valid.error());
+    }
+    if (auto modules = WaitForDeferredModules(kFilesystemModulesWait); !modules.ok()) {
+      return ToGrpc(modules.error());
     }
     auto pid = containers_.Create(req->config());
     if (!pid.ok()) {

@@ -1,5 +1,6 @@
 #include "guest/agent/guest_init.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -7,10 +8,13 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "base/file_util.h"
 #include "base/unique_fd.h"
@@ -60,7 +64,91 @@ base::Status MountBaseFilesystems() {
   return base::Status::Ok();
 }
 
-std::vector<std::string> LoadModules() {
+GuestHardware ProbeGuestHardware() {
+  GuestHardware hw;
+  if (DIR* dir = ::opendir("/sys/bus/pci/devices")) {
+    while (dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] == '.') {
+        continue;
+      }
+      std::string base = std::string("/sys/bus/pci/devices/") + e->d_name + "/";
+      auto vendor = base::ReadFile(base + "vendor", 64);
+      auto device = base::ReadFile(base + "device", 64);
+      if (vendor.ok() && device.ok() && vendor->rfind("0x1af4", 0) == 0 && device->rfind("0x1053", 0) == 0) {
+        hw.virtio_vsock = true;
+      }
+    }
+    ::closedir(dir);
+  }
+  if (DIR* dir = ::opendir("/sys/bus/platform/devices")) {
+    while (dirent* e = ::readdir(dir)) {
+      std::string name = e->d_name;
+      hw.virtio_mmio = hw.virtio_mmio || name.rfind("LNRO0005", 0) == 0 || name.find("virtio_mmio") != std::string::npos;
+    }
+    ::closedir(dir);
+  }
+  auto cmdline = base::ReadFile("/proc/cmdline", 64 << 10);
+  if (cmdline.ok() && cmdline->find("virtio_mmio.device=") != std::string::npos) {
+    hw.virtio_mmio = true;
+  }
+  return hw;
+}
+
+ModulePhase PhaseOfModule(const std::string& module_path, const GuestHardware& hardware) {
+  std::string name = module_path.substr(module_path.rfind('/') + 1);
+  name = name.substr(0, name.find('.'));
+  static const std::set<std::string> kDeferred = {"libcrc32c", "erofs", "overlay", "fuse", "virtiofs"};
+  if (kDeferred.count(name) != 0) {
+    return ModulePhase::kDeferred;
+  }
+  if (name == "vsock" || name.rfind("vmw_vsock_", 0) == 0) {
+    return hardware.virtio_vsock ? ModulePhase::kBoot : ModulePhase::kSkip;
+  }
+  if (name == "virtio_mmio") {
+    return hardware.virtio_mmio ? ModulePhase::kBoot : ModulePhase::kSkip;
+  }
+  return ModulePhase::kBoot;
+}
+
+namespace {
+
+std::mutex deferred_mu;
+std::condition_variable deferred_cv;
+enum class DeferredState { kNotStarted, kLoading, kDone } deferred_state = DeferredState::kNotStarted;
+
+}  // namespace
+
+void StartDeferredModuleLoad(const GuestHardware& hardware) {
+  {
+    std::lock_guard lock(deferred_mu);
+    if (deferred_state != DeferredState::kNotStarted) {
+      return;
+    }
+    deferred_state = DeferredState::kLoading;
+  }
+  std::thread([hardware] {
+    auto failed = LoadModules(ModulePhase::kDeferred, hardware);
+    if (!failed.empty()) {
+      LogWarn("%zu deferred modules failed to load", failed.size());
+    }
+    {
+      std::lock_guard lock(deferred_mu);
+      deferred_state = DeferredState::kDone;
+    }
+    deferred_cv.notify_all();
+  }).detach();
+}
+
+base::Status WaitForDeferredModules(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(deferred_mu);
+  if (!deferred_cv.wait_for(lock, timeout, [] { return deferred_state != DeferredState::kLoading; })) {
+    return base::DeadlineExceeded("the guest's filesystem modules (erofs, overlay, fuse, virtiofs) did not load within " +
+                                  std::to_string(timeout.count()) + " ms");
+  }
+  return base::Status::Ok();
+}
+
+std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& hardware) {
   std::vector<std::string> failed;
   utsname uts{};
   ::uname(&uts);
@@ -79,7 +167,7 @@ std::vector<std::string> LoadModules() {
     }
     std::string rel = text.substr(start, end - start);
     start = end + 1;
-    if (rel.empty()) {
+    if (rel.empty() || PhaseOfModule(rel, hardware) != phase) {
       continue;
     }
     base::UniqueFd fd(::open((dir + rel).c_str(), O_RDONLY | O_CLOEXEC));

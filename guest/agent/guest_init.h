@@ -1,6 +1,7 @@
 // Guest early boot done by chrys-agent as PID 1: root switch, base mounts, kernel modules, cgroups.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -16,9 +17,33 @@ inline constexpr const char* kModuleListPath = "/lib/modules/chrys-modules.load"
 // initramfs root itself), then mounts /proc, /sys, /dev, /dev/pts, /dev/shm, /run, /tmp and cgroup2.
 base::Status MountBaseFilesystems();
 
-// Loads every module listed in kModuleListPath with finit_module; a module already present is fine.
+// What the guest's (virtual) hardware has, as far as module loading cares.
+struct GuestHardware {
+  bool virtio_vsock = false;  // a virtio vsock PCI device (vendor 0x1af4, device 0x1053)
+  bool virtio_mmio = false;   // virtio-mmio devices (ACPI LNRO0005 or virtio_mmio.device= on the cmdline)
+};
+
+// Reads /sys/bus/pci/devices, /sys/bus/platform/devices and /proc/cmdline.
+GuestHardware ProbeGuestHardware();
+
+// When a listed module loads. kBoot: before the agent serves (the host channel and the NIC need them).
+// kDeferred: right after it serves, on a thread (filesystems: large modules whose loading cost ~180 ms of
+// emulated boot; the first request that needs them waits). kSkip: the hardware it drives is absent.
+enum class ModulePhase { kBoot, kDeferred, kSkip };
+
+// Pure: the phase of one module path from the load list (e.g. "kernel/fs/erofs/erofs.ko").
+ModulePhase PhaseOfModule(const std::string& module_path, const GuestHardware& hardware);
+
+// Loads the listed modules of `phase` with finit_module, in list order; a module already present is fine.
 // Returns the names that failed (logged, not fatal: a missing virtio driver shows later as a missing device).
-std::vector<std::string> LoadModules();
+std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& hardware);
+
+// Starts loading the kDeferred modules on a background thread (once).
+void StartDeferredModuleLoad(const GuestHardware& hardware);
+
+// Blocks until the deferred modules are loaded (immediately when no deferred load was started, as when the
+// agent is not PID 1). Requests that mount filesystems call this first.
+base::Status WaitForDeferredModules(std::chrono::milliseconds timeout);
 
 // Enables the cpu, memory, pids and io controllers for children of the root cgroup.
 base::Status EnableCgroupControllers();

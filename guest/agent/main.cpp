@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
     }
   }
   bool pid1 = ::getpid() == 1;
+  GuestHardware hardware;
   auto reaper = ChildReaper::Start();
   if (!reaper.ok()) {
     if (pid1) {
@@ -103,15 +104,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (pid1) {
+    LogInfo("started at %llu ms of guest uptime", static_cast<unsigned long long>(BootMs()));
     ::setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
     auto mounted = MountBaseFilesystems();
     if (!mounted.ok()) {
       Halt(mounted.error().message().c_str());
     }
-    auto failed = LoadModules();
+    hardware = ProbeGuestHardware();
+    auto failed = LoadModules(ModulePhase::kBoot, hardware);
     if (!failed.empty()) {
       LogWarn("%zu modules failed to load", failed.size());
     }
+    LogInfo("boot modules loaded at %llu ms", static_cast<unsigned long long>(BootMs()));
     auto cgroups = EnableCgroupControllers();
     if (!cgroups.ok()) {
       LogWarn("%s", cgroups.error().message().c_str());
@@ -147,9 +151,11 @@ int main(int argc, char** argv) {
     LogWarn("gRPC server did not start");
     return 1;
   }
+  LogInfo("gRPC server up at %llu ms", static_cast<unsigned long long>(BootMs()));
   service.SetReady(BootMs());
   if (pid1) {
     StartChannels(socket_path);
+    StartDeferredModuleLoad(hardware);
   }
   LogInfo("ready after %llu ms of guest uptime", static_cast<unsigned long long>(BootMs()));
   server->Wait();

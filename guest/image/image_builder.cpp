@@ -40,6 +40,22 @@ Result<std::string> Run(const std::vector<std::string>& argv, size_t max_output 
   return result.stdout_data;
 }
 
+// The shared libraries `program` loads (transitively, as ldd resolves them); none for a static executable
+// such as chrys-agent, for which ldd exits non-zero saying so.
+Result<std::vector<std::string>> SharedLibraryClosure(const std::string& program) {
+  base::CommandSpec spec;
+  spec.argv = {"ldd", program};
+  spec.timeout = std::chrono::minutes(1);
+  CHRYS_ASSIGN_OR_RETURN(auto result, base::RunCommand(spec));
+  if (!result.success()) {
+    if ((result.stdout_data + result.stderr_data).find("not a dynamic executable") != std::string::npos) {
+      return std::vector<std::string>{};
+    }
+    return base::Internal("ldd " + program + " " + result.DescribeExit() + ": " + base::Tail(result.stderr_data, 1024));
+  }
+  return ParseLddOutput(result.stdout_data);
+}
+
 // The version of the Debian package owning `path`, for the manifest ("unknown" off Debian).
 std::string PackageVersionOf(const std::string& path) {
   auto owner = Run({"dpkg-query", "-S", path});
@@ -127,7 +143,12 @@ Status AddSymlink(CpioArchive& archive, const std::string& path, const std::stri
 }
 
 Result<std::string> Compress(const std::string& compression, const std::string& in_path, const std::string& out_path) {
-  if (compression == "zstd") {
+  if (compression == "lz4") {
+    // The kernel unpacks only lz4's legacy frame format (-l). Fixed level: deterministic output.
+    CHRYS_RETURN_IF_ERROR(Run({"lz4", "-l", "-9", "-q", "-f", in_path, out_path}).ok()
+                              ? Status::Ok()
+                              : Status(base::Internal("lz4 failed")));
+  } else if (compression == "zstd") {
     // Single-threaded, fixed level: deterministic output.
     CHRYS_RETURN_IF_ERROR(Run({"zstd", "-q", "-f", "-19", "-T1", "--no-progress", in_path, "-o", out_path}).ok()
                               ? Status::Ok()
@@ -146,7 +167,7 @@ Result<std::string> Compress(const std::string& compression, const std::string& 
     }
     CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(out_path, *out));
   } else {
-    return base::InvalidArgument("compression must be zstd, xz or gzip, not '" + compression + "'");
+    return base::InvalidArgument("compression must be lz4, zstd, xz or gzip, not '" + compression + "'");
   }
   return base::ReadFile(out_path, 512 << 20);
 }
@@ -269,8 +290,7 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
   CHRYS_RETURN_IF_ERROR(AddSymlink(archive, "bin/sh", "busybox"));
   std::vector<std::string> libs;
   for (const auto& program : {options.agent_path, options.crun_path, options.mkfs_ext4_path}) {
-    CHRYS_ASSIGN_OR_RETURN(std::string ldd, Run({"ldd", program}));
-    CHRYS_ASSIGN_OR_RETURN(auto found, ParseLddOutput(ldd));
+    CHRYS_ASSIGN_OR_RETURN(auto found, SharedLibraryClosure(program));
     for (auto& lib : found) {
       if (std::find(libs.begin(), libs.end(), lib) == libs.end()) {
         libs.push_back(lib);

@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: chrys-guest-image --agent PATH [--out DIR (default %s)] [--kernel-release R]\n"
-                   "                         [--compression zstd|xz|gzip] [--crun PATH] [--busybox PATH]\n",
+                   "                         [--compression lz4|zstd|xz|gzip] [--crun PATH] [--busybox PATH]\n",
                    chrys::guest::kDefaultGuestDataDir);
       return 2;
     }

@@ -286,6 +286,32 @@ TEST(Modules, LoadOrderPutsDependenciesFirstWithoutRepeats) {
   EXPECT_FALSE(FindModulePath(deps, "ext4").ok());
 }
 
+TEST(Modules, PhaseKeepsTheBootPathToWhatTheChannelAndNicNeed) {
+  GuestHardware none;
+  EXPECT_EQ(PhaseOfModule("kernel/drivers/char/virtio_console.ko", none), ModulePhase::kBoot);
+  EXPECT_EQ(PhaseOfModule("kernel/drivers/net/virtio_net.ko", none), ModulePhase::kBoot);
+  EXPECT_EQ(PhaseOfModule("kernel/drivers/virtio/virtio_pci.ko", none), ModulePhase::kBoot);
+  // Filesystems load after the agent serves; the requests that mount wait for them.
+  EXPECT_EQ(PhaseOfModule("kernel/fs/erofs/erofs.ko", none), ModulePhase::kDeferred);
+  EXPECT_EQ(PhaseOfModule("kernel/fs/overlayfs/overlay.ko", none), ModulePhase::kDeferred);
+  EXPECT_EQ(PhaseOfModule("kernel/fs/fuse/virtiofs.ko", none), ModulePhase::kDeferred);
+  EXPECT_EQ(PhaseOfModule("kernel/lib/libcrc32c.ko", none), ModulePhase::kDeferred);
+  // Drivers for hardware the VM does not have are skipped, and loaded when it does.
+  EXPECT_EQ(PhaseOfModule("kernel/net/vmw_vsock/vsock.ko", none), ModulePhase::kSkip);
+  EXPECT_EQ(PhaseOfModule("kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko", none), ModulePhase::kSkip);
+  EXPECT_EQ(PhaseOfModule("kernel/drivers/virtio/virtio_mmio.ko", none), ModulePhase::kSkip);
+  GuestHardware all{.virtio_vsock = true, .virtio_mmio = true};
+  EXPECT_EQ(PhaseOfModule("kernel/net/vmw_vsock/vsock.ko", all), ModulePhase::kBoot);
+  EXPECT_EQ(PhaseOfModule("kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko", all), ModulePhase::kBoot);
+  EXPECT_EQ(PhaseOfModule("kernel/drivers/virtio/virtio_mmio.ko", all), ModulePhase::kBoot);
+  // Compressed module files are named the same way.
+  EXPECT_EQ(PhaseOfModule("kernel/fs/erofs/erofs.ko.xz", none), ModulePhase::kDeferred);
+}
+
+TEST(Modules, WaitingWithoutADeferredLoadReturnsAtOnce) {
+  EXPECT_TRUE(WaitForDeferredModules(std::chrono::milliseconds(0)).ok());
+}
+
 TEST(ImageBuilder, ParsesLddOutput) {
   auto libs = ParseLddOutput(
       "\tlinux-vdso.so.1 (0x00007ffc)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n"
