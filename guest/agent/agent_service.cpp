@@ -1,8 +1,13 @@
 #include "guest/agent/agent_service.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 
 #include <ctime>
+#include <functional>
 #include <thread>
 
 #include "base/file_util.h"
@@ -396,6 +401,239 @@ grpc::Status AgentService::Shutdown(grpc::ServerContext*, const v1::ShutdownRequ
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       off();
     }).detach();
+    return grpc::Status::OK;
+  });
+}
+
+}  // namespace chrys::guest
+
+namespace chrys::guest {
+namespace {
+
+constexpr size_t kAttachChunk = 32 << 10;
+constexpr size_t kAttachBacklog = 1 << 20;
+constexpr size_t kForwardChunk = 32 << 10;
+constexpr size_t kForwardMaxFrame = 64 << 10;
+constexpr int kMaxPortForwards = 64;
+
+// Connects to `port` on the guest's loopback, IPv4 first, then IPv6 (a server may listen on either only).
+base::Result<base::UniqueFd> DialLoopback(uint32_t port) {
+  int last_errno = 0;
+  for (int family : {AF_INET, AF_INET6}) {
+    base::UniqueFd fd(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) {
+      last_errno = errno;
+      continue;
+    }
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+    if (family == AF_INET) {
+      auto* in = reinterpret_cast<sockaddr_in*>(&addr);
+      in->sin_family = AF_INET;
+      in->sin_port = htons(static_cast<uint16_t>(port));
+      in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      len = sizeof(sockaddr_in);
+    } else {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+      in6->sin6_family = AF_INET6;
+      in6->sin6_port = htons(static_cast<uint16_t>(port));
+      in6->sin6_addr = in6addr_loopback;
+      len = sizeof(sockaddr_in6);
+    }
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) == 0) {
+      int one = 1;
+      ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      return fd;
+    }
+    last_errno = errno;
+  }
+  return base::SystemError("connect to port " + std::to_string(port) + " on 127.0.0.1 or [::1] in the pod", last_errno);
+}
+
+// Writes all of `data` to a blocking socket, giving up when `stop()` says so (polls in short slices).
+bool WriteAllTo(int fd, std::string_view data, const std::function<bool()>& stop) {
+  while (!data.empty()) {
+    if (stop()) {
+      return false;
+    }
+    pollfd p{fd, POLLOUT, 0};
+    int r = ::poll(&p, 1, 200);
+    if (r < 0 && errno != EINTR) {
+      return false;
+    }
+    if (r <= 0) {
+      continue;
+    }
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      continue;
+    }
+    if (n <= 0) {
+      return false;
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+}  // namespace
+
+grpc::Status AgentService::AttachOutput(grpc::ServerContext* ctx, const v1::AttachOutputRequest* req,
+                                        grpc::ServerWriter<v1::OutputChunk>* writer) {
+  return Guarded("AttachOutput", [&] {
+    auto valid = ValidateProcessRef(req->process(), "process");
+    if (!valid.ok()) {
+      return ToGrpc(valid.error());
+    }
+    auto io = containers_.Io(req->process());
+    if (!io.ok()) {
+      return ToGrpc(io.error());
+    }
+    std::shared_ptr<ProcessIo> p = *io;
+    struct Tapped {
+      OutputBuffer& buffer;
+      std::shared_ptr<OutputTap> tap;
+      ~Tapped() { buffer.Untap(tap); }
+    };
+    Tapped out{p->stdout_buffer(), p->stdout_buffer().Tap(kAttachBacklog)};
+    Tapped err{p->stderr_buffer(), p->stderr_buffer().Tap(kAttachBacklog)};
+    // An empty first message tells the host the taps are in place (output from now on is seen).
+    v1::OutputChunk hello;
+    if (!writer->Write(hello)) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "reader went away");
+    }
+    std::string data;
+    bool out_open = true;
+    bool err_open = true;
+    while (out_open || err_open) {
+      if (ctx->IsCancelled()) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "reader went away");
+      }
+      bool waited = false;
+      for (auto [tapped, stream, open] : {std::tuple{&out, v1::OutputChunk::STDOUT, &out_open},
+                                          std::tuple{&err, v1::OutputChunk::STDERR, &err_open}}) {
+        if (!*open) {
+          continue;
+        }
+        auto wait = waited ? std::chrono::milliseconds(0) : std::chrono::milliseconds(100);
+        waited = true;
+        *open = tapped->tap->Take(data, kAttachChunk, wait);
+        if (!*open && tapped->tap->overflowed()) {
+          return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              "the attached reader fell more than 1 MiB behind the process's output");
+        }
+        if (data.empty()) {
+          continue;
+        }
+        v1::OutputChunk chunk;
+        chunk.set_stream(stream);
+        chunk.set_data(data);
+        if (!writer->Write(chunk)) {
+          return grpc::Status(grpc::StatusCode::CANCELLED, "reader went away");
+        }
+      }
+    }
+    return grpc::Status::OK;
+  });
+}
+
+grpc::Status AgentService::PortForward(grpc::ServerContext* ctx,
+                                       grpc::ServerReaderWriter<v1::PortForwardFrame, v1::PortForwardFrame>* stream) {
+  return Guarded("PortForward", [&] {
+    struct Slot {
+      std::atomic<int>& count;
+      ~Slot() { --count; }
+    } slot{port_forwards_};
+    if (++port_forwards_ > kMaxPortForwards) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "more than " + std::to_string(kMaxPortForwards) + " port-forward connections open");
+    }
+    v1::PortForwardFrame frame;
+    if (!stream->Read(&frame)) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the host went away before naming a port");
+    }
+    if (frame.port() == 0 || frame.port() > 65535) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "port: must be 1..65535");
+    }
+    auto dialled = DialLoopback(frame.port());
+    if (!dialled.ok()) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, dialled.error().message());
+    }
+    base::UniqueFd socket = std::move(*dialled);
+    std::atomic<bool> stop{false};
+    auto stopped = [&] { return stop.load() || ctx->IsCancelled(); };
+
+    // Guest → host: read the socket until EOF, then tell the host with an eof frame.
+    std::atomic<bool> pod_output_done{false};
+    std::thread pump([&] {
+      std::string buf(kForwardChunk, '\0');
+      while (!stopped()) {
+        pollfd p{socket.get(), POLLIN, 0};
+        int r = ::poll(&p, 1, 200);
+        if (r < 0 && errno != EINTR) {
+          break;
+        }
+        if (r <= 0) {
+          continue;
+        }
+        ssize_t n = ::recv(socket.get(), buf.data(), buf.size(), MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+          continue;
+        }
+        v1::PortForwardFrame out;
+        if (n <= 0) {
+          out.set_eof(true);
+          stream->Write(out);
+          break;
+        }
+        out.set_data(buf.data(), static_cast<size_t>(n));
+        if (!stream->Write(out)) {
+          stop = true;
+          break;
+        }
+      }
+      pod_output_done = true;
+    });
+
+    // Host → guest: data until the host half-closes (WritesDone), then shut our write side down.
+    grpc::Status result = grpc::Status::OK;
+    while (stream->Read(&frame)) {
+      if (frame.data().size() > kForwardMaxFrame) {
+        result = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "data: at most 64 KiB per frame");
+        stop = true;
+        break;
+      }
+      if (!frame.data().empty() && !WriteAllTo(socket.get(), frame.data(), stopped)) {
+        // The guest side closed its input; what the host still sends is dropped, its output may continue.
+        break;
+      }
+    }
+    if (ctx->IsCancelled()) {
+      stop = true;
+    }
+    ::shutdown(socket.get(), SHUT_WR);
+    pump.join();
+    if (ctx->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the host went away");
+    }
+    return result;
+  });
+}
+
+grpc::Status AgentService::UpdateContainerResources(grpc::ServerContext*,
+                                                    const v1::UpdateContainerResourcesRequest* req,
+                                                    v1::UpdateContainerResourcesResponse* resp) {
+  return Guarded("UpdateContainerResources", [&] {
+    auto valid = ValidateUpdateResources(*req);
+    if (!valid.ok()) {
+      return ToGrpc(valid.error());
+    }
+    auto now = containers_.UpdateResources(req->container_id(), req->resources());
+    if (!now.ok()) {
+      LogWarn("UpdateContainerResources %s: %s", req->container_id().c_str(), now.error().message().c_str());
+      return ToGrpc(now.error());
+    }
+    *resp->mutable_resources() = *now;
     return grpc::Status::OK;
   });
 }

@@ -57,6 +57,10 @@ class AgentService final : public v1::Agent::Service {
   grpc::Status WatchEvents(grpc::ServerContext* ctx, const v1::WatchEventsRequest* req,
                            grpc::ServerWriter<v1::Event>* writer) override;
   grpc::Status Shutdown(grpc::ServerContext* ctx, const v1::ShutdownRequest* req, v1::ShutdownResponse* resp) override;
+  grpc::Status AttachOutput(grpc::ServerContext* ctx, const v1::AttachOutputRequest* req,
+                            grpc::ServerWriter<v1::OutputChunk>* writer) override;
+  grpc::Status PortForward(grpc::ServerContext* ctx,
+                           grpc::ServerReaderWriter<v1::PortForwardFrame, v1::PortForwardFrame>* stream) override;
 
  private:
   ContainerManager& containers_;
@@ -66,6 +70,7 @@ class AgentService final : public v1::Agent::Service {
   std::atomic<bool> shutting_down_{false};
   std::atomic<uint64_t> boot_to_ready_ms_{0};
   std::mutex setup_mu_;
+  std::atomic<int> port_forwards_{0};  // open PortForward calls, bounded (each holds a thread and a socket)
 };
 
 }  // namespace chrys::guest

@@ -42,6 +42,9 @@ void OutputBuffer::StartReading(base::UniqueFd fd) {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stop_ || data_.size() < capacity_; });
       data_.append(buf, static_cast<size_t>(n));
+      for (auto& tap : taps_) {
+        tap->Push(buf, static_cast<size_t>(n));
+      }
       cv_.notify_all();
     }
     MarkEof();
@@ -51,13 +54,78 @@ void OutputBuffer::StartReading(base::UniqueFd fd) {
 void OutputBuffer::Append(const char* data, size_t size) {
   std::lock_guard lock(mu_);
   data_.append(data, size);
+  for (auto& tap : taps_) {
+    tap->Push(data, size);
+  }
   cv_.notify_all();
 }
 
 void OutputBuffer::MarkEof() {
   std::lock_guard lock(mu_);
   eof_ = true;
+  for (auto& tap : taps_) {
+    tap->End();
+  }
+  taps_.clear();
   cv_.notify_all();
+}
+
+std::shared_ptr<OutputTap> OutputBuffer::Tap(size_t capacity) {
+  auto tap = std::make_shared<OutputTap>(capacity);
+  std::lock_guard lock(mu_);
+  if (eof_) {
+    tap->End();
+  } else {
+    taps_.push_back(tap);
+  }
+  return tap;
+}
+
+void OutputBuffer::Untap(const std::shared_ptr<OutputTap>& tap) {
+  std::lock_guard lock(mu_);
+  std::erase(taps_, tap);
+}
+
+void OutputTap::Push(const char* data, size_t size) {
+  std::lock_guard lock(mu_);
+  if (ended_) {
+    return;
+  }
+  if (data_.size() + size > capacity_) {
+    overflowed_ = true;
+    ended_ = true;
+    data_.clear();
+  } else {
+    data_.append(data, size);
+  }
+  cv_.notify_all();
+}
+
+void OutputTap::End() {
+  std::lock_guard lock(mu_);
+  ended_ = true;
+  cv_.notify_all();
+}
+
+void OutputTap::Close() {
+  std::lock_guard lock(mu_);
+  ended_ = true;
+  data_.clear();
+  cv_.notify_all();
+}
+
+bool OutputTap::overflowed() {
+  std::lock_guard lock(mu_);
+  return overflowed_;
+}
+
+bool OutputTap::Take(std::string& out, size_t max, std::chrono::milliseconds wait) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, wait, [&] { return !data_.empty() || ended_; });
+  size_t n = std::min(max, data_.size());
+  out.assign(data_, 0, n);
+  data_.erase(0, n);
+  return !(ended_ && data_.empty() && n == 0);
 }
 
 bool OutputBuffer::Take(std::string& out, size_t max, std::chrono::milliseconds wait) {

@@ -5,14 +5,43 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "base/result.h"
 #include "base/unique_fd.h"
 
 namespace chrys::guest {
+
+// A copy-only reader of an OutputBuffer (attach): it sees the bytes that arrive after it subscribed, without
+// taking them from the buffer's own reader (the CRI log). Bounded: a tap that falls `capacity` bytes behind is
+// cut off (overflowed) instead of slowing the process or the log.
+class OutputTap {
+ public:
+  explicit OutputTap(size_t capacity) : capacity_(capacity) {}
+
+  // Takes up to `max` bytes, waiting at most `wait`. Returns false once nothing more will come: the stream
+  // ended and was drained, the tap overflowed, or Close() was called.
+  bool Take(std::string& out, size_t max, std::chrono::milliseconds wait);
+  bool overflowed();
+  // Ends the tap from the reader's side (the attach client went away).
+  void Close();
+
+ private:
+  friend class OutputBuffer;
+  void Push(const char* data, size_t size);
+  void End();
+
+  const size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string data_;
+  bool ended_ = false;
+  bool overflowed_ = false;
+};
 
 // One output stream: a reader thread moves bytes from the pipe into a bounded buffer; when the buffer is
 // full the thread stops reading, so the writing process blocks instead of the agent growing (backpressure).
@@ -37,12 +66,17 @@ class OutputBuffer {
   bool Drained();
   size_t size();
 
+  // Subscribes a copy-only reader; an ended stream gives an already ended tap.
+  std::shared_ptr<OutputTap> Tap(size_t capacity);
+  void Untap(const std::shared_ptr<OutputTap>& tap);
+
  private:
   const size_t capacity_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::string data_;
   bool eof_ = false;
+  std::vector<std::shared_ptr<OutputTap>> taps_;
   std::thread reader_;
   std::atomic<bool> stop_{false};
 };
