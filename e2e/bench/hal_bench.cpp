@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 
@@ -71,6 +72,10 @@ int main() {
   guest::hal::HalImageConfig config;
   config.output_dir = root + "/image";
   config.cocos_mib = 1024;
+  // CHRYS_HAL_BENCH_CMDLINE adds kernel command line words to both boots (experiments).
+  if (const char* extra = std::getenv("CHRYS_HAL_BENCH_CMDLINE")) {
+    config.extra_cmdline = extra;
+  }
   auto image = guest::hal::BuildHalImage(config);
   if (!image.ok()) {
     std::fprintf(stderr, "build failed: %s\n", image.error().message().c_str());
@@ -86,9 +91,13 @@ int main() {
       (void)base::RemoveTree(root);
       return 1;
     }
-    auto argv =
-        runtime::confidential::BuildCvmQemuArgs(e2e::hal::TcgLaunchConfig(*vm, direct, *image, image->roothash));
-    auto run = argv.ok() ? e2e::hal::RunVmToExit(*argv, std::chrono::seconds(300))
+    auto launch = e2e::hal::TcgLaunchConfig(*vm, direct, *image, image->roothash);
+    launch.extra_cmdline = config.extra_cmdline;
+    auto argv = runtime::confidential::BuildCvmQemuArgs(launch);
+    // CHRYS_HAL_BENCH_CONSOLE_DIR keeps each boot's console (with every mark) for a closer look.
+    const char* console_dir = std::getenv("CHRYS_HAL_BENCH_CONSOLE_DIR");
+    std::string console_log = console_dir != nullptr ? std::string(console_dir) + "/console-" + name + ".log" : "";
+    auto run = argv.ok() ? e2e::hal::RunVmToExit(*argv, std::chrono::seconds(300), console_log)
                          : base::Result<e2e::hal::VmRun>(argv.error());
     if (!run.ok() || run->timed_out || !run->Report()) {
       std::fprintf(stderr, "%s boot failed: %s\n", name.c_str(),

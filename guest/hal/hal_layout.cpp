@@ -125,6 +125,35 @@ std::string RenderRootFstab() {
          "env_share                /etc/cocos       9p     trans=virtio,version=9p2000.L,nofail  0 0\n";
 }
 
+base::Result<std::string> FilterModulesDep(const std::string& modules_dep, const std::vector<std::string>& included) {
+  std::map<std::string, std::string> line_of;  // path -> its modules.dep line
+  std::istringstream in(modules_dep);
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t colon = line.find(':');
+    if (colon != std::string::npos) {
+      line_of[Trim(line.substr(0, colon))] = line;
+    }
+  }
+  std::set<std::string> wanted(included.begin(), included.end());
+  std::string out;
+  for (const std::string& path : included) {
+    auto it = line_of.find(path);
+    if (it == line_of.end()) {
+      return base::NotFound("kernel module " + path + " is not in modules.dep");
+    }
+    std::istringstream deps(it->second.substr(it->second.find(':') + 1));
+    std::string dep;
+    while (deps >> dep) {
+      if (wanted.count(dep) == 0) {
+        return base::InvalidArgument("kernel module " + path + " needs " + dep + ", which is not included");
+      }
+    }
+    out += it->second + "\n";
+  }
+  return out;
+}
+
 base::Result<std::vector<std::string>> ModuleLoadOrder(const std::string& modules_dep,
                                                        const std::vector<std::string>& wanted,
                                                        const std::string& modules_builtin) {

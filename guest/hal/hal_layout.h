@@ -78,6 +78,11 @@ base::Result<std::vector<std::string>> ModuleLoadOrder(const std::string& module
                                                        const std::vector<std::string>& wanted,
                                                        const std::string& modules_builtin = "");
 
+// The lines of `modules_dep` that describe the modules in `included` (paths as ModuleLoadOrder returns them),
+// in the order of `included`: the initramfs's own modules.dep, so that one `modprobe -a` loads everything.
+// Every dependency named on a kept line must itself be included, else the error names it.
+base::Result<std::string> FilterModulesDep(const std::string& modules_dep, const std::vector<std::string>& included);
+
 // The absolute library paths in `ldd` output (including the dynamic loader), in order, without vdso.
 std::vector<std::string> ParseLddOutput(const std::string& ldd_output);
 

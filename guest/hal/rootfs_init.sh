@@ -63,7 +63,7 @@ report() {
   env_type=$(mount_field /etc/cocos 3)
   root_write_refused=false
   if ! (: >/.chrys-write-probe) 2>/dev/null; then root_write_refused=true; else rm -f /.chrys-write-probe; fi
-  key_gone=$(bool test ! -e /run/chrys-key/cocos.key)
+  key_gone=$(bool test ! -e /run/chrys-key/cocos.key -a ! -e /run/chrys-key/cocos.pass)
   if grep -q " /run/chrys-key " "$PROC/mounts"; then key_gone=false; fi
   marker_written=false
   if token=$(conf_value write_marker); then
@@ -99,7 +99,7 @@ main() {
   mode=$(conf_value mode) || mode=agent
   if [ "$mode" = agent ] && [ -x "$AGENT" ]; then
     echo "CHRYS-HAL-MARK agent-exec $(cut -d' ' -f1 "$PROC/uptime")"
-    exec "$AGENT"
+    exec "$AGENT" --hal
   fi
   [ "$mode" = agent ] && echo "chrys-hal: no agent in this image ($AGENT); powering off"
   sync

@@ -100,6 +100,24 @@ TEST(HalLayoutTest, MissingModuleIsAnErrorUnlessBuiltIn) {
   EXPECT_EQ(*builtin, std::vector<std::string>{"kernel/drivers/md/dm-mod.ko"});
 }
 
+TEST(HalLayoutTest, OwnModulesDepKeepsOnlyIncludedModulesInLoadOrder) {
+  auto order = ModuleLoadOrder(kModulesDep, {"dm-crypt", "9pnet_virtio"});
+  ASSERT_TRUE(order.ok());
+  auto dep = FilterModulesDep(kModulesDep, *order);
+  ASSERT_TRUE(dep.ok()) << dep.error().message();
+  EXPECT_EQ(*dep,
+            "kernel/drivers/md/dm-mod.ko:\n"
+            "kernel/drivers/md/dm-crypt.ko: kernel/drivers/md/dm-mod.ko\n"
+            "kernel/net/9p/9pnet.ko:\n"
+            "kernel/drivers/virtio/virtio.ko:\n"
+            "kernel/net/9p/9pnet_virtio.ko: kernel/net/9p/9pnet.ko kernel/drivers/virtio/virtio.ko\n");
+  // A module whose dependency is left out would fail to load in the guest: refuse at build time.
+  auto partial = FilterModulesDep(kModulesDep, {"kernel/drivers/md/dm-crypt.ko"});
+  ASSERT_FALSE(partial.ok());
+  EXPECT_NE(partial.error().message().find("dm-mod.ko"), std::string::npos);
+  EXPECT_FALSE(FilterModulesDep(kModulesDep, {"kernel/fs/none.ko"}).ok());
+}
+
 TEST(HalLayoutTest, ParsesLddOutput) {
   std::string out =
       "\tlinux-vdso.so.1 (0x00007ffd)\n"

@@ -127,10 +127,12 @@ TEST_F(InitScriptTest, WipesTheKeyFile) {
   std::string key_dir = dir_ + "/key";
   ASSERT_TRUE(base::MakeDirs(key_dir).ok());
   ASSERT_TRUE(base::WriteFileAtomic(key_dir + "/cocos.key", std::string(64, 'k')).ok());
+  ASSERT_TRUE(base::WriteFileAtomic(key_dir + "/cocos.pass", std::string(64, 'p')).ok());
   auto r = Sh("init", "wipe_key && echo wiped", {"KEY_DIR=" + key_dir});
   EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
   EXPECT_EQ(r.stdout_data, "wiped\n");
   EXPECT_NE(::access((key_dir + "/cocos.key").c_str(), F_OK), 0);
+  EXPECT_NE(::access((key_dir + "/cocos.pass").c_str(), F_OK), 0);
 }
 
 TEST_F(InitScriptTest, MarksCarryTheUptime) {
