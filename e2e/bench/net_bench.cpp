@@ -135,12 +135,15 @@ int main(int argc, char** argv) {
     own_ms.push_back(own);
   }
 
-  auto run_concurrent = [&](bool full) {
+  auto run_concurrent = [&](bool full, int round) {
+    // The kernel destroys deleted namespaces asynchronously (cleanup_net holds the locks every netns and link
+    // operation needs): let the previous phase's cleanup finish so that it is not billed to this one.
+    std::this_thread::sleep_for(std::chrono::seconds(1));
     std::vector<std::thread> threads;
     auto start = Clock::now();
     for (int i = 0; i < concurrent; ++i) {
       threads.emplace_back([&, i] {
-        const std::string id = prefix + (full ? "cf" : "cp") + std::to_string(i);
+        const std::string id = prefix + (full ? "cf" : "cp") + std::to_string(round) + "-" + std::to_string(i);
         if (full) {
           Full(manager, id);
         } else {
@@ -153,8 +156,11 @@ int main(int argc, char** argv) {
     }
     return Ms(Clock::now() - start);
   };
-  double conc_plugins_wall = run_concurrent(false);
-  double conc_full_wall = run_concurrent(true);
+  // Two rounds each, in the order plugins, ours, ours, plugins, so that drift and leftovers hit both alike.
+  double conc_plugins_wall = run_concurrent(false, 0);
+  double conc_full_wall = run_concurrent(true, 0);
+  conc_full_wall = (conc_full_wall + run_concurrent(true, 1)) / 2;
+  conc_plugins_wall = (conc_plugins_wall + run_concurrent(false, 1)) / 2;
 
   Stats p = Summarize(plugins_ms);
   Stats f = Summarize(full_ms);
@@ -170,13 +176,15 @@ int main(int argc, char** argv) {
               f.mean, f.p50, f.p95);
   std::printf("%-34s %10.2f\n", "our cost beyond plugins (mean)", overhead);
   std::printf("%-34s %10.2f %10.2f %10.2f\n", "own time in Setup+Teardown", o.mean, o.p50, o.p95);
-  std::printf("%-34s %10s\n", "", "wall ms");
+  std::printf("%-34s %10s\n", "", "wall ms (mean of 2 rounds)");
   std::printf("%-34s %10.1f\n", ("plugins only, " + std::to_string(concurrent) + " at once").c_str(),
               conc_plugins_wall);
   std::printf("%-34s %10.1f\n", ("chrysalis, " + std::to_string(concurrent) + " at once").c_str(), conc_full_wall);
   std::printf("%-34s %10.2f\n", "our cost beyond plugins per pod", conc_overhead);
-  std::printf("target: our cost beyond plugins <= 10 ms per pod: %s (own time p50 %.2f ms)\n",
-              o.p50 <= 10.0 ? "met" : "NOT met", o.p50);
+  std::printf("target: our cost beyond plugins <= 10 ms per pod: one after another %s (%.2f ms), %d at once %s "
+              "(%.2f ms)\n",
+              overhead <= 10.0 ? "met" : "NOT met", overhead, concurrent, conc_overhead <= 10.0 ? "met" : "NOT met",
+              conc_overhead);
   std::printf(
       "{\"bench\":\"net\",\"sequential\":{\"pods\":%d,\"plugins_ms_mean\":%.2f,\"plugins_ms_p50\":%.2f,"
       "\"plugins_ms_p95\":%.2f,\"full_ms_mean\":%.2f,\"full_ms_p50\":%.2f,\"full_ms_p95\":%.2f,"
