@@ -15,6 +15,7 @@
 #include "guest/agent/child_reaper.h"
 #include "guest/agent/container_manager.h"
 #include "guest/agent/guest_init.h"
+#include "guest/agent/hal_mode.h"
 #include "guest/agent/log.h"
 #include "guest/agent/validation.h"
 
@@ -103,7 +104,15 @@ int main(int argc, char** argv) {
     LogWarn("%s", reaper.error().message().c_str());
     return 1;
   }
-  if (pid1) {
+  // HAL mode (confidential pods): the initramfs mounted and loaded everything; agent.json configures the pod.
+  bool hal = HalModeRequested(argc, argv);
+  if (hal) {
+    auto configured = StartHalMode();
+    if (!configured.ok() && pid1) {
+      Halt(configured.error().message().c_str());
+    }
+  }
+  if (pid1 && !hal) {
     LogInfo("started at %llu ms of guest uptime", static_cast<unsigned long long>(BootMs()));
     ::setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
     auto mounted = MountBaseFilesystems();

@@ -421,24 +421,11 @@ nlohmann::json BuildInfoJson(const HalArtifacts& a, int64_t epoch) {
 }  // namespace
 
 std::vector<std::string> DefaultInitramfsModules() {
-  return {"virtio_pci",
-          "virtio_scsi",
-          "sd_mod",
-          "dm-mod",
-          "dm-verity",
-          "dm-crypt",
-          "ecb",
-          "xts",
-          "algif_skcipher",
-          "crc32c_generic",
-          "ext4",
-          "9pnet_virtio",
-          "9p",
-          "configfs",
-          "virtio_net",
-          "virtio_console",
-          "vmw_vsock_virtio_transport",
-          "sev-guest"};
+  return {
+      "virtio_pci", "virtio_scsi", "sd_mod",         "dm-mod",         "dm-verity",      "dm-crypt",
+      "ecb",        "xts",         "algif_skcipher", "crc32c_generic", "ext4",           "9pnet_virtio",
+      "9p",         "overlay",     "configfs",       "virtio_net",     "virtio_console", "vmw_vsock_virtio_transport",
+      "sev-guest"};
 }
 
 Result<std::string> FindDefaultKernel(const std::string& boot_dir) {

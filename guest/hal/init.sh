@@ -255,6 +255,12 @@ runtime_mounts() {
   chmod 1777 "$NEWROOT/var/tmp"
   mount --bind "$NEWROOT/cocos/containers" "$NEWROOT/var/lib/chrys" || fail "cannot bind the container storage"
   mount --bind "$NEWROOT/cocos/cocos_init" "$NEWROOT/cocos_init" || fail "cannot bind /cocos_init"
+  # /etc: the verified root below, RAM above, so the agent can write hosts/resolv.conf/hostname (before the 9P
+  # shares are mounted on /etc/certs and /etc/cocos of the overlay).
+  mkdir -p /run/chrys-etc/upper /run/chrys-etc/work
+  mount -t overlay overlay \
+    -o "lowerdir=$NEWROOT/etc,upperdir=/run/chrys-etc/upper,workdir=/run/chrys-etc/work,nodev,nosuid" \
+    "$NEWROOT/etc" || fail "cannot mount the /etc overlay"
 }
 
 # The shares carry the agent configuration and TLS material; a VM started without them still boots (the
