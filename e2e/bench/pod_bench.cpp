@@ -160,8 +160,6 @@ class BareBoot {
           "-append",
           cmdline_,
           "-device",
-          "virtio-rng-pci",
-          "-device",
           "virtio-serial-pci,id=vser0",
           "-chardev",
           "socket,id=agent,path=" + work_dir_ + "/bare-" + tag + ".sock,server=on,wait=off",
