@@ -243,6 +243,21 @@ const std::vector<Field>& Schema() {
                          [](Config& c) -> int& { return c.streaming.idle_timeout_seconds; }));
     f.push_back(IntField("streaming.stream_creation_timeout_seconds", 1, 3600,
                          [](Config& c) -> int& { return c.streaming.stream_creation_timeout_seconds; }));
+    f.push_back(StringField("confidential.hal_dir", [](Config& c) -> std::string& { return c.confidential.hal_dir; }));
+    f.push_back(
+        StringField("confidential.ovmf_code", [](Config& c) -> std::string& { return c.confidential.ovmf_code; }));
+    f.push_back(
+        StringField("confidential.ovmf_vars", [](Config& c) -> std::string& { return c.confidential.ovmf_vars; }));
+    f.push_back(StringField("confidential.snp_firmware",
+                            [](Config& c) -> std::string& { return c.confidential.snp_firmware; }));
+    f.push_back(StringField("confidential.tdx_firmware",
+                            [](Config& c) -> std::string& { return c.confidential.tdx_firmware; }));
+    f.push_back(
+        StringField("confidential.igvm_file", [](Config& c) -> std::string& { return c.confidential.igvm_file; }));
+    f.push_back(IntField("confidential.min_memory_mib", 256, 1 << 20,
+                         [](Config& c) -> int& { return c.confidential.min_memory_mib; }));
+    f.push_back(IntField("confidential.boot_timeout_seconds", 10, 3600,
+                         [](Config& c) -> int& { return c.confidential.boot_timeout_seconds; }));
     return f;
   }();
   return fields;
@@ -403,6 +418,7 @@ Status Validate(const Config& config) {
   CHRYS_RETURN_IF_ERROR(absolute("run_dir", config.run_dir));
   CHRYS_RETURN_IF_ERROR(absolute("cni.conf_dir", config.cni.conf_dir));
   CHRYS_RETURN_IF_ERROR(absolute("vmm.guest_dir", config.vmm.guest_dir));
+  CHRYS_RETURN_IF_ERROR(absolute("confidential.hal_dir", config.confidential.hal_dir));
   if (!config.log.file.empty()) {
     CHRYS_RETURN_IF_ERROR(absolute("log.file", config.log.file));
   }

@@ -57,6 +57,18 @@ struct StreamingConfig {
   int stream_creation_timeout_seconds = 30;
 };
 
+// Confidential pods (handlers chrysalis-cvm, chrysalis-snp, chrysalis-tdx): the HAL disk image and firmware.
+struct ConfidentialConfig {
+  std::string hal_dir = "/var/lib/chrysalis/hal";  // chrys-hal-build output: disk.img, build-info.json
+  std::string ovmf_code = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+  std::string ovmf_vars = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+  std::string snp_firmware;  // SNP-capable OVMF for -bios (empty: none configured)
+  std::string tdx_firmware;  // TDVF for -bios
+  std::string igvm_file;     // SEV-SNP IGVM (optional)
+  int min_memory_mib = 1024;
+  int boot_timeout_seconds = 300;
+};
+
 struct Config {
   std::string socket = "/run/chrysalis/chrysalis.sock";
   std::string state_dir = "/var/lib/chrysalis";
@@ -68,6 +80,7 @@ struct Config {
   VmmConfig vmm;
   ImagesConfig images;
   StreamingConfig streaming;
+  ConfidentialConfig confidential;
 
   nlohmann::json ToJson() const;
   std::string ToYaml() const;

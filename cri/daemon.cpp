@@ -14,8 +14,10 @@
 #include <grpcpp/server_builder.h>
 
 #include "base/file_util.h"
+#include "cri/confidential_pods.h"
 #include "cri/logging.h"
 #include "cri/readiness.h"
+#include "runtime/confidential/cvm_sandbox.h"
 #include "runtime/cloud_hypervisor.h"
 #include "runtime/qemu.h"
 
@@ -123,7 +125,9 @@ base::Status Daemon::OpenSandboxes() {
   std::string accel = config_.vmm.accel;
   std::string run_dir = config_.run_dir;
   std::string kernel = options.kernel_path;
-  options.vmm_factory = [qemu, accel, run_dir](runtime::VmmKind kind) -> base::Result<std::unique_ptr<runtime::Vmm>> {
+  std::string cvm_plans = ConfidentialPlansDir(config_);
+  options.vmm_factory = [qemu, accel, run_dir,
+                         cvm_plans](runtime::VmmKind kind) -> base::Result<std::unique_ptr<runtime::Vmm>> {
     if (kind == runtime::VmmKind::kCloudHypervisor) {
       return std::unique_ptr<runtime::Vmm>(
           std::make_unique<runtime::CloudHypervisorVmm>(runtime::CloudHypervisorConfig{}));
@@ -134,7 +138,8 @@ base::Status Daemon::OpenSandboxes() {
     }
     qemu_config.accel = accel;
     qemu_config.accel_cache_path = run_dir + "/kvm-probe.json";
-    return std::unique_ptr<runtime::Vmm>(std::make_unique<runtime::QemuVmm>(qemu_config));
+    // Confidential pods (a launch plan under cvm_plans) boot the HAL disk; the others the microVM guest.
+    return runtime::confidential::MakeQemuOrCvmVmm(qemu_config, cvm_plans);
   };
   // Cloud Hypervisor needs its binary and a KVM that runs guests; otherwise the default handler uses QEMU.
   options.ch_usable = false;

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cri/confidential_pods.h"
 #include "cri/cri_util.h"
 #include "cri/grpc_status.h"
 #include "cri/runtime_service.h"
@@ -147,9 +148,9 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   const v1::PodSandboxConfig& config = request.config();
   CHRYS_RETURN_IF_ERROR(ValidatePodSandboxConfig(config));
   CHRYS_ASSIGN_OR_RETURN(std::string handler, ResolveHandler(request.runtime_handler()));
-  if (handler == "chrysalis-cvm" || handler == "chrysalis-snp" || handler == "chrysalis-tdx") {
-    return base::FailedPrecondition("runtime_handler '" + handler +
-                                    "': confidential pods are not available in this build yet");
+  const bool confidential = IsConfidentialHandler(handler);
+  if (confidential) {
+    CHRYS_RETURN_IF_ERROR(CheckConfidentialHandler(config_, handler, DefaultHostProbe(config_)));
   }
   Condition ready = CheckRuntimeReady(config_);
   if (!ready.ready) {
@@ -196,7 +197,14 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   rollback.Add([dir = pod.shared_dir] { ReleaseSharedDir(dir).ok(); });
 
   runtime::SandboxRequest sandbox;
-  sandbox.fs_shares.push_back({kPodShareTag, pod.shared_dir, false});
+  if (confidential) {
+    // The HAL guest gets its configuration from the env 9P share (agent.json) instead of SetupSandbox.
+    CHRYS_RETURN_IF_ERROR(PrepareConfidentialPod(config_, pod.id, handler, pod.shared_dir,
+                                                 AgentSetupOf(config, network ? &network.value() : nullptr)));
+    rollback.Add([this, id = pod.id] { ReleaseConfidentialPod(config_, id).ok(); });
+  } else {
+    sandbox.fs_shares.push_back({kPodShareTag, pod.shared_dir, false});
+  }
   sandbox.id = pod.id;
   sandbox.handler = handler;
   sandbox.resources = resources;
@@ -235,13 +243,15 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   if (!agent.ok()) {
     return agent.error();
   }
-  CHRYS_RETURN_IF_ERROR(
-      (*agent)->SetupSandbox(AgentSetupOf(config, pod.host_network ? nullptr : &described.value())));
-  auto share = (*agent)->MountShare(kPodShareTag, "pod", false);
-  if (!share.ok()) {
-    return share.error().Wrap("mount the pod's shared directory in the guest");
+  if (!confidential) {
+    CHRYS_RETURN_IF_ERROR(
+        (*agent)->SetupSandbox(AgentSetupOf(config, pod.host_network ? nullptr : &described.value())));
+    auto share = (*agent)->MountShare(kPodShareTag, "pod", false);
+    if (!share.ok()) {
+      return share.error().Wrap("mount the pod's shared directory in the guest");
+    }
+    pod.shared_guest_path = *share;
   }
-  pod.shared_guest_path = *share;
 
   pod.state = PodState::kReady;
   CHRYS_RETURN_IF_ERROR(backends_.pods.UpdatePod(pod));
@@ -297,6 +307,9 @@ base::Status RuntimeServiceImpl::StopPod(PodRecord& pod) {
   MarkContainersGone(pod.id, "the pod sandbox was stopped");
   if (!pod.shared_dir.empty()) {
     CHRYS_RETURN_IF_ERROR(ReleaseSharedDir(pod.shared_dir));
+  }
+  if (IsConfidentialHandler(pod.handler)) {
+    CHRYS_RETURN_IF_ERROR(ReleaseConfidentialPod(config_, pod.id));
   }
   if (!pod.host_network) {
     CHRYS_RETURN_IF_ERROR(backends_.network.Teardown(pod.id));

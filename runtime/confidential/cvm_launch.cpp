@@ -61,6 +61,9 @@ Status Validate(const CvmLaunchConfig& c) {
   if (c.max_memory_mib != 0 && c.max_memory_mib < c.memory_mib) {
     return InvalidArgument("max_memory_mib is smaller than memory_mib");
   }
+  if (c.disk_format != "raw" && c.disk_format != "qcow2") {
+    return InvalidArgument("disk_format must be raw or qcow2, not \"" + c.disk_format + "\"");
+  }
   if (c.disk_image.empty()) {
     return InvalidArgument("disk_image is required: the verified root and the /cocos partition live on it");
   }
@@ -111,7 +114,7 @@ Status Validate(const CvmLaunchConfig& c) {
     if (!ids.insert(nic.id).second) {
       return InvalidArgument("duplicate nic id \"" + nic.id + "\"");
     }
-    if (nic.kind == CvmNic::Kind::kTap && nic.tap_name.empty() && nic.tap_fd < 0) {
+    if (nic.kind == CvmNic::Kind::kTap && nic.tap_name.empty() && nic.tap_fd < 0 && nic.tap_queue_fds.empty()) {
       return InvalidArgument("tap nic \"" + nic.id + "\" needs tap_name or tap_fd");
     }
   }
@@ -172,6 +175,12 @@ class Args {
       for (const std::string& fwd : nic.host_forwards) {
         value += ",hostfwd=" + QemuEscape(fwd);
       }
+    } else if (!nic.tap_queue_fds.empty()) {
+      std::string fds;
+      for (int fd : nic.tap_queue_fds) {
+        fds += (fds.empty() ? "" : ":") + std::to_string(fd);
+      }
+      value = "tap,id=" + nic.id + ",fds=" + fds + ",vhost=off";
     } else if (nic.tap_fd >= 0) {
       value = "tap,id=" + nic.id + ",fd=" + std::to_string(nic.tap_fd);
     } else {
@@ -184,6 +193,9 @@ class Args {
     std::string value = std::string("virtio-net-pci,") + kVirtioFlags + ",netdev=" + nic.id + ",romfile=";
     if (!nic.mac.empty()) {
       value += ",mac=" + nic.mac;
+    }
+    if (nic.tap_queue_fds.size() > 1) {
+      value += ",mq=on,vectors=" + std::to_string(2 * nic.tap_queue_fds.size() + 2);
     }
     Opt("-device", value);
   }
@@ -201,7 +213,7 @@ class Args {
   }
 
   void Disk() {
-    Opt("-drive", "file=" + QemuEscape(c_.disk_image) + ",if=none,id=disk0,format=raw");
+    Opt("-drive", "file=" + QemuEscape(c_.disk_image) + ",if=none,id=disk0,format=" + c_.disk_format);
     Opt("-device", std::string("virtio-scsi-pci,id=scsi0,") + kVirtioFlags);
     Opt("-device", "scsi-hd,drive=disk0,bus=scsi0.0");
   }

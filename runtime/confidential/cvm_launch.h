@@ -28,6 +28,8 @@ struct CvmNic {
   std::vector<std::string> host_forwards;
   std::string tap_name;
   int tap_fd = -1;
+  // A multi-queue tap: the fds of its queues as QEMU sees them (fds=3:4:...); takes precedence over tap_fd.
+  std::vector<int> tap_queue_fds;
   std::string mac;  // empty: QEMU picks one
 };
 
@@ -46,6 +48,8 @@ struct CvmLaunchConfig {
 
   // The HAL disk image (raw). It is attached as virtio-scsi + scsi-hd so the guest sees /dev/sda.
   std::string disk_image;
+  // "raw" for disk.img itself; "qcow2" for a per-VM copy-on-write overlay backed by it.
+  std::string disk_format = "raw";
 
   // Firmware. Plain: OVMF code as a read-only pflash plus this VM's own copy of the vars store.
   // SEV-SNP: `igvm_file` when set (firmware inside the IGVM), otherwise `firmware_bios` (-bios, stateless

@@ -179,6 +179,53 @@ std::vector<std::string> ConfidentialHostReport::Problems() const {
   return problems;
 }
 
+std::vector<std::string> ConfidentialHostReport::ProblemsFor(TeeKind tee) const {
+  std::vector<std::string> out;
+  auto file_state = [&](const std::string& what) -> const FileCheck* {
+    for (const FileCheck& f : files) {
+      if (f.what == what) {
+        return &f;
+      }
+    }
+    return nullptr;
+  };
+  auto need_file = [&](const std::string& what, const std::string& config_key) {
+    const FileCheck* f = file_state(what);
+    if (f == nullptr) {
+      out.push_back(what + " is not configured (" + config_key + ")");
+    } else if (!f->present) {
+      out.push_back(what + " not found at " + f->path);
+    }
+  };
+  if (!qemu_found) {
+    out.push_back("QEMU not found or not runnable: install qemu-system-x86 (confidential pods need it)");
+  }
+  if (tee == TeeKind::kNone) {
+    need_file("OVMF code", "confidential.ovmf_code");
+    need_file("OVMF vars template", "confidential.ovmf_vars");
+    return out;
+  }
+  const std::string prefix = tee == TeeKind::kSevSnp ? "SEV-SNP:" : "TDX:";
+  for (const std::string& problem : Problems()) {
+    if (problem.rfind(prefix, 0) == 0) {
+      out.push_back(problem);
+    }
+  }
+  if (tee == TeeKind::kSevSnp) {
+    const FileCheck* bios = file_state("SEV-SNP firmware");
+    const FileCheck* igvm = file_state("IGVM file");
+    bool have = (bios != nullptr && bios->present) || (igvm != nullptr && igvm->present);
+    if (!have) {
+      out.push_back(
+          "SEV-SNP: no SNP firmware: set confidential.snp_firmware (OVMF built for SNP) or "
+          "confidential.igvm_file to an existing file");
+    }
+  } else {
+    need_file("TDX firmware", "confidential.tdx_firmware");
+  }
+  return out;
+}
+
 std::string ConfidentialHostReport::Describe() const {
   std::ostringstream out;
   auto yes = [](bool b) { return b ? "yes" : "no"; };

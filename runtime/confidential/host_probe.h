@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "runtime/confidential/cvm_launch.h"
 
 namespace chrys::runtime::confidential {
 
@@ -53,6 +54,10 @@ struct ConfidentialHostReport {
   bool TdxUsable() const;
   // One actionable sentence per missing piece, e.g. "QEMU 7.2.22 has no sev-snp-guest object (needs >= 9.1)".
   std::vector<std::string> Problems() const;
+  // What stops one kind of confidential pod on this host (empty: it can run): the problems above that concern
+  // it, plus its firmware. SEV-SNP needs "SEV-SNP firmware" or "IGVM file" present, TDX "TDX firmware"; the
+  // plain HAL disk boot (kNone) needs QEMU and the two OVMF files. Used by chrysd per handler and by doctor.
+  std::vector<std::string> ProblemsFor(TeeKind tee) const;
   // Human-readable multi-line summary for doctor.
   std::string Describe() const;
 };

@@ -69,6 +69,30 @@ TEST(HostProbeTest, FallsBackToTheVersionWhenObjectsCannotBeListed) {
   EXPECT_TRUE(new_qemu.Problems().empty());
 }
 
+TEST(HostProbeTest, ProblemsForEachKindOfPodNameWhatThatPodLacks) {
+  // A TDX-less, SNP-capable host whose QEMU is new enough for both, with an IGVM file but no TDVF.
+  auto report = AssembleReport(true, true, false, std::string("QEMU emulator version 10.1.0\n"), std::nullopt,
+                               {{"OVMF code", "/ovmf/code.fd", true},
+                                {"OVMF vars template", "/ovmf/vars.fd", false},
+                                {"IGVM file", "/fw/snp.igvm", true}});
+  EXPECT_TRUE(report.ProblemsFor(TeeKind::kSevSnp).empty());
+  auto tdx = report.ProblemsFor(TeeKind::kTdx);
+  ASSERT_EQ(tdx.size(), 2u);
+  EXPECT_NE(tdx[0].find("kvm_intel does not report tdx=Y"), std::string::npos);
+  EXPECT_NE(tdx[1].find("confidential.tdx_firmware"), std::string::npos);
+  auto plain = report.ProblemsFor(TeeKind::kNone);
+  ASSERT_EQ(plain.size(), 1u);
+  EXPECT_NE(plain[0].find("OVMF vars template not found at /ovmf/vars.fd"), std::string::npos);
+
+  // This machine's situation: QEMU 7.2, no TEE, no SNP firmware.
+  auto old = AssembleReport(false, false, false, std::string("QEMU emulator version 7.2.22\n"), std::nullopt, {});
+  auto snp = old.ProblemsFor(TeeKind::kSevSnp);
+  ASSERT_EQ(snp.size(), 3u);
+  EXPECT_NE(snp[0].find("sev_snp=Y"), std::string::npos);
+  EXPECT_NE(snp[1].find("QEMU 7.2.22 has no sev-snp-guest object (needs QEMU >= 9.1)"), std::string::npos);
+  EXPECT_NE(snp[2].find("confidential.snp_firmware"), std::string::npos);
+}
+
 TEST(HostProbeTest, ReadsSysfsAndDevFromTheGivenRoot) {
   char tmpl[] = "/tmp/hal-probe-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
