@@ -394,7 +394,7 @@ Status AgentClient::Shutdown(std::chrono::milliseconds grace) {
 }
 
 Result<v1::Resources> AgentClient::UpdateContainerResources(const std::string& container_id,
-                                                           const v1::Resources& resources) {
+                                                            const v1::Resources& resources) {
   grpc::ClientContext ctx;
   SetDeadline(ctx, options_.call_timeout);
   v1::UpdateContainerResourcesRequest req;
@@ -406,6 +406,19 @@ Result<v1::Resources> AgentClient::UpdateContainerResources(const std::string& c
     return Fail(s, "agent UpdateContainerResources " + container_id);
   }
   return resp.resources();
+}
+
+Result<v1::PullImageResponse> AgentClient::PullImageInGuest(const v1::PullImageRequest& request,
+                                                            std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, timeout);
+  v1::GuestImages::Stub images(channel_);
+  v1::PullImageResponse resp;
+  grpc::Status s = images.PullImage(&ctx, request, &resp);
+  if (!s.ok()) {
+    return Fail(s, "in-guest PullImage " + request.image());
+  }
+  return resp;
 }
 
 }  // namespace chrys::runtime::agent

@@ -87,11 +87,15 @@ class AgentClient {
 
   // Changes a created or running container's cgroup limits (fields left zero/empty stay as they are);
   // returns the limits the guest reports in force afterwards.
-  base::Result<v1::Resources> UpdateContainerResources(const std::string& container_id,
-                                                       const v1::Resources& resources);
+  base::Result<v1::Resources> UpdateContainerResources(const std::string& container_id, const v1::Resources& resources);
 
   // The raw stub, for calls this class does not wrap.
   v1::Agent::Stub& stub() { return *stub_; }
+
+  // Pulls an image inside the guest (GuestImages, served only by the HAL agent of confidential pods; others
+  // answer UNIMPLEMENTED). The layers stay in the guest; bounded by `timeout`.
+  base::Result<v1::PullImageResponse> PullImageInGuest(const v1::PullImageRequest& request,
+                                                       std::chrono::milliseconds timeout);
 
  private:
   AgentClient(AgentEndpoint endpoint, AgentClientOptions options, std::shared_ptr<grpc::Channel> channel);
