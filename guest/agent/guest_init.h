@@ -17,6 +17,14 @@ inline constexpr const char* kModuleListPath = "/lib/modules/chrys-modules.load"
 // initramfs root itself), then mounts /proc, /sys, /dev, /dev/pts, /dev/shm, /run, /tmp and cgroup2.
 base::Status MountBaseFilesystems();
 
+// gRPC (1.51) does not start its clock before CLOCK_MONOTONIC reads 2 s: its time init sleeps in 100 ms steps
+// until then. As PID 1 of a VM the agent gets there long before (on KVM after a few hundred ms), and would idle
+// away the difference on every boot. This moves the (still single-threaded) caller into a new time namespace
+// whose monotonic clock runs kMonotonicLeadSeconds ahead; CLOCK_BOOTTIME, which readiness is reported in, and
+// the wall clock are untouched. Processes the agent starts (crun, containers) inherit the namespace.
+inline constexpr int kMonotonicLeadSeconds = 10;
+base::Status RunMonotonicClockAhead();
+
 // What the guest's (virtual) hardware has, as far as module loading cares.
 struct GuestHardware {
   bool virtio_vsock = false;  // a virtio vsock PCI device (vendor 0x1af4, device 0x1053)

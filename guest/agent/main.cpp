@@ -16,9 +16,6 @@
 #include "guest/agent/container_manager.h"
 #include "guest/agent/guest_init.h"
 #include "guest/agent/hal_mode.h"
-#ifdef CHRYS_AGENT_HAL
-#include "guest/agent/image_pull_service.h"
-#endif
 #include "guest/agent/log.h"
 #include "guest/agent/validation.h"
 
@@ -99,6 +96,21 @@ int main(int argc, char** argv) {
   }
   bool pid1 = ::getpid() == 1;
   GuestHardware hardware;
+  // HAL mode (confidential pods): the initramfs mounted and loaded everything; agent.json configures the pod.
+  bool hal = HalModeRequested(argc, argv);
+  if (pid1 && !hal) {
+    LogInfo("started at %llu ms of guest uptime", static_cast<unsigned long long>(BootMs()));
+    ::setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+    auto mounted = MountBaseFilesystems();
+    if (!mounted.ok()) {
+      Halt(mounted.error().message().c_str());
+    }
+    // Still single-threaded here, as entering a time namespace requires.
+    auto ahead = RunMonotonicClockAhead();
+    if (!ahead.ok()) {
+      LogWarn("%s", ahead.error().message().c_str());
+    }
+  }
   auto reaper = ChildReaper::Start();
   if (!reaper.ok()) {
     if (pid1) {
@@ -107,8 +119,6 @@ int main(int argc, char** argv) {
     LogWarn("%s", reaper.error().message().c_str());
     return 1;
   }
-  // HAL mode (confidential pods): the initramfs mounted and loaded everything; agent.json configures the pod.
-  bool hal = HalModeRequested(argc, argv);
   if (hal) {
     auto configured = StartHalMode();
     if (!configured.ok() && pid1) {
@@ -116,12 +126,6 @@ int main(int argc, char** argv) {
     }
   }
   if (pid1 && !hal) {
-    LogInfo("started at %llu ms of guest uptime", static_cast<unsigned long long>(BootMs()));
-    ::setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
-    auto mounted = MountBaseFilesystems();
-    if (!mounted.ok()) {
-      Halt(mounted.error().message().c_str());
-    }
     hardware = ProbeGuestHardware();
     auto failed = LoadModules(ModulePhase::kBoot, hardware);
     if (!failed.empty()) {
@@ -155,11 +159,6 @@ int main(int argc, char** argv) {
     builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
   }
   builder.RegisterService(&service);
-#ifdef CHRYS_AGENT_HAL
-  // Confidential pods pull their images inside the guest, onto the encrypted /cocos.
-  GuestImageService guest_images;
-  builder.RegisterService(&guest_images);
-#endif
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
     if (pid1) {
