@@ -1,5 +1,5 @@
-// AgentStreamRuntime runs exec sessions through the pod VM's chrys-agent (ExecProcess, WriteStdin, ResizeTty,
-// ReadOutput, WaitProcess), for the streaming server.
+// AgentStreamRuntime runs exec, attach and port-forward sessions through the pod VM's chrys-agent (ExecProcess,
+// WriteStdin, ResizeTty, ReadOutput, WaitProcess, AttachOutput, PortForward), for the streaming server.
 #pragma once
 
 #include "cri/streaming/stream_runtime.h"
@@ -14,9 +14,9 @@ class AgentStreamRuntime : public StreamRuntime {
       : sandboxes_(sandboxes), agents_(agents) {}
 
   base::Result<std::unique_ptr<StreamProcess>> StartExec(const ExecRequest& request) override;
-  // Not yet: the agent's ReadOutput has a single reader (the CRI log monitor); attach needs a tee there.
+  // Attaches to a running container's main process: a copy of its output (the CRI log keeps its own reader).
   base::Result<std::unique_ptr<StreamProcess>> Attach(const AttachRequest& request) override;
-  // Not yet: needs a PortForward stream in the agent API.
+  // Dials the port on the guest's loopback through the agent (the host netns cannot reach a TC-redirect pod).
   base::Result<std::unique_ptr<PortConnection>> DialPort(const PortForwardRequest& request, int32_t port) override;
 
  private:

@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "cri/streaming/http.h"
+#include "cri/streaming/port_forward.h"
 #include "cri/streaming/remote_command.h"
+#include "cri/streaming/spdy_handlers.h"
 #include "cri/streaming/ws_session.h"
 
 namespace chrys::cri::streaming {
@@ -133,6 +135,8 @@ std::string Reason(int code) {
       return "Bad Request";
     case 404:
       return "Not Found";
+    case 403:
+      return "Forbidden";
     case 405:
       return "Method Not Allowed";
     case 500:
@@ -405,8 +409,8 @@ void StreamingServer::ServeWebSocket(Connection& connection, const HttpRequest& 
     Reply(connection, 400, "WebSocket upgrade needs Connection: Upgrade, Sec-WebSocket-Key and version 13");
     return;
   }
-  if (std::holds_alternative<PortForwardRequest>(request)) {
-    Reply(connection, 501, "port-forward is not implemented by this chrysd yet");
+  if (auto* forward = std::get_if<PortForwardRequest>(&request)) {
+    ServeWsPortForward(connection, http, key, *forward);
     return;
   }
   std::string chosen;
@@ -443,8 +447,188 @@ void StreamingServer::ServeWebSocket(Connection& connection, const HttpRequest& 
   RunRemoteCommand(*process, channels, protocol);
 }
 
-void StreamingServer::ServeSpdy(Connection& connection, const HttpRequest& /*http*/, StreamRequest /*request*/) {
-  Reply(connection, 400, "SPDY/3.1 is not implemented by this chrysd yet; use a WebSocket client (v5.channel.k8s.io)");
+namespace {
+
+// One forwarded connection's client side over WebSocket: data channel 2i, error channel 2i+1.
+class WsPortSide : public PortClientSide {
+ public:
+  WsPortSide(WsSession& ws, uint8_t data_channel) : ws_(ws), data_channel_(data_channel) {}
+  bool WriteData(std::string_view data) override { return ws_.Send(data_channel_, data).ok(); }
+  void WriteError(std::string_view message) override { ws_.Send(data_channel_ + 1, message).ok(); }
+  // The WebSocket port-forward protocol has no per-channel close: the session ends when every port is done.
+  void CloseData() override {}
+
+ private:
+  WsSession& ws_;
+  const uint8_t data_channel_;
+};
+
+}  // namespace
+
+void StreamingServer::ServeWsPortForward(Connection& connection, const HttpRequest& http, const std::string& key,
+                                         const PortForwardRequest& request) {
+  auto offered = http.HeaderTokens("sec-websocket-protocol");
+  std::string chosen;
+  if (!offered.empty()) {
+    for (const char* name : {"v4.channel.k8s.io", "portforward.k8s.io"}) {
+      if (std::find(offered.begin(), offered.end(), name) != offered.end()) {
+        chosen = name;
+        break;
+      }
+    }
+    if (chosen.empty()) {
+      Reply(connection, 400, "no supported port-forward subprotocol offered (want v4.channel.k8s.io)");
+      return;
+    }
+  }
+  std::vector<int32_t> ports;
+  for (const auto& value : http.QueryValues("port")) {
+    auto port = ParsePort(value);
+    if (!port.ok()) {
+      Reply(connection, 400, port.error().message());
+      return;
+    }
+    if (!request.ports.empty() && std::find(request.ports.begin(), request.ports.end(), *port) == request.ports.end()) {
+      Reply(connection, 400, "port " + value + " was not granted by the PortForward request");
+      return;
+    }
+    ports.push_back(*port);
+  }
+  if (ports.empty()) {
+    ports = request.ports;
+  }
+  if (ports.empty() || ports.size() > 64) {
+    Reply(connection, 400, "name 1..64 ports with the query parameter \"port\"");
+    return;
+  }
+  std::string response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+  response += "Sec-WebSocket-Accept: " + ws::AcceptKey(key) + "\r\n";
+  if (!chosen.empty()) {
+    response += "Sec-WebSocket-Protocol: " + chosen + "\r\n";
+  }
+  response += "\r\n";
+  if (!connection.WriteAll(response).ok()) {
+    return;
+  }
+  WsSession ws(connection, options_.max_frame_bytes, options_.idle_timeout);
+  std::vector<std::unique_ptr<WsPortSide>> sides;
+  std::vector<std::unique_ptr<ForwardedConnection>> forwards;
+  for (size_t i = 0; i < ports.size(); ++i) {
+    // Each channel starts with its port, little-endian, so the client can match channels to ports.
+    std::string prefix = {static_cast<char>(ports[i] & 0xFF), static_cast<char>((ports[i] >> 8) & 0xFF)};
+    ws.Send(static_cast<uint8_t>(2 * i), prefix).ok();
+    ws.Send(static_cast<uint8_t>(2 * i + 1), prefix).ok();
+    sides.push_back(std::make_unique<WsPortSide>(ws, static_cast<uint8_t>(2 * i)));
+    forwards.push_back(std::make_unique<ForwardedConnection>(ports[i], *sides.back()));
+  }
+  for (auto& forward : forwards) {
+    forward->Start(runtime_, request);
+  }
+  // Ends the session once every pod side is done (a watcher closes the WebSocket, which ends Receive).
+  std::atomic<bool> client_gone{false};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::thread watcher([&] {
+    std::unique_lock lock(mu);
+    while (!client_gone) {
+      bool all_done = std::all_of(forwards.begin(), forwards.end(), [](auto& f) { return f->pod_done(); });
+      if (all_done) {
+        lock.unlock();
+        for (auto& forward : forwards) {
+          forward->ClientDone();
+        }
+        ws.Close(ws::kCloseNormal, "");
+        // Give the client a moment to answer the close, then end the read side ourselves.
+        lock.lock();
+        if (!cv.wait_for(lock, std::chrono::seconds(2), [&] { return client_gone.load(); })) {
+          connection.Shutdown();
+        }
+        return;
+      }
+      cv.wait_for(lock, std::chrono::milliseconds(100));
+    }
+  });
+  while (true) {
+    auto message = ws.Receive();
+    if (!message.ok() || !message->has_value()) {
+      if (!message.ok()) {
+        spdlog::info("stream: port-forward client: {}", message.error().message());
+      }
+      break;
+    }
+    const std::string& m = **message;
+    if (m.empty()) {
+      continue;
+    }
+    size_t channel = static_cast<uint8_t>(m[0]);
+    if (channel >= 2 * forwards.size() || channel % 2 != 0) {
+      ws.Close(ws::kCloseProtocolError, "unexpected channel " + std::to_string(channel));
+      break;
+    }
+    if (m.size() > 1) {
+      forwards[channel / 2]->FromClient(std::string_view(m).substr(1));
+    }
+  }
+  {
+    std::lock_guard lock(mu);
+    client_gone = true;
+  }
+  cv.notify_all();
+  watcher.join();
+  // The client cannot read anymore: tear every connection down (the agent closes the pod sockets).
+  for (auto& forward : forwards) {
+    forward->Abort();
+  }
+  for (auto& forward : forwards) {
+    forward->Join();
+  }
+  connection.Shutdown();
+}
+
+void StreamingServer::ServeSpdy(Connection& connection, const HttpRequest& http, StreamRequest request) {
+  if (!http.HasToken("connection", "upgrade")) {
+    Reply(connection, 400, "SPDY upgrade needs Connection: Upgrade");
+    return;
+  }
+  // X-Stream-Protocol-Version: the client's protocols in its order of preference; the server picks the first
+  // it speaks.
+  auto offered = http.HeaderTokens("x-stream-protocol-version");
+  bool forward = std::holds_alternative<PortForwardRequest>(request);
+  std::string chosen;
+  CommandProtocol protocol = CommandProtocol::kV1;
+  for (const auto& name : offered) {
+    if (forward && name == "portforward.k8s.io") {
+      chosen = name;
+      break;
+    }
+    if (!forward) {
+      auto it = std::find_if(WsCommandProtocols().begin(), WsCommandProtocols().end(),
+                             [&](const auto& p) { return p.first == name && p.second != CommandProtocol::kV5; });
+      if (it != WsCommandProtocols().end()) {
+        chosen = name;
+        protocol = it->second;
+        break;
+      }
+    }
+  }
+  if (chosen.empty()) {
+    Reply(connection, 403,
+          std::string("unable to upgrade: no supported X-Stream-Protocol-Version offered (want ") +
+              (forward ? "portforward.k8s.io" : "v4.channel.k8s.io, v3.channel.k8s.io or v2.channel.k8s.io") + ")");
+    return;
+  }
+  std::string response = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n";
+  response += "X-Stream-Protocol-Version: " + chosen + "\r\n\r\n";
+  if (!connection.WriteAll(response).ok()) {
+    return;
+  }
+  SpdySession session(connection, options_.max_frame_bytes, options_.idle_timeout);
+  if (forward) {
+    ServeSpdyPortForward(connection, session, runtime_, std::get<PortForwardRequest>(request),
+                         options_.stream_creation_timeout);
+  } else {
+    ServeSpdyCommand(connection, session, runtime_, request, protocol, options_.stream_creation_timeout);
+  }
 }
 
 }  // namespace chrys::cri::streaming

@@ -69,6 +69,8 @@ class StreamingServer {
   void ReapFinishedLocked();
   void Serve(Connection& connection);
   void ServeWebSocket(Connection& connection, const HttpRequest& http, StreamRequest request);
+  void ServeWsPortForward(Connection& connection, const HttpRequest& http, const std::string& key,
+                          const PortForwardRequest& request);
   void ServeSpdy(Connection& connection, const HttpRequest& http, StreamRequest request);
 
   StreamingServerOptions options_;
