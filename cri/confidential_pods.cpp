@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "imagestore/reference.h"
 #include "runtime/confidential/cvm_sandbox.h"
 
 namespace chrys::cri {
@@ -136,6 +137,30 @@ Status PrepareConfidentialPod(const Config& config, const std::string& pod_id, c
   plan.boot_timeout_seconds = config.confidential.boot_timeout_seconds;
   return runtime::confidential::SaveCvmPlan(plan,
                                             runtime::confidential::CvmPlanPath(ConfidentialPlansDir(config), pod_id));
+}
+
+base::Result<::chrys::agent::v1::PullImageResponse> PullImageInConfidentialPod(const Config& config,
+                                                                               runtime::agent::AgentClient& agent,
+                                                                               const std::string& image) {
+  CHRYS_ASSIGN_OR_RETURN(imagestore::Reference ref, imagestore::Reference::Parse(image));
+  ::chrys::agent::v1::PullImageRequest request;
+  request.set_image(image);
+  auto registry = config.images.registries.find(ref.registry);
+  request.set_insecure(registry != config.images.registries.end() && registry->second.insecure);
+  return agent.PullImageInGuest(request, std::chrono::seconds(config.images.pull_timeout_seconds));
+}
+
+base::Error CreateContainerInConfidentialPod(const Config& config, runtime::agent::AgentClient& agent,
+                                             const std::string& image) {
+  auto pulled = PullImageInConfidentialPod(config, agent, image);
+  if (!pulled.ok()) {
+    return pulled.error();
+  }
+  return base::FailedPrecondition(
+      "image '" + image + "' was pulled inside the confidential guest (" + pulled->image_id() + ", " +
+      std::to_string(pulled->layer_dirs_size()) +
+      " layers on /cocos), but containers from in-guest layers are not supported yet: the guest agent's storage "
+      "cannot mount unpacked layer directories");
 }
 
 Status ReleaseConfidentialPod(const Config& config, const std::string& pod_id) {

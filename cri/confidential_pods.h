@@ -7,6 +7,7 @@
 #include "base/result.h"
 #include "cri/config.h"
 #include "guest/proto/agent.pb.h"
+#include "runtime/agent/agent_client.h"
 #include "runtime/confidential/cvm_launch.h"
 #include "runtime/confidential/host_probe.h"
 
@@ -35,6 +36,16 @@ std::string RenderAgentJson(const std::string& sandbox_id, const ::chrys::agent:
 // the runtime's CvmVmm picks up. Undone by ReleaseConfidentialPod.
 base::Status PrepareConfidentialPod(const Config& config, const std::string& pod_id, const std::string& handler,
                                     const std::string& pod_dir, const ::chrys::agent::v1::SetupSandboxRequest& setup);
+
+// CreateContainer in a confidential pod, as far as this build goes: the image is pulled inside the guest over
+// the pod network onto its encrypted /cocos (never into the host store; `insecure` from
+// images.registries[<host>].insecure), then the call fails with FAILED_PRECONDITION, because running a
+// container from in-guest layers needs the guest agent's storage to mount unpacked layer directories.
+base::Result<::chrys::agent::v1::PullImageResponse> PullImageInConfidentialPod(const Config& config,
+                                                                               runtime::agent::AgentClient& agent,
+                                                                               const std::string& image);
+base::Error CreateContainerInConfidentialPod(const Config& config, runtime::agent::AgentClient& agent,
+                                             const std::string& image);
 
 // Removes the plan directory (overlay and vars copy included). Idempotent. The VM must be stopped.
 base::Status ReleaseConfidentialPod(const Config& config, const std::string& pod_id);

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cri/confidential_pods.h"
 #include "cri/cri_util.h"
 #include "cri/grpc_status.h"
 #include "cri/runtime_service.h"
@@ -148,6 +149,12 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
   }
   const v1::ContainerConfig& config = request.config();
   CHRYS_RETURN_IF_ERROR(ValidateContainerConfig(config, pod->config));
+  if (IsConfidentialHandler(pod->handler)) {
+    // Confidential pods never use the host store: the guest pulls the image itself.
+    CHRYS_ASSIGN_OR_RETURN(runtime::SandboxStatus vm, backends_.sandboxes.Inspect(pod->id));
+    CHRYS_ASSIGN_OR_RETURN(auto agent, backends_.agents.Get(pod->id, vm.agent));
+    return CreateContainerInConfidentialPod(config_, *agent, config.image().image());
+  }
   auto image = backends_.images.Get(config.image().image());
   if (!image.ok()) {
     if (image.error().code() == base::ErrorCode::kNotFound) {

@@ -1,15 +1,20 @@
 // Confidential pods through chrysd's CRI socket: chrysalis-snp/-tdx refused with what this host lacks, and one
-// chrysalis-cvm pod booting the HAL disk image (OVMF -> GRUB -> verified root) on the pod network. One VM boot
+// chrysalis-cvm pod booting the HAL disk image (OVMF -> GRUB -> verified root) on the pod network, whose
+// container image is pulled inside the guest from a test registry reachable on the pod network. One VM boot
 // under TCG: about a minute.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "base/file_util.h"
 #include "base/subprocess.h"
+#include "e2e/fixtures/child_process.h"
+#include "e2e/fixtures/test_image.h"
+#include "e2e/fixtures/test_registry.h"
 #include "e2e/pods/pod_env.h"
 #include "guest/hal/hal_builder.h"
 
@@ -31,15 +36,32 @@ class ConfidentialPodTest : public ::testing::Test {
     auto built = guest::hal::BuildHalImage(config);
     ASSERT_TRUE(built.ok()) << built.error().message();
     hal_dir_ = config.output_dir;
-    auto env = PodEnv::Create({"--set", "confidential.hal_dir=" + hal_dir_, "--set",
+    auto registry = TestRegistry::Start();
+    ASSERT_TRUE(registry.ok()) << registry.error().message();
+    registry_ = std::move(registry).value().release();
+    // The registry's address on the pod network is known once the environment has its subnet: chrysd starts
+    // with an empty registries section and restarts once it is filled in.
+    std::string chrysd_config = image_root_ + "/chrysd.yaml";
+    ASSERT_TRUE(base::WriteFileAtomic(chrysd_config, "images:\n  registries: {}\n").ok());
+    auto env = PodEnv::Create({"--config", chrysd_config, "--set", "confidential.hal_dir=" + hal_dir_, "--set",
                                "confidential.boot_timeout_seconds=170", "--set", "confidential.min_memory_mib=768"});
     ASSERT_TRUE(env.ok()) << env.error().message();
     env_ = std::move(env).value().release();
+    const std::string& subnet = env_->subnet();  // "10.198.N.0/24"; the bridge is .1
+    gateway_ = subnet.substr(0, subnet.rfind('.')) + ".1";
+    pod_registry_ = gateway_ + ":" + std::to_string(registry_->port());
+    ASSERT_TRUE(base::WriteFileAtomic(chrysd_config,
+                                      "images:\n  registries:\n    \"" + pod_registry_ + "\":\n      insecure: true\n")
+                    .ok());
+    auto restarted = env_->Restart(false);
+    ASSERT_TRUE(restarted.ok()) << restarted.error().message();
   }
 
   static void TearDownTestSuite() {
     delete env_;
     env_ = nullptr;
+    delete registry_;
+    registry_ = nullptr;
     if (!image_root_.empty()) {
       (void)base::RemoveTree(image_root_);
     }
@@ -64,13 +86,31 @@ class ConfidentialPodTest : public ::testing::Test {
   }
 
   static PodEnv* env_;
+  static TestRegistry* registry_;
   static std::string image_root_;
   static std::string hal_dir_;
+  static std::string gateway_;       // the pod network's bridge address on the host
+  static std::string pod_registry_;  // gateway:port, forwarded to the registry on 127.0.0.1
 };
 
 PodEnv* ConfidentialPodTest::env_ = nullptr;
+TestRegistry* ConfidentialPodTest::registry_ = nullptr;
 std::string ConfidentialPodTest::image_root_;
 std::string ConfidentialPodTest::hal_dir_;
+std::string ConfidentialPodTest::gateway_;
+std::string ConfidentialPodTest::pod_registry_;
+
+// True when a file under `dir` has `needle` in its name (blob stores name files by digest).
+bool TreeHasName(const std::string& dir, const std::string& needle) {
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->path().filename().string().find(needle) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
 
 TEST_F(ConfidentialPodTest, TeeHandlersAreRefusedNamingWhatTheHostLacks) {
   HostTraces before = env_->Traces();
@@ -150,6 +190,50 @@ TEST_F(ConfidentialPodTest, CvmPodBootsTheHalDiskOnThePodNetworkAndLeavesTheImag
     answered = r.ok() && r->success();
   }
   EXPECT_TRUE(answered) << "no answer from the pod at " << ip << "\n" << base::Tail(*console, 2000);
+
+  // A container image pulled inside the guest, over the pod network, from the registry: a busybox layer and a
+  // layer of our own whose digest must never show up on the host.
+  auto layout = OciLayoutWriter::Create(image_root_ + "/layout");
+  ASSERT_TRUE(layout.ok()) << layout.error().message();
+  auto base_layer = layout->AddLayer(BusyboxLayerEntries());
+  auto own_layer = layout->AddLayer({TarEntry::File("hello.txt", "hello from inside a confidential pod\n")});
+  ASSERT_TRUE(base_layer.ok() && own_layer.ok());
+  auto manifest = layout->AddImage({*base_layer, *own_layer}, ImageSpec{});
+  ASSERT_TRUE(manifest.ok()) << manifest.error().message();
+  ASSERT_TRUE(layout->WriteIndexJson({{*manifest, "hello"}}).ok());
+  SkopeoPush push;
+  push.layout_dir = layout->dir();
+  push.layout_ref = "hello";
+  push.destination = registry_->host() + "/cvm/hello:1";
+  auto pushed = PushWithSkopeo(push);
+  ASSERT_TRUE(pushed.ok()) << pushed.error().message();
+  // The registry listens on loopback only; socat makes it reachable at the bridge address for the pod.
+  auto forwarder = ChildProcess::Start(
+      {"socat", "TCP-LISTEN:" + std::to_string(registry_->port()) + ",bind=" + gateway_ + ",fork,reuseaddr",
+       "TCP:" + registry_->host()},
+      image_root_ + "/socat.log");
+  ASSERT_TRUE(forwarder.ok()) << forwarder.error().message();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::string image = pod_registry_ + "/cvm/hello:1";
+  v1::CreateContainerRequest create;
+  create.set_pod_sandbox_id(*pod);
+  *create.mutable_config() = env_->ContainerConfig("hello", {"cat", "/hello.txt"});
+  create.mutable_config()->mutable_image()->set_image(image);
+  *create.mutable_sandbox_config() = config;
+  v1::CreateContainerResponse created;
+  auto create_status = env_->runtime().CreateContainer(Ctx(std::chrono::seconds(300)).get(), create, &created);
+  // This build stops after the in-guest pull (the guest agent cannot mount unpacked layers yet); the error
+  // says what was pulled.
+  EXPECT_EQ(create_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << create_status.error_message();
+  EXPECT_NE(create_status.error_message().find("pulled inside the confidential guest (sha256:"), std::string::npos)
+      << create_status.error_message();
+  EXPECT_NE(create_status.error_message().find("2 layers on /cocos"), std::string::npos)
+      << create_status.error_message();
+  auto console_now = base::ReadFile(console_path, 8 << 20);
+  ASSERT_TRUE(console_now.ok());
+  EXPECT_NE(console_now->find("pulled " + image + " (sha256:"), std::string::npos) << base::Tail(*console_now, 2000);
+  std::string own_hex = own_layer->digest.substr(own_layer->digest.find(':') + 1);
+  EXPECT_FALSE(TreeHasName(env_->chrysd().state_dir(), own_hex)) << "a layer of the pod's image is on the host";
 
   ASSERT_TRUE(env_->StopPod(*pod).ok());
   EXPECT_NE(::access((vm_dir + "/disk.qcow2").c_str(), F_OK), 0) << "the overlay outlived the VM";
