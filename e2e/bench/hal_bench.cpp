@@ -46,6 +46,7 @@ std::map<std::string, double> Phases(const VmRun& run) {
   diff("cocos_mount", "mkfs", "cocos-mounted");
   diff("shares", "cocos-mounted", "shares");
   diff("switch_root", "switch-root", "root-init");
+  diff("root_modules", "root-init", "root-modules");
   diff("initramfs_total", "init", "switch-root");
   diff("initramfs_after_modules", "modules", "switch-root");
   if (auto report = run.HostTimeOf("CHRYS-HAL-REPORT")) {
@@ -130,6 +131,7 @@ int main() {
                          "cocos_mount",
                          "shares",
                          "switch_root",
+                         "root_modules",
                          "initramfs_total",
                          "initramfs_after_modules",
                          "boot_to_report_host",

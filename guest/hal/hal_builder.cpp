@@ -362,6 +362,26 @@ Status BuildRootTree(const HalImageConfig& c, Staging& root, bool* has_agent) {
   return Status::Ok();
 }
 
+// Copies `wanted` and their dependencies below lib/modules/<release> of `tree`, with a modules.dep of their own
+// and the load list `list_rel` (paths relative to the release directory, dependencies first).
+Status AddModules(const std::vector<std::string>& wanted, const std::string& release, const std::string& modules_dir,
+                  const std::string& list_rel, Staging& tree) {
+  CHRYS_ASSIGN_OR_RETURN(std::string dep, base::ReadFile(modules_dir + "/modules.dep"));
+  auto builtin = base::ReadFile(modules_dir + "/modules.builtin");
+  CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> order,
+                         ModuleLoadOrder(dep, wanted, builtin.ok() ? *builtin : std::string()));
+  std::string list;
+  for (const std::string& rel : order) {
+    CHRYS_RETURN_IF_ERROR(tree.CopyFile(modules_dir + "/" + rel, "lib/modules/" + release + "/" + rel, 0644));
+    list += rel + "\n";
+  }
+  // Its own modules.dep lets init load every module with one `modprobe -a` (one process instead of one or
+  // more per module: each exec costs tens of milliseconds under TCG).
+  CHRYS_ASSIGN_OR_RETURN(std::string own_dep, FilterModulesDep(dep, order));
+  CHRYS_RETURN_IF_ERROR(tree.WriteText("lib/modules/" + release + "/modules.dep", own_dep));
+  return tree.WriteText(list_rel, list);
+}
+
 Status BuildInitramfsTree(const HalImageConfig& c, const std::string& release, const std::string& modules_dir,
                           Staging& initrd) {
   for (const char* dir :
@@ -377,20 +397,7 @@ Status BuildInitramfsTree(const HalImageConfig& c, const std::string& release, c
   if (::access("/etc/mke2fs.conf", R_OK) == 0) {
     CHRYS_RETURN_IF_ERROR(initrd.CopyFile("/etc/mke2fs.conf", "etc/mke2fs.conf", 0644));
   }
-  CHRYS_ASSIGN_OR_RETURN(std::string dep, base::ReadFile(modules_dir + "/modules.dep"));
-  auto builtin = base::ReadFile(modules_dir + "/modules.builtin");
-  CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> order,
-                         ModuleLoadOrder(dep, c.modules, builtin.ok() ? *builtin : std::string()));
-  std::string list;
-  for (const std::string& rel : order) {
-    CHRYS_RETURN_IF_ERROR(initrd.CopyFile(modules_dir + "/" + rel, "lib/modules/" + release + "/" + rel, 0644));
-    list += rel + "\n";
-  }
-  // Its own modules.dep lets /init load every module with one `modprobe -a` (one process instead of one or
-  // more per module: each exec costs tens of milliseconds under TCG).
-  CHRYS_ASSIGN_OR_RETURN(std::string own_dep, FilterModulesDep(dep, order));
-  CHRYS_RETURN_IF_ERROR(initrd.WriteText("lib/modules/" + release + "/modules.dep", own_dep));
-  return initrd.WriteText("lib/modules/chrys-modules.load", list);
+  return AddModules(c.modules, release, modules_dir, "lib/modules/chrys-modules.load", initrd);
 }
 
 nlohmann::json BuildInfoJson(const HalArtifacts& a, int64_t epoch) {
@@ -421,11 +428,12 @@ nlohmann::json BuildInfoJson(const HalArtifacts& a, int64_t epoch) {
 }  // namespace
 
 std::vector<std::string> DefaultInitramfsModules() {
-  return {
-      "virtio_pci", "virtio_scsi", "sd_mod",         "dm-mod",         "dm-verity",      "dm-crypt",
-      "ecb",        "xts",         "algif_skcipher", "crc32c_generic", "ext4",           "9pnet_virtio",
-      "9p",         "overlay",     "configfs",       "virtio_net",     "virtio_console", "vmw_vsock_virtio_transport",
-      "sev-guest"};
+  return {"virtio_pci",     "virtio_scsi",    "sd_mod", "dm-mod",       "dm-verity", "dm-crypt", "ecb",     "xts",
+          "algif_skcipher", "crc32c_generic", "ext4",   "9pnet_virtio", "9p",        "overlay",  "configfs"};
+}
+
+std::vector<std::string> DefaultRootModules() {
+  return {"virtio_net", "virtio_console", "vmw_vsock_virtio_transport", "sev-guest"};
 }
 
 Result<std::string> FindDefaultKernel(const std::string& boot_dir) {
@@ -498,6 +506,10 @@ Result<HalArtifacts> BuildHalImage(const HalImageConfig& c) {
   // 1. The root tree and its ext4 image.
   Staging root(scratch.path() + "/root");
   CHRYS_RETURN_IF_ERROR(BuildRootTree(c, root, &a.has_agent));
+  if (!c.root_modules.empty()) {
+    CHRYS_RETURN_IF_ERROR(
+        AddModules(c.root_modules, a.kernel_release, modules_dir, "lib/modules/chrys-root-modules.load", root));
+  }
   CHRYS_RETURN_IF_ERROR(root.ClampTimes(epoch));
   auto [content, entries] = root.Measure();
   uint64_t root_bytes = c.root_mib != 0 ? c.root_mib * kMiB : EstimateRootImageBytes(content, entries);

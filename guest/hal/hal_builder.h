@@ -17,9 +17,12 @@ inline constexpr const char* kDefaultRootFsUuid = "6368a7a0-1a2b-4c3d-8e9f-00000
 inline constexpr const char* kDefaultVerityUuid = "6368a7a0-1a2b-4c3d-8e9f-0000000000a2";
 inline constexpr const char* kDefaultEspVolumeId = "63680001";
 
-// Modules the initramfs loads (with their dependencies): disk, dm-verity, dm-crypt + XTS, ext4, 9P, and what
-// the agent needs later (virtio-net, virtio-serial, vsock, the SEV guest driver).
+// Modules the initramfs loads (with their dependencies): what it needs to verify the root and provision /cocos
+// (disk, dm-verity, dm-crypt + XTS, ext4), the 9P shares, overlayfs for /etc, configfs.
 std::vector<std::string> DefaultInitramfsModules();
+// Modules the root's /sbin/init loads before the agent (with dependencies not loaded already): virtio-net,
+// virtio-serial, vsock, the SEV guest driver. Keeping them out of the initramfs keeps its phase short.
+std::vector<std::string> DefaultRootModules();
 
 struct HalImageConfig {
   std::string output_dir;
@@ -30,6 +33,7 @@ struct HalImageConfig {
   std::string agent_binary;                   // empty: an image without chrys-agent (boot checks only)
   std::string crun_binary = "/usr/bin/crun";  // empty: none
   std::vector<std::string> modules = DefaultInitramfsModules();
+  std::vector<std::string> root_modules = DefaultRootModules();
 
   uint64_t esp_mib = 64;
   uint64_t root_mib = 0;  // 0: sized from the content

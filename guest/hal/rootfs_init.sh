@@ -90,9 +90,27 @@ report() {
   printf '"marker_written":%s,"marker_present":%s,"uptime":%s}\n' "$marker_written" "$marker_present" "$up"
 }
 
+# load_root_modules: the drivers the agent needs (NIC, virtio-serial, vsock, SEV guest), in one modprobe; the
+# initramfs loaded only what it needed itself. A driver that does not load (sev-guest outside SEV-SNP) shows up
+# as a missing device later if it matters.
+load_root_modules() {
+  list=/lib/modules/chrys-root-modules.load
+  [ -r "$list" ] || return 0
+  names=""
+  while read -r module; do
+    [ -n "$module" ] || continue
+    name=${module##*/}
+    names="$names ${name%%.ko*}"
+  done <"$list"
+  modprobe -a -q $names 2>/dev/null
+  read -r up _ <"$PROC/uptime"
+  echo "CHRYS-HAL-MARK root-modules $up"
+}
+
 main() {
   read -r up _ <"$PROC/uptime"
   echo "CHRYS-HAL-MARK root-init $up"
+  load_root_modules
   mount -t cgroup2 -o nosuid,nodev,noexec,nsdelegate cgroup2 /sys/fs/cgroup 2>/dev/null
   hostname chrys-hal 2>/dev/null
   report
