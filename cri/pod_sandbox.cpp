@@ -199,9 +199,9 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   runtime::SandboxRequest sandbox;
   if (confidential) {
     // The HAL guest gets its configuration from the env 9P share (agent.json) instead of SetupSandbox.
+    rollback.Add([this, id = pod.id] { ReleaseConfidentialPod(config_, id).ok(); });
     CHRYS_RETURN_IF_ERROR(PrepareConfidentialPod(config_, pod.id, handler, pod.shared_dir,
                                                  AgentSetupOf(config, network ? &network.value() : nullptr)));
-    rollback.Add([this, id = pod.id] { ReleaseConfidentialPod(config_, id).ok(); });
   } else {
     sandbox.fs_shares.push_back({kPodShareTag, pod.shared_dir, false});
   }
