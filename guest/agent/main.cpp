@@ -16,6 +16,9 @@
 #include "guest/agent/container_manager.h"
 #include "guest/agent/guest_init.h"
 #include "guest/agent/hal_mode.h"
+#ifdef CHRYS_AGENT_HAL
+#include "guest/agent/image_pull_service.h"
+#endif
 #include "guest/agent/log.h"
 #include "guest/agent/validation.h"
 
@@ -159,6 +162,11 @@ int main(int argc, char** argv) {
     builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
   }
   builder.RegisterService(&service);
+#ifdef CHRYS_AGENT_HAL
+  // Confidential pods pull their images inside the guest, onto the encrypted /cocos.
+  GuestImageService guest_images;
+  builder.RegisterService(&guest_images);
+#endif
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
     if (pid1) {
