@@ -2,14 +2,14 @@
 // ListContainers, ReopenContainerLog, ExecSync. Containers run inside their pod's VM, driven through its agent;
 // their root filesystem is the image's EROFS layer disks under an overlay on a per-container scratch disk.
 #include <signal.h>
-#include <sys/stat.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <thread>
 
-#include <nlohmann/json.hpp>
-
+#include "base/file_util.h"
 #include "cri/confidential_pods.h"
 #include "cri/cri_util.h"
 #include "cri/grpc_status.h"
@@ -31,7 +31,9 @@ std::string LayerSerial(const std::string& digest) {
   std::string hex = digest.substr(digest.find(':') + 1);
   return "l" + hex.substr(0, 19);
 }
-std::string ScratchSerial(const std::string& container_id) { return "s" + container_id.substr(0, 19); }
+std::string ScratchSerial(const std::string& container_id) {
+  return "s" + container_id.substr(0, 19);
+}
 
 struct ImageDefaults {
   std::vector<std::string> entrypoint;
@@ -71,7 +73,7 @@ ImageDefaults ParseImageConfig(const std::string& config_json) {
 
 int SignalNumber(const std::string& name) {
   static const std::pair<const char*, int> kSignals[] = {
-      {"SIGTERM", SIGTERM}, {"SIGINT", SIGINT}, {"SIGQUIT", SIGQUIT}, {"SIGKILL", SIGKILL},
+      {"SIGTERM", SIGTERM}, {"SIGINT", SIGINT},   {"SIGQUIT", SIGQUIT}, {"SIGKILL", SIGKILL},
       {"SIGHUP", SIGHUP},   {"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2}, {"SIGWINCH", SIGWINCH}};
   std::string upper = name;
   for (auto& ch : upper) {
@@ -91,51 +93,164 @@ int SignalNumber(const std::string& name) {
   return SIGTERM;
 }
 
-// Numeric "uid[:gid]" from the image or CRI; names other than root need the image's /etc/passwd.
+// Who the container runs as, for the agent to resolve in the container's own /etc/passwd and /etc/group (names
+// only mean something there): run_as_user, else run_as_username, else the image's USER ("name", "name:group",
+// "uid:gid"), else root; run_as_group replaces the group; supplemental groups are added to the user's own.
 base::Status ApplyUser(const v1::ContainerConfig& config, const ImageDefaults& image, agentv1::User* user) {
   const auto& sc = config.linux().security_context();
-  std::string spec = image.user;
+  std::string name;
+  std::string group;
   if (sc.has_run_as_user()) {
-    spec = std::to_string(sc.run_as_user().value());
+    if (sc.run_as_user().value() < 0 || sc.run_as_user().value() > 0xFFFFFFFELL) {
+      return base::InvalidArgument("config.linux.security_context.run_as_user: " +
+                                   std::to_string(sc.run_as_user().value()) + " is not a valid uid");
+    }
+    name = std::to_string(sc.run_as_user().value());
   } else if (!sc.run_as_username().empty()) {
-    spec = sc.run_as_username();
+    name = sc.run_as_username();
+    if (name.find(':') != std::string::npos) {
+      return base::InvalidArgument("config.linux.security_context.run_as_username: '" + name +
+                                   "' must be a user name; set the group with run_as_group");
+    }
+  } else if (!image.user.empty()) {
+    auto colon = image.user.find(':');
+    name = image.user.substr(0, colon);
+    group = colon == std::string::npos ? "" : image.user.substr(colon + 1);
   }
-  std::string uid_part = spec.substr(0, spec.find(':'));
-  std::string gid_part = spec.find(':') == std::string::npos ? "" : spec.substr(spec.find(':') + 1);
-  auto numeric = [](const std::string& s) { return !s.empty() && std::all_of(s.begin(), s.end(), ::isdigit); };
-  if (uid_part.empty() || uid_part == "root") {
-    user->set_uid(0);
-  } else if (numeric(uid_part)) {
-    user->set_uid(static_cast<uint32_t>(std::stoul(uid_part)));
-  } else {
-    return base::InvalidArgument("user '" + uid_part +
-                                 "': only numeric users (or root) are supported; set run_as_user");
+  if (name.empty()) {
+    if (!group.empty()) {
+      return base::InvalidArgument("image user '" + image.user + "' names a group without a user");
+    }
+    name = "0";
   }
   if (sc.has_run_as_group()) {
-    user->set_gid(static_cast<uint32_t>(sc.run_as_group().value()));
-  } else if (numeric(gid_part)) {
-    user->set_gid(static_cast<uint32_t>(std::stoul(gid_part)));
-  } else if (gid_part.empty() || gid_part == "root") {
-    user->set_gid(0);
-  } else {
-    return base::InvalidArgument("group '" + gid_part + "': only numeric groups are supported; set run_as_group");
+    if (sc.run_as_group().value() < 0 || sc.run_as_group().value() > 0xFFFFFFFELL) {
+      return base::InvalidArgument("config.linux.security_context.run_as_group: " +
+                                   std::to_string(sc.run_as_group().value()) + " is not a valid gid");
+    }
+    group = std::to_string(sc.run_as_group().value());
   }
+  user->set_name(name);
+  user->set_group(group);
   for (int64_t gid : sc.supplemental_groups()) {
+    if (gid < 0 || gid > 0xFFFFFFFELL) {
+      return base::InvalidArgument("config.linux.security_context.supplemental_groups: " + std::to_string(gid) +
+                                   " is not a valid gid");
+    }
     user->add_additional_gids(static_cast<uint32_t>(gid));
   }
   return base::Status::Ok();
 }
 
+// The deprecated string form of a seccomp profile, which older kubelets and crictl configs still send.
+template <typename SecurityContext>
+std::string LegacySeccompPath(const SecurityContext& sc) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  return sc.seccomp_profile_path();
+#pragma GCC diagnostic pop
+}
+
+// The seccomp filter: the container's security context if it sets one, else the pod's, else Unconfined (what
+// kubelet means by sending none). Localhost profiles are read here, on the host, and passed on as JSON.
+base::Status ApplySeccomp(const v1::ContainerConfig& config, const v1::PodSandboxConfig& pod, agentv1::Seccomp* out) {
+  const auto& sc = config.linux().security_context();
+  const auto& pod_sc = pod.linux().security_context();
+  std::string field = "config.linux.security_context.seccomp";
+  v1::SecurityProfile profile;
+  std::string legacy_path;
+  if (sc.has_seccomp()) {
+    profile = sc.seccomp();
+  } else if (!LegacySeccompPath(sc).empty()) {
+    legacy_path = LegacySeccompPath(sc);
+    field = "config.linux.security_context.seccomp_profile_path";
+  } else if (pod_sc.has_seccomp()) {
+    profile = pod_sc.seccomp();
+    field = "sandbox_config.linux.security_context.seccomp";
+  } else if (!LegacySeccompPath(pod_sc).empty()) {
+    legacy_path = LegacySeccompPath(pod_sc);
+    field = "sandbox_config.linux.security_context.seccomp_profile_path";
+  } else {
+    profile.set_profile_type(v1::SecurityProfile::Unconfined);
+  }
+  if (!legacy_path.empty()) {
+    // The deprecated string form: "runtime/default", "docker/default", "unconfined", "localhost/<path>".
+    if (legacy_path == "runtime/default" || legacy_path == "docker/default") {
+      profile.set_profile_type(v1::SecurityProfile::RuntimeDefault);
+    } else if (legacy_path == "unconfined") {
+      profile.set_profile_type(v1::SecurityProfile::Unconfined);
+    } else if (legacy_path.rfind("localhost/", 0) == 0) {
+      profile.set_profile_type(v1::SecurityProfile::Localhost);
+      profile.set_localhost_ref(legacy_path.substr(std::string("localhost/").size()));
+    } else {
+      return base::InvalidArgument(field + ": '" + legacy_path +
+                                   "' is not runtime/default, unconfined or localhost/<path>");
+    }
+  }
+  switch (profile.profile_type()) {
+    case v1::SecurityProfile::Unconfined:
+      out->set_mode(agentv1::Seccomp::UNCONFINED);
+      return base::Status::Ok();
+    case v1::SecurityProfile::RuntimeDefault:
+      out->set_mode(agentv1::Seccomp::RUNTIME_DEFAULT);
+      return base::Status::Ok();
+    case v1::SecurityProfile::Localhost:
+      break;
+    default:
+      return base::InvalidArgument(field + ".profile_type: unknown type " + std::to_string(profile.profile_type()));
+  }
+  const std::string& path = profile.localhost_ref();
+  if (path.empty() || path[0] != '/') {
+    return base::InvalidArgument(field + ".localhost_ref: '" + path +
+                                 "' must be the absolute path of a seccomp profile on the node");
+  }
+  auto text = base::ReadFile(path, 512 << 10);
+  if (!text.ok()) {
+    return base::InvalidArgument(field + ".localhost_ref: cannot read seccomp profile '" + path +
+                                 "': " + text.error().message());
+  }
+  auto json = nlohmann::json::parse(*text, nullptr, false);
+  if (!json.is_object()) {
+    return base::InvalidArgument(field + ".localhost_ref: seccomp profile '" + path + "' is not a JSON object");
+  }
+  out->set_mode(agentv1::Seccomp::LOCALHOST);
+  out->set_profile_json(*text);
+  return base::Status::Ok();
+}
+
+// CRI resources as the agent takes them. CPU shares become a cgroup v2 weight; a swap limit equal to the memory
+// limit (kubelet's "no swap") is left out at create, where the guest has no swap to limit anyway.
+void ToAgentResources(const v1::LinuxContainerResources& res, bool at_create, agentv1::Resources* out) {
+  out->set_cpu_quota_us(res.cpu_quota());
+  out->set_cpu_period_us(static_cast<uint64_t>(res.cpu_period()));
+  out->set_cpu_weight(CpuSharesToWeight(res.cpu_shares()));
+  out->set_memory_limit_bytes(res.memory_limit_in_bytes());
+  out->set_cpuset_cpus(res.cpuset_cpus());
+  out->set_cpuset_mems(res.cpuset_mems());
+  if (!(at_create && res.memory_swap_limit_in_bytes() == res.memory_limit_in_bytes())) {
+    out->set_memory_swap_limit_bytes(res.memory_swap_limit_in_bytes());
+  }
+  for (const auto& limit : res.hugepage_limits()) {
+    (*out->mutable_hugepage_limits())[limit.page_size()] = limit.limit();
+  }
+  for (const auto& [key, value] : res.unified()) {
+    (*out->mutable_unified())[key] = value;
+  }
+}
+
 v1::ContainerState ToCriState(ContainerState state) {
   switch (state) {
-    case ContainerState::kCreated: return v1::CONTAINER_CREATED;
-    case ContainerState::kRunning: return v1::CONTAINER_RUNNING;
-    case ContainerState::kExited: return v1::CONTAINER_EXITED;
-    case ContainerState::kUnknown: return v1::CONTAINER_UNKNOWN;
+    case ContainerState::kCreated:
+      return v1::CONTAINER_CREATED;
+    case ContainerState::kRunning:
+      return v1::CONTAINER_RUNNING;
+    case ContainerState::kExited:
+      return v1::CONTAINER_EXITED;
+    case ContainerState::kUnknown:
+      return v1::CONTAINER_UNKNOWN;
   }
   return v1::CONTAINER_UNKNOWN;
 }
-
 
 }  // namespace
 
@@ -149,6 +264,7 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
   }
   const v1::ContainerConfig& config = request.config();
   CHRYS_RETURN_IF_ERROR(ValidateContainerConfig(config, pod->config));
+  CHRYS_RETURN_IF_ERROR(ValidateLinuxResources(config.linux().resources(), "config.linux.resources"));
   if (IsConfidentialHandler(pod->handler)) {
     // Confidential pods never use the host store: the guest pulls the image itself.
     CHRYS_ASSIGN_OR_RETURN(runtime::SandboxStatus vm, backends_.sandboxes.Inspect(pod->id));
@@ -225,11 +341,13 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
   }
   guest.set_readonly_rootfs(sc.readonly_rootfs());
   guest.set_privileged(sc.privileged());
-  const auto& res = config.linux().resources();
-  guest.mutable_resources()->set_cpu_quota_us(res.cpu_quota());
-  guest.mutable_resources()->set_cpu_period_us(static_cast<uint64_t>(res.cpu_period()));
-  guest.mutable_resources()->set_memory_limit_bytes(res.memory_limit_in_bytes());
-  guest.mutable_resources()->set_cpuset_cpus(res.cpuset_cpus());
+  if (!sc.privileged()) {
+    // The pod's security context as kubelet sends it with this request (as containerd reads it), else as the pod
+    // was created.
+    const v1::PodSandboxConfig& pod_config = request.has_sandbox_config() ? request.sandbox_config() : pod->config;
+    CHRYS_RETURN_IF_ERROR(ApplySeccomp(config, pod_config, guest.mutable_seccomp()));
+  }
+  ToAgentResources(config.linux().resources(), /*at_create=*/true, guest.mutable_resources());
   for (const auto& [key, value] : config.annotations()) {
     (*guest.mutable_annotations())[key] = value;
   }
@@ -462,15 +580,15 @@ void RuntimeServiceImpl::FillContainerStatus(const ContainerRecord& c, v1::Conta
 grpc::Status RuntimeServiceImpl::ContainerStatus(grpc::ServerContext* /*context*/,
                                                  const v1::ContainerStatusRequest* request,
                                                  v1::ContainerStatusResponse* response) {
-  auto record = backends_.pods.FindContainer(request->container_id());
-  if (!record.ok()) {
-    return ToGrpcStatus(record.error());
+  auto found = backends_.pods.FindContainerPtr(request->container_id());
+  if (!found.ok()) {
+    return ToGrpcStatus(found.error());
   }
-  FillContainerStatus(*record, response->mutable_status());
+  const ContainerRecord& record = **found;
+  FillContainerStatus(record, response->mutable_status());
   if (request->verbose()) {
-    nlohmann::json info = {{"sandboxId", record->sandbox_id},
-                           {"layerDisks", record->layer_serials},
-                           {"scratchDisk", record->scratch_serial}};
+    nlohmann::json info = {
+        {"sandboxId", record.sandbox_id}, {"layerDisks", record.layer_serials}, {"scratchDisk", record.scratch_serial}};
     (*response->mutable_info())["info"] = info.dump();
   }
   return grpc::Status::OK;
@@ -480,7 +598,8 @@ grpc::Status RuntimeServiceImpl::ListContainers(grpc::ServerContext* /*context*/
                                                 const v1::ListContainersRequest* request,
                                                 v1::ListContainersResponse* response) {
   const auto& filter = request->filter();
-  for (const auto& c : backends_.pods.ListContainers()) {
+  for (const auto& snapshot : backends_.pods.SnapshotContainers()) {
+    const ContainerRecord& c = *snapshot;
     if (!filter.id().empty() && c.id.rfind(filter.id(), 0) != 0) {
       continue;
     }
@@ -579,6 +698,51 @@ grpc::Status RuntimeServiceImpl::ExecSync(grpc::ServerContext* /*context*/, cons
   response->set_stdout(out);
   response->set_stderr(err);
   response->set_exit_code(exit->exit_code());
+  return grpc::Status::OK;
+}
+
+grpc::Status RuntimeServiceImpl::UpdateContainerResources(grpc::ServerContext* /*context*/,
+                                                          const v1::UpdateContainerResourcesRequest* request,
+                                                          v1::UpdateContainerResourcesResponse* /*response*/) {
+  auto record = backends_.pods.FindContainer(request->container_id());
+  if (!record.ok()) {
+    return ToGrpcStatus(record.error());
+  }
+  if (auto valid = ValidateLinuxResources(request->linux(), "linux"); !valid.ok()) {
+    return ToGrpcStatus(valid.error());
+  }
+  // containerd keeps an exited container's new limits for a start that never comes; a CRI container cannot
+  // start again, so say plainly that nothing can change.
+  if (record->state != ContainerState::kCreated && record->state != ContainerState::kRunning) {
+    return ToGrpcStatus(base::FailedPrecondition("container " + record->id +
+                                                 " is not running (exited or unknown); its resources cannot change"));
+  }
+  if (!request->has_linux()) {
+    return grpc::Status::OK;  // nothing for Linux to change (windows resources do not apply)
+  }
+  auto vm = backends_.sandboxes.Inspect(record->sandbox_id);
+  if (!vm.ok()) {
+    return ToGrpcStatus(vm.error());
+  }
+  auto agent = backends_.agents.Get(record->sandbox_id, vm->agent);
+  if (!agent.ok()) {
+    return ToGrpcStatus(agent.error());
+  }
+  agentv1::Resources update;
+  ToAgentResources(request->linux(), /*at_create=*/false, &update);
+  auto in_force = (*agent)->UpdateContainerResources(record->id, update);
+  if (!in_force.ok()) {
+    return ToGrpcStatus(in_force.error().Wrap("update the resources of container " + record->id));
+  }
+  auto stored = backends_.pods.MutateContainer(record->id, [&](ContainerRecord& c) {
+    auto* resources = c.config.mutable_linux()->mutable_resources();
+    *resources = MergeLinuxResources(*resources, request->linux());
+  });
+  if (!stored.ok()) {
+    return ToGrpcStatus(stored.error().Wrap("record the new resources of container " + record->id));
+  }
+  spdlog::info("container {}: resources updated (memory.max now {}, cpu quota {} us)", record->id,
+               in_force->memory_limit_bytes(), in_force->cpu_quota_us());
   return grpc::Status::OK;
 }
 

@@ -43,9 +43,8 @@ void ContainerMonitor::Watch(const std::string& container_id, const std::string&
     return;  // already followed
   }
   watched_[container_id] = std::move(watched);
-  raw->thread = std::thread([this, container_id, sandbox_id, endpoint, raw] {
-    Follow(container_id, sandbox_id, endpoint, raw);
-  });
+  raw->thread =
+      std::thread([this, container_id, sandbox_id, endpoint, raw] { Follow(container_id, sandbox_id, endpoint, raw); });
 }
 
 void ContainerMonitor::Follow(const std::string& container_id, const std::string& sandbox_id,
@@ -115,16 +114,23 @@ void ContainerMonitor::Follow(const std::string& container_id, const std::string
 }
 
 void ContainerMonitor::RecordExit(const std::string& container_id, const runtime::agent::v1::ExitStatus& status) {
-  auto record = pods_.GetContainer(container_id);
-  if (record && record->state == ContainerState::kRunning) {
-    record->state = ContainerState::kExited;
-    record->exit_code = status.exit_code();
-    // Host time, like started_at: the guest clock may differ from the host's.
-    record->finished_at = std::max(NowNanos(), record->started_at);
-    record->reason = status.oom_killed() ? "OOMKilled" : status.exit_code() == 0 ? "Completed" : "Error";
-    if (auto s = pods_.UpdateContainer(*record); !s.ok()) {
-      spdlog::error("container {}: cannot record its exit: {}", container_id, s.error().message());
+  // Read and write in one step: an update of the same record meanwhile (new resources) is not lost.
+  bool recorded = false;
+  auto record = pods_.MutateContainer(container_id, [&](ContainerRecord& c) {
+    if (c.state != ContainerState::kRunning) {
+      return;
     }
+    c.state = ContainerState::kExited;
+    c.exit_code = status.exit_code();
+    // Host time, like started_at: the guest clock may differ from the host's.
+    c.finished_at = std::max(NowNanos(), c.started_at);
+    c.reason = status.oom_killed() ? "OOMKilled" : status.exit_code() == 0 ? "Completed" : "Error";
+    recorded = true;
+  });
+  if (!record.ok() && record.error().code() != base::ErrorCode::kNotFound) {
+    spdlog::error("container {}: cannot record its exit: {}", container_id, record.error().message());
+  }
+  if (record.ok() && recorded) {
     spdlog::info("container {} exited with code {} ({})", container_id, record->exit_code, record->reason);
     if (on_exit_) {
       on_exit_(container_id);

@@ -38,10 +38,14 @@ PodState PodStateFromName(const std::string& name) {
 
 const char* ContainerStateName(ContainerState state) {
   switch (state) {
-    case ContainerState::kCreated: return "created";
-    case ContainerState::kRunning: return "running";
-    case ContainerState::kExited: return "exited";
-    case ContainerState::kUnknown: return "unknown";
+    case ContainerState::kCreated:
+      return "created";
+    case ContainerState::kRunning:
+      return "running";
+    case ContainerState::kExited:
+      return "exited";
+    case ContainerState::kUnknown:
+      return "unknown";
   }
   return "unknown";
 }
@@ -84,9 +88,12 @@ base::Result<typename Map::mapped_type> FindByPrefix(const Map& map, const std::
 
 const char* PodStateName(PodState state) {
   switch (state) {
-    case PodState::kCreating: return "creating";
-    case PodState::kReady: return "ready";
-    case PodState::kNotReady: return "notready";
+    case PodState::kCreating:
+      return "creating";
+    case PodState::kReady:
+      return "ready";
+    case PodState::kNotReady:
+      return "notready";
   }
   return "notready";
 }
@@ -180,7 +187,8 @@ base::Result<ContainerRecord> PodStore::ContainerFromJson(const nlohmann::json& 
 }
 
 void PodStore::Load() {
-  std::lock_guard lock(mutex_);
+  std::lock_guard write(write_mutex_);
+  std::unique_lock lock(index_mutex_);
   for (const auto& [id, json] : state_.LoadAll(kPodKind)) {
     auto pod = PodFromJson(json);
     if (!pod.ok()) {
@@ -188,7 +196,8 @@ void PodStore::Load() {
       continue;
     }
     pod_names_[PodNameKey(pod->config.metadata())] = pod->id;
-    pods_[pod->id] = std::move(pod).value();
+    std::string pod_id = pod->id;  // before the move below (the right side of = is evaluated first)
+    pods_[pod_id] = std::make_shared<const PodRecord>(std::move(pod).value());
   }
   for (const auto& [id, json] : state_.LoadAll(kContainerKind)) {
     auto container = ContainerFromJson(json);
@@ -197,63 +206,101 @@ void PodStore::Load() {
       continue;
     }
     container_names_[ContainerNameKey(container->sandbox_id, container->config.metadata())] = container->id;
-    containers_[container->id] = std::move(container).value();
+    std::string container_id = container->id;
+    containers_[container_id] = std::make_shared<const ContainerRecord>(std::move(container).value());
   }
   spdlog::info("state: {} pod sandboxes and {} containers on record", pods_.size(), containers_.size());
 }
 
 base::Status PodStore::AddPod(const PodRecord& pod) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard write(write_mutex_);
   std::string key = PodNameKey(pod.config.metadata());
-  if (auto it = pod_names_.find(key); it != pod_names_.end()) {
-    return base::MakeError(base::ErrorCode::kAlreadyExists,
-                           "pod sandbox name '" + key + "' is already reserved by sandbox " + it->second);
+  {
+    std::shared_lock lock(index_mutex_);
+    if (auto it = pod_names_.find(key); it != pod_names_.end()) {
+      return base::MakeError(base::ErrorCode::kAlreadyExists,
+                             "pod sandbox name '" + key + "' is already reserved by sandbox " + it->second);
+    }
   }
   CHRYS_RETURN_IF_ERROR(state_.Put(kPodKind, pod.id, PodToJson(pod)));
+  AfterWrite();
+  auto record = std::make_shared<const PodRecord>(pod);
+  std::unique_lock lock(index_mutex_);
   pod_names_[key] = pod.id;
-  pods_[pod.id] = pod;
+  pods_[pod.id] = std::move(record);
   return base::Status::Ok();
 }
 
 base::Status PodStore::UpdatePod(const PodRecord& pod) {
-  std::lock_guard lock(mutex_);
-  if (pods_.find(pod.id) == pods_.end()) {
-    return base::NotFound("pod sandbox " + pod.id + " not found");
+  std::lock_guard write(write_mutex_);
+  {
+    std::shared_lock lock(index_mutex_);
+    if (pods_.find(pod.id) == pods_.end()) {
+      return base::NotFound("pod sandbox " + pod.id + " not found");
+    }
   }
   CHRYS_RETURN_IF_ERROR(state_.Put(kPodKind, pod.id, PodToJson(pod)));
-  pods_[pod.id] = pod;
+  AfterWrite();
+  auto record = std::make_shared<const PodRecord>(pod);
+  std::unique_lock lock(index_mutex_);
+  pods_[pod.id] = std::move(record);
   return base::Status::Ok();
 }
 
 base::Status PodStore::RemovePod(const std::string& id) {
-  std::lock_guard lock(mutex_);
-  auto it = pods_.find(id);
-  if (it == pods_.end()) {
-    return base::Status::Ok();
+  std::lock_guard write(write_mutex_);
+  PodPtr existing;
+  {
+    std::shared_lock lock(index_mutex_);
+    auto it = pods_.find(id);
+    if (it == pods_.end()) {
+      return base::Status::Ok();
+    }
+    existing = it->second;
   }
   CHRYS_RETURN_IF_ERROR(state_.Delete(kPodKind, id));
-  pod_names_.erase(PodNameKey(it->second.config.metadata()));
-  pods_.erase(it);
+  AfterWrite();
+  std::unique_lock lock(index_mutex_);
+  pod_names_.erase(PodNameKey(existing->config.metadata()));
+  pods_.erase(id);
   return base::Status::Ok();
 }
 
 std::optional<PodRecord> PodStore::GetPod(const std::string& id) const {
-  std::lock_guard lock(mutex_);
-  auto it = pods_.find(id);
-  if (it == pods_.end()) {
-    return std::nullopt;
+  PodPtr pod;
+  {
+    std::shared_lock lock(index_mutex_);
+    auto it = pods_.find(id);
+    if (it == pods_.end()) {
+      return std::nullopt;
+    }
+    pod = it->second;
   }
-  return it->second;
+  return *pod;  // the copy is made outside the lock
 }
 
 base::Result<PodRecord> PodStore::FindPod(const std::string& id_or_prefix) const {
-  std::lock_guard lock(mutex_);
-  return FindByPrefix(pods_, id_or_prefix, "pod sandbox");
+  base::Result<PodPtr> found = [&] {
+    std::shared_lock lock(index_mutex_);
+    return FindByPrefix(pods_, id_or_prefix, "pod sandbox");
+  }();
+  if (!found.ok()) {
+    return found.error();
+  }
+  return **found;
 }
 
 std::vector<PodRecord> PodStore::ListPods() const {
-  std::lock_guard lock(mutex_);
   std::vector<PodRecord> out;
+  for (const auto& pod : SnapshotPods()) {
+    out.push_back(*pod);
+  }
+  return out;
+}
+
+std::vector<PodStore::PodPtr> PodStore::SnapshotPods() const {
+  std::shared_lock lock(index_mutex_);
+  std::vector<PodPtr> out;
   out.reserve(pods_.size());
   for (const auto& [id, pod] : pods_) {
     out.push_back(pod);
@@ -262,57 +309,118 @@ std::vector<PodRecord> PodStore::ListPods() const {
 }
 
 base::Status PodStore::AddContainer(const ContainerRecord& container) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard write(write_mutex_);
   std::string key = ContainerNameKey(container.sandbox_id, container.config.metadata());
-  if (auto it = container_names_.find(key); it != container_names_.end()) {
-    return base::MakeError(base::ErrorCode::kAlreadyExists,
-                           "container name '" + key + "' is already reserved by container " + it->second);
+  {
+    std::shared_lock lock(index_mutex_);
+    if (auto it = container_names_.find(key); it != container_names_.end()) {
+      return base::MakeError(base::ErrorCode::kAlreadyExists,
+                             "container name '" + key + "' is already reserved by container " + it->second);
+    }
   }
   CHRYS_RETURN_IF_ERROR(state_.Put(kContainerKind, container.id, ContainerToJson(container)));
+  AfterWrite();
+  auto record = std::make_shared<const ContainerRecord>(container);
+  std::unique_lock lock(index_mutex_);
   container_names_[key] = container.id;
-  containers_[container.id] = container;
+  containers_[container.id] = std::move(record);
   return base::Status::Ok();
 }
 
 base::Status PodStore::UpdateContainer(const ContainerRecord& container) {
-  std::lock_guard lock(mutex_);
-  if (containers_.find(container.id) == containers_.end()) {
-    return base::NotFound("container " + container.id + " not found");
+  std::lock_guard write(write_mutex_);
+  {
+    std::shared_lock lock(index_mutex_);
+    if (containers_.find(container.id) == containers_.end()) {
+      return base::NotFound("container " + container.id + " not found");
+    }
   }
   CHRYS_RETURN_IF_ERROR(state_.Put(kContainerKind, container.id, ContainerToJson(container)));
-  containers_[container.id] = container;
+  AfterWrite();
+  auto record = std::make_shared<const ContainerRecord>(container);
+  std::unique_lock lock(index_mutex_);
+  containers_[container.id] = std::move(record);
   return base::Status::Ok();
 }
 
+base::Result<ContainerRecord> PodStore::MutateContainer(const std::string& id,
+                                                        const std::function<void(ContainerRecord&)>& change) {
+  std::lock_guard write(write_mutex_);
+  ContainerPtr current;
+  {
+    std::shared_lock lock(index_mutex_);
+    auto it = containers_.find(id);
+    if (it == containers_.end()) {
+      return base::NotFound("container " + id + " not found");
+    }
+    current = it->second;
+  }
+  ContainerRecord updated = *current;
+  change(updated);
+  CHRYS_RETURN_IF_ERROR(state_.Put(kContainerKind, id, ContainerToJson(updated)));
+  AfterWrite();
+  auto record = std::make_shared<const ContainerRecord>(updated);
+  std::unique_lock lock(index_mutex_);
+  containers_[id] = std::move(record);
+  return updated;
+}
+
 base::Status PodStore::RemoveContainer(const std::string& id) {
-  std::lock_guard lock(mutex_);
-  auto it = containers_.find(id);
-  if (it == containers_.end()) {
-    return base::Status::Ok();
+  std::lock_guard write(write_mutex_);
+  ContainerPtr existing;
+  {
+    std::shared_lock lock(index_mutex_);
+    auto it = containers_.find(id);
+    if (it == containers_.end()) {
+      return base::Status::Ok();
+    }
+    existing = it->second;
   }
   CHRYS_RETURN_IF_ERROR(state_.Delete(kContainerKind, id));
-  container_names_.erase(ContainerNameKey(it->second.sandbox_id, it->second.config.metadata()));
-  containers_.erase(it);
+  AfterWrite();
+  std::unique_lock lock(index_mutex_);
+  container_names_.erase(ContainerNameKey(existing->sandbox_id, existing->config.metadata()));
+  containers_.erase(id);
   return base::Status::Ok();
 }
 
 std::optional<ContainerRecord> PodStore::GetContainer(const std::string& id) const {
-  std::lock_guard lock(mutex_);
-  auto it = containers_.find(id);
-  if (it == containers_.end()) {
-    return std::nullopt;
+  ContainerPtr container;
+  {
+    std::shared_lock lock(index_mutex_);
+    auto it = containers_.find(id);
+    if (it == containers_.end()) {
+      return std::nullopt;
+    }
+    container = it->second;
   }
-  return it->second;
+  return *container;
 }
 
-base::Result<ContainerRecord> PodStore::FindContainer(const std::string& id_or_prefix) const {
-  std::lock_guard lock(mutex_);
+base::Result<PodStore::ContainerPtr> PodStore::FindContainerPtr(const std::string& id_or_prefix) const {
+  std::shared_lock lock(index_mutex_);
   return FindByPrefix(containers_, id_or_prefix, "container");
 }
 
+base::Result<ContainerRecord> PodStore::FindContainer(const std::string& id_or_prefix) const {
+  auto found = FindContainerPtr(id_or_prefix);
+  if (!found.ok()) {
+    return found.error();
+  }
+  return **found;
+}
+
 std::vector<ContainerRecord> PodStore::ListContainers() const {
-  std::lock_guard lock(mutex_);
   std::vector<ContainerRecord> out;
+  for (const auto& c : SnapshotContainers()) {
+    out.push_back(*c);
+  }
+  return out;
+}
+
+std::vector<PodStore::ContainerPtr> PodStore::SnapshotContainers() const {
+  std::shared_lock lock(index_mutex_);
+  std::vector<ContainerPtr> out;
   out.reserve(containers_.size());
   for (const auto& [id, c] : containers_) {
     out.push_back(c);
@@ -321,12 +429,19 @@ std::vector<ContainerRecord> PodStore::ListContainers() const {
 }
 
 std::vector<ContainerRecord> PodStore::ContainersOf(const std::string& sandbox_id) const {
-  std::lock_guard lock(mutex_);
-  std::vector<ContainerRecord> out;
-  for (const auto& [id, c] : containers_) {
-    if (c.sandbox_id == sandbox_id) {
-      out.push_back(c);
+  std::vector<ContainerPtr> matching;
+  {
+    std::shared_lock lock(index_mutex_);
+    for (const auto& [id, c] : containers_) {
+      if (c->sandbox_id == sandbox_id) {
+        matching.push_back(c);
+      }
     }
+  }
+  std::vector<ContainerRecord> out;
+  out.reserve(matching.size());
+  for (const auto& c : matching) {
+    out.push_back(*c);
   }
   return out;
 }

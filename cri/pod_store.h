@@ -2,9 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -27,10 +30,10 @@ struct PodRecord {
   int64_t created_at = 0;  // unix nanoseconds
   bool host_network = false;
   std::string netns_path;
-  std::vector<std::string> ips;  // primary first
-  std::string error;             // why it is not ready, when known
-  std::string shared_dir;        // host dir exported to the VM over virtio-fs (container volumes)
-  std::string shared_guest_path; // where the guest mounted it
+  std::vector<std::string> ips;   // primary first
+  std::string error;              // why it is not ready, when known
+  std::string shared_dir;         // host dir exported to the VM over virtio-fs (container volumes)
+  std::string shared_guest_path;  // where the guest mounted it
 };
 
 enum class ContainerState { kCreated, kRunning, kExited, kUnknown };
@@ -47,19 +50,26 @@ struct ContainerRecord {
   int64_t started_at = 0;
   int64_t finished_at = 0;
   int32_t exit_code = 0;
-  std::string reason;   // Completed, Error, OOMKilled
+  std::string reason;  // Completed, Error, OOMKilled
   std::string message;
-  std::vector<std::string> layer_serials;  // read-only layer disks it uses, bottom first
-  std::string scratch_serial;              // its writable disk
-  std::vector<std::string> volume_targets; // host bind mounts below the pod's shared dir
+  std::vector<std::string> layer_serials;   // read-only layer disks it uses, bottom first
+  std::string scratch_serial;               // its writable disk
+  std::vector<std::string> volume_targets;  // host bind mounts below the pod's shared dir
 };
 
 // Kubelet's reservation keys: one live pod per name/namespace/uid/attempt, one container per pod/name/attempt.
 std::string PodNameKey(const v1::PodSandboxMetadata& md);
 std::string ContainerNameKey(const std::string& sandbox_id, const v1::ContainerMetadata& md);
 
+// Concurrency: readers (Get/Find/List/Snapshot) take a shared lock on the in-memory index only, and never wait
+// for a disk write: writers serialise among themselves on a separate lock, write the record file first (atomic,
+// fsynced) and only then take the index lock exclusively for a pointer swap. Records are immutable once indexed
+// (copy on write), so a snapshot is a vector of shared pointers, not a deep copy of every config.
 class PodStore {
  public:
+  using PodPtr = std::shared_ptr<const PodRecord>;
+  using ContainerPtr = std::shared_ptr<const ContainerRecord>;
+
   explicit PodStore(StateStore& state);
 
   // Loads every pod and container record (corrupt ones are moved aside by the state store).
@@ -73,13 +83,23 @@ class PodStore {
   // A full id or a unique prefix of one (as crictl allows); kNotFound / kInvalidArgument (ambiguous).
   base::Result<PodRecord> FindPod(const std::string& id_or_prefix) const;
   std::vector<PodRecord> ListPods() const;
+  // The pods as they are now, without copying them.
+  std::vector<PodPtr> SnapshotPods() const;
 
   base::Status AddContainer(const ContainerRecord& container);
   base::Status UpdateContainer(const ContainerRecord& container);
+  // Applies `change` to the container's current record and stores the result, atomically with respect to other
+  // writers (no lost update between a read and a write); returns the stored record. kNotFound when it is gone.
+  base::Result<ContainerRecord> MutateContainer(const std::string& id,
+                                                const std::function<void(ContainerRecord&)>& change);
   base::Status RemoveContainer(const std::string& id);
   std::optional<ContainerRecord> GetContainer(const std::string& id) const;
   base::Result<ContainerRecord> FindContainer(const std::string& id_or_prefix) const;
+  // Like FindContainer without copying the record.
+  base::Result<ContainerPtr> FindContainerPtr(const std::string& id_or_prefix) const;
   std::vector<ContainerRecord> ListContainers() const;
+  // The containers as they are now, without copying them.
+  std::vector<ContainerPtr> SnapshotContainers() const;
   std::vector<ContainerRecord> ContainersOf(const std::string& sandbox_id) const;
 
   static nlohmann::json PodToJson(const PodRecord& pod);
@@ -87,13 +107,25 @@ class PodStore {
   static nlohmann::json ContainerToJson(const ContainerRecord& container);
   static base::Result<ContainerRecord> ContainerFromJson(const nlohmann::json& json);
 
+  // For tests: called by writers after the record file is written and before the index is updated, while
+  // holding the writer lock (not the index lock).
+  void SetWriteHookForTest(std::function<void()> hook) { write_hook_ = std::move(hook); }
+
  private:
+  void AfterWrite() const {
+    if (write_hook_) {
+      write_hook_();
+    }
+  }
+
   StateStore& state_;
-  mutable std::mutex mutex_;
-  std::map<std::string, PodRecord> pods_;
+  std::mutex write_mutex_;                 // one writer at a time: disk write, then index update
+  mutable std::shared_mutex index_mutex_;  // the maps below; held only for lookups and pointer swaps
+  std::map<std::string, PodPtr> pods_;
   std::map<std::string, std::string> pod_names_;  // name key → id
-  std::map<std::string, ContainerRecord> containers_;
+  std::map<std::string, ContainerPtr> containers_;
   std::map<std::string, std::string> container_names_;
+  std::function<void()> write_hook_;
 };
 
 }  // namespace chrys::cri

@@ -1,6 +1,7 @@
 // The stats and events RPC family: ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats,
-// GetContainerEvents, and UpdateContainerResources. Container figures come from the guest's cgroups through the
-// agent; sandbox figures are the VM as the host sees it (the VMM's cgroup, its network namespace).
+// GetContainerEvents (UpdateContainerResources lives with the container lifecycle in container.cpp). Container figures
+// come from the guest's cgroups through the agent; sandbox figures are the VM as the host sees it (the VMM's cgroup,
+// its network namespace).
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -16,7 +17,6 @@
 namespace chrys::cri {
 
 namespace {
-
 
 // "key value" lines of a cgroup stat file.
 std::map<std::string, uint64_t> ReadKeyValues(const std::string& path) {
@@ -306,18 +306,6 @@ grpc::Status RuntimeServiceImpl::GetContainerEvents(grpc::ServerContext* context
   }
   events_.Unsubscribe(subscription);
   return grpc::Status::OK;
-}
-
-grpc::Status RuntimeServiceImpl::UpdateContainerResources(grpc::ServerContext* /*context*/,
-                                                          const v1::UpdateContainerResourcesRequest* request,
-                                                          v1::UpdateContainerResourcesResponse* /*response*/) {
-  auto record = backends_.pods.FindContainer(request->container_id());
-  if (!record.ok()) {
-    return ToGrpcStatus(record.error());
-  }
-  // The agent has no call to change a running container's cgroup limits yet: say so rather than pretend.
-  return {grpc::StatusCode::UNIMPLEMENTED,
-          "UpdateContainerResources: changing a running container's resources is not supported yet"};
 }
 
 }  // namespace chrys::cri

@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <random>
@@ -14,7 +15,9 @@ namespace {
 constexpr std::array<const char*, 5> kHandlers = {"chrysalis", "chrysalis-qemu", "chrysalis-cvm", "chrysalis-snp",
                                                   "chrysalis-tdx"};
 
-bool IsAlnumLower(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool IsAlnumLower(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
 
 }  // namespace
 
@@ -153,8 +156,105 @@ base::Result<std::string> ResolveHandler(const std::string& requested) {
   for (const char* handler : kHandlers) {
     known += (known.empty() ? "" : ", ") + std::string(handler);
   }
-  return base::InvalidArgument("runtime_handler '" + requested + "' is not served by chrysalis (known: " + known +
-                               ")");
+  return base::InvalidArgument("runtime_handler '" + requested + "' is not served by chrysalis (known: " + known + ")");
+}
+
+base::Status ValidateLinuxResources(const ::runtime::v1::LinuxContainerResources& r, const std::string& field) {
+  auto negative = [&](const char* name, int64_t value) {
+    return base::InvalidArgument(field + "." + name + ": " + std::to_string(value) + " is negative");
+  };
+  if (r.cpu_period() < 0) {
+    return negative("cpu_period", r.cpu_period());
+  }
+  if (r.cpu_quota() < 0) {
+    return negative("cpu_quota", r.cpu_quota());
+  }
+  if (r.cpu_shares() < 0) {
+    return negative("cpu_shares", r.cpu_shares());
+  }
+  if (r.memory_limit_in_bytes() < 0) {
+    return negative("memory_limit_in_bytes", r.memory_limit_in_bytes());
+  }
+  if (r.memory_swap_limit_in_bytes() < -1) {
+    return base::InvalidArgument(field +
+                                 ".memory_swap_limit_in_bytes: " + std::to_string(r.memory_swap_limit_in_bytes()) +
+                                 " (only -1, unlimited, may be negative)");
+  }
+  if (r.cpu_period() != 0 && (r.cpu_period() < 1000 || r.cpu_period() > 1000000)) {
+    return base::InvalidArgument(field + ".cpu_period: " + std::to_string(r.cpu_period()) +
+                                 " is outside 1000..1000000 microseconds");
+  }
+  if (r.cpu_quota() != 0 && r.cpu_quota() < 1000) {
+    return base::InvalidArgument(field + ".cpu_quota: " + std::to_string(r.cpu_quota()) +
+                                 " is below the 1000 microseconds the kernel accepts");
+  }
+  if (r.cpu_shares() > 262144) {
+    return base::InvalidArgument(field + ".cpu_shares: " + std::to_string(r.cpu_shares()) + " is above 262144");
+  }
+  if (r.memory_limit_in_bytes() != 0 && r.memory_limit_in_bytes() < (4 << 20)) {
+    return base::InvalidArgument(field + ".memory_limit_in_bytes: " + std::to_string(r.memory_limit_in_bytes()) +
+                                 " is below 4 MiB");
+  }
+  if (r.oom_score_adj() < -1000 || r.oom_score_adj() > 1000) {
+    return base::InvalidArgument(field + ".oom_score_adj: " + std::to_string(r.oom_score_adj()) +
+                                 " is outside -1000..1000");
+  }
+  for (const auto& limit : r.hugepage_limits()) {
+    if (limit.page_size().empty()) {
+      return base::InvalidArgument(field + ".hugepage_limits: page_size is required");
+    }
+  }
+  return base::Status::Ok();
+}
+
+::runtime::v1::LinuxContainerResources MergeLinuxResources(const ::runtime::v1::LinuxContainerResources& current,
+                                                           const ::runtime::v1::LinuxContainerResources& update) {
+  ::runtime::v1::LinuxContainerResources out = current;
+  if (update.cpu_period() != 0) {
+    out.set_cpu_period(update.cpu_period());
+  }
+  if (update.cpu_quota() != 0) {
+    out.set_cpu_quota(update.cpu_quota());
+  }
+  if (update.cpu_shares() != 0) {
+    out.set_cpu_shares(update.cpu_shares());
+  }
+  if (update.memory_limit_in_bytes() != 0) {
+    out.set_memory_limit_in_bytes(update.memory_limit_in_bytes());
+  }
+  if (update.memory_swap_limit_in_bytes() != 0) {
+    out.set_memory_swap_limit_in_bytes(update.memory_swap_limit_in_bytes());
+  }
+  if (!update.cpuset_cpus().empty()) {
+    out.set_cpuset_cpus(update.cpuset_cpus());
+  }
+  if (!update.cpuset_mems().empty()) {
+    out.set_cpuset_mems(update.cpuset_mems());
+  }
+  for (const auto& limit : update.hugepage_limits()) {
+    bool replaced = false;
+    for (auto& existing : *out.mutable_hugepage_limits()) {
+      if (existing.page_size() == limit.page_size()) {
+        existing.set_limit(limit.limit());
+        replaced = true;
+      }
+    }
+    if (!replaced) {
+      *out.add_hugepage_limits() = limit;
+    }
+  }
+  for (const auto& [key, value] : update.unified()) {
+    (*out.mutable_unified())[key] = value;
+  }
+  return out;
+}
+
+uint64_t CpuSharesToWeight(int64_t shares) {
+  if (shares <= 0) {
+    return 0;
+  }
+  int64_t clamped = std::clamp<int64_t>(shares, 2, 262144);
+  return static_cast<uint64_t>(1 + ((clamped - 2) * 9999) / 262142);
 }
 
 std::string NewId() {

@@ -26,6 +26,20 @@ base::Result<std::string> ResolveLogPath(const std::string& log_directory, const
 // The handler kubelet asked for ("" = the default, chrysalis), or an error listing the handlers we serve.
 base::Result<std::string> ResolveHandler(const std::string& requested);
 
+// Container resources as CRI carries them: no negative sizes, shares or periods (memory_swap_limit_in_bytes may be
+// -1, unlimited), oom_score_adj within -1000..1000; errors name the field below `field`.
+base::Status ValidateLinuxResources(const ::runtime::v1::LinuxContainerResources& resources, const std::string& field);
+
+// The resources after an UpdateContainerResources: the update's set fields (non-zero, non-empty) replace the
+// current ones, hugepage limits by page size, unified keys one by one; oom_score_adj stays (it cannot change once
+// the process runs).
+::runtime::v1::LinuxContainerResources MergeLinuxResources(const ::runtime::v1::LinuxContainerResources& current,
+                                                           const ::runtime::v1::LinuxContainerResources& update);
+
+// CPU shares (cgroup v1 units, 2..262144) as a cgroup v2 cpu.weight (1..10000), on the linear map runtimes use;
+// 0 stays 0 (unset).
+uint64_t CpuSharesToWeight(int64_t shares);
+
 // A fresh 64-hex-character id, as kubelet expects of CRI ids.
 std::string NewId();
 

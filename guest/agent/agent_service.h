@@ -57,6 +57,8 @@ class AgentService final : public v1::Agent::Service {
   grpc::Status WatchEvents(grpc::ServerContext* ctx, const v1::WatchEventsRequest* req,
                            grpc::ServerWriter<v1::Event>* writer) override;
   grpc::Status Shutdown(grpc::ServerContext* ctx, const v1::ShutdownRequest* req, v1::ShutdownResponse* resp) override;
+  grpc::Status UpdateContainerResources(grpc::ServerContext* ctx, const v1::UpdateContainerResourcesRequest* req,
+                                        v1::UpdateContainerResourcesResponse* resp) override;
   grpc::Status AttachOutput(grpc::ServerContext* ctx, const v1::AttachOutputRequest* req,
                             grpc::ServerWriter<v1::OutputChunk>* writer) override;
   grpc::Status PortForward(grpc::ServerContext* ctx,

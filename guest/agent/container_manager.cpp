@@ -1,5 +1,7 @@
 #include "guest/agent/container_manager.h"
 
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -99,6 +101,207 @@ uint64_t CgroupKey(const std::string& text, const std::string& key) {
     }
   }
   return 0;
+}
+
+namespace {
+
+std::string TrimLine(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) {
+    s.pop_back();
+  }
+  return s;
+}
+
+// Writes a value into an existing kernel interface file in one write(2): never creates it, never renames over it.
+Status WriteInterfaceFile(const std::string& path, const std::string& value) {
+  base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_TRUNC));
+  if (!fd) {
+    return base::SystemError("open " + path);
+  }
+  ssize_t n = ::write(fd.get(), value.data(), value.size());
+  if (n != static_cast<ssize_t>(value.size())) {
+    return base::SystemError("write " + path);
+  }
+  return Status::Ok();
+}
+
+// Reads a small file of a container's root filesystem, resolving symlinks inside that root (openat2
+// RESOLVE_IN_ROOT): an image's /etc/passwd that links to "/../../etc/passwd" reads its own, never the agent's.
+// nullopt when it does not exist.
+Result<std::optional<std::string>> ReadFileInRoot(const std::string& root, const std::string& relative) {
+  base::UniqueFd dir(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) {
+    return base::SystemError("open container root " + root);
+  }
+  struct open_how how {};
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  base::UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, dir.get(), relative.c_str(), &how, sizeof(how))));
+  if (!fd) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return std::optional<std::string>();
+    }
+    return base::SystemError("open " + relative + " in the container's root filesystem");
+  }
+  std::string text;
+  char buf[16384];
+  while (true) {
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0) {
+      return base::SystemError("read " + relative + " in the container's root filesystem");
+    }
+    if (n == 0) {
+      break;
+    }
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > (4 << 20)) {
+      return base::InvalidArgument(relative + " in the container image is larger than 4 MiB");
+    }
+  }
+  return std::optional<std::string>(std::move(text));
+}
+
+// The process's user with its name and group resolved in the container's own /etc/passwd and /etc/group.
+Result<v1::User> ResolveUserInRoot(const v1::User& user, const std::string& root) {
+  if (user.name().empty()) {
+    return user;
+  }
+  CHRYS_ASSIGN_OR_RETURN(auto passwd, ReadFileInRoot(root, "etc/passwd"));
+  CHRYS_ASSIGN_OR_RETURN(auto group, ReadFileInRoot(root, "etc/group"));
+  return ResolveUser(user, passwd, group);
+}
+
+// A cgroup limit file's value: "max" (or absent) reads as 0, meaning unlimited.
+int64_t LimitValue(const std::string& text) {
+  std::string t = TrimLine(text);
+  if (t.empty() || t == "max") {
+    return 0;
+  }
+  return std::strtoll(t.c_str(), nullptr, 10);
+}
+
+}  // namespace
+
+Result<std::vector<CgroupWrite>> CgroupWritesFor(const v1::Resources& res,
+                                                 const std::function<std::string(const std::string&)>& current) {
+  std::vector<CgroupWrite> writes;
+  if (res.cpu_quota_us() > 0 || res.cpu_period_us() > 0) {
+    // cpu.max is "<quota|max> <period>"; keep the half the request leaves alone.
+    std::istringstream now(current("cpu.max"));
+    std::string quota = "max";
+    std::string period = "100000";
+    now >> quota >> period;
+    if (res.cpu_quota_us() > 0) {
+      quota = std::to_string(res.cpu_quota_us());
+    }
+    if (res.cpu_period_us() > 0) {
+      period = std::to_string(res.cpu_period_us());
+    }
+    writes.push_back({"cpu.max", quota + " " + period});
+  }
+  if (res.cpu_weight() > 0) {
+    writes.push_back({"cpu.weight", std::to_string(res.cpu_weight())});
+  }
+  if (!res.cpuset_cpus().empty()) {
+    writes.push_back({"cpuset.cpus", res.cpuset_cpus()});
+  }
+  if (!res.cpuset_mems().empty()) {
+    writes.push_back({"cpuset.mems", res.cpuset_mems()});
+  }
+  int64_t memory_limit = res.memory_limit_bytes();
+  if (memory_limit > 0) {
+    writes.push_back({"memory.max", std::to_string(memory_limit)});
+  } else {
+    memory_limit = LimitValue(current("memory.max"));
+  }
+  if (res.memory_swap_limit_bytes() == -1) {
+    writes.push_back({"memory.swap.max", "max"});
+  } else if (res.memory_swap_limit_bytes() > 0) {
+    // OCI counts memory plus swap; cgroup v2 limits swap alone.
+    if (memory_limit <= 0) {
+      return base::InvalidArgument("resources.memory_swap_limit_bytes: needs a memory limit to count swap from");
+    }
+    if (res.memory_swap_limit_bytes() < memory_limit) {
+      return base::InvalidArgument(
+          "resources.memory_swap_limit_bytes: " + std::to_string(res.memory_swap_limit_bytes()) +
+          " is below the memory limit " + std::to_string(memory_limit));
+    }
+    writes.push_back({"memory.swap.max", std::to_string(res.memory_swap_limit_bytes() - memory_limit)});
+  }
+  if (res.pids_limit() > 0) {
+    writes.push_back({"pids.max", std::to_string(res.pids_limit())});
+  }
+  for (const auto& [size, limit] : res.hugepage_limits()) {
+    writes.push_back({"hugetlb." + size + ".max", std::to_string(limit)});
+  }
+  // Unified last, in key order, so an explicit file wins over the fields above.
+  std::map<std::string, std::string> unified(res.unified().begin(), res.unified().end());
+  for (const auto& [key, value] : unified) {
+    writes.push_back({key, value});
+  }
+  return writes;
+}
+
+Status ApplyCgroupWrites(const std::string& cgroup_dir, const std::vector<CgroupWrite>& writes) {
+  std::vector<CgroupWrite> undo;
+  auto restore = [&] {
+    for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+      (void)WriteInterfaceFile(cgroup_dir + "/" + it->file, it->value);
+    }
+  };
+  for (const auto& w : writes) {
+    std::string path = cgroup_dir + "/" + w.file;
+    auto old = base::ReadFile(path, 4096);
+    // memory.swap.max is absent without swap accounting: nothing to limit when the limit is no swap at all.
+    if (!old.ok() && w.file == "memory.swap.max" && w.value == "0") {
+      continue;
+    }
+    if (!old.ok()) {
+      restore();
+      return base::FailedPrecondition("cgroup file " + w.file + " is not available in this container's cgroup (" +
+                                      old.error().message() + ")");
+    }
+    auto written = WriteInterfaceFile(path, w.value);
+    if (!written.ok()) {
+      restore();
+      return written.error().Wrap("set " + w.file + " to '" + w.value + "'");
+    }
+    // cpuset and cpu.max files read back in a different shape than they are written; the first line restores.
+    undo.push_back({w.file, TrimLine(*old)});
+  }
+  return Status::Ok();
+}
+
+v1::Resources ReadCgroupResources(const std::string& cgroup_dir, const v1::Resources& asked) {
+  auto read = [&](const std::string& file) {
+    auto text = base::ReadFile(cgroup_dir + "/" + file, 4096);
+    return text.ok() ? TrimLine(*text) : std::string();
+  };
+  v1::Resources out;
+  std::istringstream cpu_max(read("cpu.max"));
+  std::string quota;
+  uint64_t period = 0;
+  cpu_max >> quota >> period;
+  out.set_cpu_quota_us(LimitValue(quota));
+  out.set_cpu_period_us(period);
+  out.set_cpu_weight(static_cast<uint64_t>(LimitValue(read("cpu.weight"))));
+  out.set_memory_limit_bytes(LimitValue(read("memory.max")));
+  out.set_pids_limit(LimitValue(read("pids.max")));
+  out.set_cpuset_cpus(read("cpuset.cpus"));
+  out.set_cpuset_mems(read("cpuset.mems"));
+  std::string swap = read("memory.swap.max");
+  if (swap == "max") {
+    out.set_memory_swap_limit_bytes(-1);
+  } else if (!swap.empty() && out.memory_limit_bytes() > 0) {
+    out.set_memory_swap_limit_bytes(out.memory_limit_bytes() + LimitValue(swap));
+  }
+  for (const auto& [size, limit] : asked.hugepage_limits()) {
+    (*out.mutable_hugepage_limits())[size] = static_cast<uint64_t>(LimitValue(read("hugetlb." + size + ".max")));
+  }
+  for (const auto& [key, value] : asked.unified()) {
+    (*out.mutable_unified())[key] = read(key);
+  }
+  return out;
 }
 
 v1::ExitStatus ToProto(bool exited, const ProcessExit& exit, bool oom, std::chrono::system_clock::time_point started) {
@@ -314,11 +517,19 @@ Result<uint32_t> ContainerManager::Create(const v1::ContainerConfig& config) {
     undo_bundle();
   };
 
+  v1::ContainerConfig resolved = config;
+  auto user = ResolveUserInRoot(config.process().user(), container->rootfs);
+  if (!user.ok()) {
+    undo_rootfs();
+    return user.error().Wrap("container " + id);
+  }
+  *resolved.mutable_process()->mutable_user() = *user;
+
   SpecContext context;
   context.rootfs_path = container->rootfs;
   context.cgroups_path = "/chrys/" + id;
   context.sandbox_files = SandboxFilesForContainers();
-  json spec = BuildOciSpec(config, context);
+  json spec = BuildOciSpec(resolved, context);
   auto written = base::WriteFileAtomic(container->bundle + "/config.json",
                                        spec.dump(1, ' ', false, json::error_handler_t::replace), 0600);
   if (!written.ok()) {
@@ -544,7 +755,14 @@ Result<uint32_t> ContainerManager::Exec(const std::string& container_id, const s
   };
   std::string process_file = c->bundle + "/exec-" + exec_id + ".json";
   std::string pid_file = c->bundle + "/exec-" + exec_id + ".pid";
-  json process = BuildOciProcess(spec, false);
+  auto user = ResolveUserInRoot(spec.user(), c->rootfs);
+  if (!user.ok()) {
+    drop_placeholder();
+    return user.error().Wrap("exec in " + container_id);
+  }
+  v1::ProcessSpec resolved_spec = spec;
+  *resolved_spec.mutable_user() = *user;
+  json process = BuildOciProcess(resolved_spec, false);
   auto written = base::WriteFileAtomic(process_file, process.dump(1, ' ', false, json::error_handler_t::replace), 0600);
   if (!written.ok()) {
     drop_placeholder();
@@ -630,6 +848,31 @@ Result<v1::ContainerStatsResponse> ContainerManager::Stats(const std::string& id
   FillCgroupStats(std::string(kCgroupParent) + "/" + id, resp.mutable_stats());
   resp.set_rootfs_used_bytes(storage_.UpperUsage(id));
   return resp;
+}
+
+Result<v1::Resources> ContainerManager::UpdateResources(const std::string& id, const v1::Resources& resources) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = containers_.find(id);
+    if (it == containers_.end()) {
+      return base::NotFound("container " + id + " not found");
+    }
+    if (it->second->init->exited || it->second->deleting) {
+      return base::FailedPrecondition("container " + id + " has exited; its resources can no longer change");
+    }
+  }
+  // Written straight into the container's cgroup v2 files rather than through `crun update`: the cgroup is ours
+  // (cgroupsPath /chrys/<id>), the files are the kernel's interface either way, a failed write names its file,
+  // and a half-applied update is rolled back.
+  std::string dir = std::string(kCgroupParent) + "/" + id;
+  auto current = [&](const std::string& file) {
+    auto text = base::ReadFile(dir + "/" + file, 4096);
+    return text.ok() ? *text : std::string();
+  };
+  CHRYS_ASSIGN_OR_RETURN(auto writes, CgroupWritesFor(resources, current));
+  CHRYS_RETURN_IF_ERROR(ApplyCgroupWrites(dir, writes));
+  LogInfo("container %s: %zu cgroup limits updated", id.c_str(), writes.size());
+  return ReadCgroupResources(dir, resources);
 }
 
 Result<v1::SandboxStatsResponse> ContainerManager::SandboxStats() {

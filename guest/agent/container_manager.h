@@ -32,6 +32,23 @@ inline constexpr const char* kCgroupParent = "/sys/fs/cgroup/chrys";
 // Parses cgroup v2 "key value" files (cpu.stat, memory.stat, memory.events) for one key. Pure.
 uint64_t CgroupKey(const std::string& text, const std::string& key);
 
+// One cgroup v2 interface file of a container's cgroup and the value to write into it.
+struct CgroupWrite {
+  std::string file;  // "memory.max"
+  std::string value;
+};
+
+// The writes that put `resources` into force, in order; only the fields that are set produce one. `current`
+// reads a file of the cgroup as it is now ("" when absent): cpu.max keeps its other half when only the quota or
+// only the period changes, and the swap limit (memory plus swap, as OCI counts it) needs the memory limit. Pure.
+base::Result<std::vector<CgroupWrite>> CgroupWritesFor(const v1::Resources& resources,
+                                                       const std::function<std::string(const std::string&)>& current);
+// Writes them into `cgroup_dir` in order; when one fails, the files already written get their old values back
+// and the error names the file and the value.
+base::Status ApplyCgroupWrites(const std::string& cgroup_dir, const std::vector<CgroupWrite>& writes);
+// The limits a cgroup holds now ("max" reads as 0), plus the unified keys of `asked` as read back.
+v1::Resources ReadCgroupResources(const std::string& cgroup_dir, const v1::Resources& asked);
+
 // A bounded queue of events per subscriber; the oldest event is dropped when a slow subscriber falls behind.
 class EventHub {
  public:
@@ -80,6 +97,9 @@ class ContainerManager {
   base::Result<std::shared_ptr<ProcessIo>> Io(const v1::ProcessRef& ref);
 
   base::Result<v1::ContainerStatsResponse> Stats(const std::string& id);
+  // Changes the cgroup limits of a created or running container (kNotFound, kFailedPrecondition once it exited);
+  // returns the limits in force afterwards.
+  base::Result<v1::Resources> UpdateResources(const std::string& id, const v1::Resources& resources);
   base::Result<v1::SandboxStatsResponse> SandboxStats();
 
   // Stops every container (SIGTERM, SIGKILL after `grace`), deletes them.

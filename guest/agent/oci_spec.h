@@ -2,10 +2,12 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "base/result.h"
 #include "guest/proto/agent.pb.h"
 
 namespace chrys::guest {
@@ -19,6 +21,40 @@ struct SpecContext {
   // Read-only bind mounts of sandbox-wide files: {destination in container, source in guest}.
   std::vector<std::pair<std::string, std::string>> sandbox_files;
 };
+
+// One line of /etc/passwd or /etc/group, as far as user resolution needs it.
+struct PasswdEntry {
+  std::string name;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+struct GroupEntry {
+  std::string name;
+  uint32_t gid = 0;
+  std::vector<std::string> members;
+};
+// Parses the files' text; malformed lines are skipped (as libc does). Pure.
+std::vector<PasswdEntry> ParsePasswd(const std::string& text);
+std::vector<GroupEntry> ParseGroup(const std::string& text);
+
+// Resolves `user.name` ("app" or "1000") and `user.group` ("staff" or "50") against the container's own
+// /etc/passwd and /etc/group text (nullopt: the file does not exist): uid, primary gid (the passwd entry's, unless
+// a group is given; gid 0 for a number with no entry), and the user's groups from /etc/group followed by the
+// requested additional gids, without repeats. A name that is not there is an error naming it and the file. With
+// no name, `user` comes back as it is. Pure.
+base::Result<v1::User> ResolveUser(const v1::User& user, const std::optional<std::string>& passwd,
+                                   const std::optional<std::string>& group);
+
+// The RuntimeDefault seccomp filter (OCI linux.seccomp): every syscall is allowed except a deny list of
+// calls that reach kernel-wide state a container has no business with; each refused call fails with EPERM.
+// Calls that a capability in `capabilities` legitimately grants (CAP_SYS_ADMIN: mount; CAP_SYS_PTRACE:
+// ptrace, ...) stay allowed for a container that was given it. Pure.
+nlohmann::json RuntimeDefaultSeccomp(const std::vector<std::string>& capabilities);
+
+// A Localhost profile (JSON text read on the host) as the OCI linux.seccomp object: defaultAction,
+// architectures (from a Docker-style archMap when absent), syscalls with names/action/errnoRet/args, flags.
+// Docker's conditional entries (includes/excludes) are refused rather than applied unconditionally. Pure.
+base::Result<nlohmann::json> LocalhostSeccomp(const std::string& profile_json);
 
 // The capabilities a container gets when the request names none (the usual container default set).
 const std::vector<std::string>& DefaultCapabilities();

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 
+#include "guest/agent/oci_spec.h"
+
 namespace chrys::guest {
 namespace {
 
@@ -113,48 +115,47 @@ Status ValidateSysctlKey(std::string_view key, const std::string& field) {
 }  // namespace
 
 const std::vector<std::string>& KnownCapabilities() {
-  static const std::vector<std::string> all = {
-      "CAP_CHOWN",
-      "CAP_DAC_OVERRIDE",
-      "CAP_DAC_READ_SEARCH",
-      "CAP_FOWNER",
-      "CAP_FSETID",
-      "CAP_KILL",
-      "CAP_SETGID",
-      "CAP_SETUID",
-      "CAP_SETPCAP",
-      "CAP_LINUX_IMMUTABLE",
-      "CAP_NET_BIND_SERVICE",
-      "CAP_NET_BROADCAST",
-      "CAP_NET_ADMIN",
-      "CAP_NET_RAW",
-      "CAP_IPC_LOCK",
-      "CAP_IPC_OWNER",
-      "CAP_SYS_MODULE",
-      "CAP_SYS_RAWIO",
-      "CAP_SYS_CHROOT",
-      "CAP_SYS_PTRACE",
-      "CAP_SYS_PACCT",
-      "CAP_SYS_ADMIN",
-      "CAP_SYS_BOOT",
-      "CAP_SYS_NICE",
-      "CAP_SYS_RESOURCE",
-      "CAP_SYS_TIME",
-      "CAP_SYS_TTY_CONFIG",
-      "CAP_MKNOD",
-      "CAP_LEASE",
-      "CAP_AUDIT_WRITE",
-      "CAP_AUDIT_CONTROL",
-      "CAP_SETFCAP",
-      "CAP_MAC_OVERRIDE",
-      "CAP_MAC_ADMIN",
-      "CAP_SYSLOG",
-      "CAP_WAKE_ALARM",
-      "CAP_BLOCK_SUSPEND",
-      "CAP_AUDIT_READ",
-      "CAP_PERFMON",
-      "CAP_BPF",
-      "CAP_CHECKPOINT_RESTORE"};
+  static const std::vector<std::string> all = {"CAP_CHOWN",
+                                               "CAP_DAC_OVERRIDE",
+                                               "CAP_DAC_READ_SEARCH",
+                                               "CAP_FOWNER",
+                                               "CAP_FSETID",
+                                               "CAP_KILL",
+                                               "CAP_SETGID",
+                                               "CAP_SETUID",
+                                               "CAP_SETPCAP",
+                                               "CAP_LINUX_IMMUTABLE",
+                                               "CAP_NET_BIND_SERVICE",
+                                               "CAP_NET_BROADCAST",
+                                               "CAP_NET_ADMIN",
+                                               "CAP_NET_RAW",
+                                               "CAP_IPC_LOCK",
+                                               "CAP_IPC_OWNER",
+                                               "CAP_SYS_MODULE",
+                                               "CAP_SYS_RAWIO",
+                                               "CAP_SYS_CHROOT",
+                                               "CAP_SYS_PTRACE",
+                                               "CAP_SYS_PACCT",
+                                               "CAP_SYS_ADMIN",
+                                               "CAP_SYS_BOOT",
+                                               "CAP_SYS_NICE",
+                                               "CAP_SYS_RESOURCE",
+                                               "CAP_SYS_TIME",
+                                               "CAP_SYS_TTY_CONFIG",
+                                               "CAP_MKNOD",
+                                               "CAP_LEASE",
+                                               "CAP_AUDIT_WRITE",
+                                               "CAP_AUDIT_CONTROL",
+                                               "CAP_SETFCAP",
+                                               "CAP_MAC_OVERRIDE",
+                                               "CAP_MAC_ADMIN",
+                                               "CAP_SYSLOG",
+                                               "CAP_WAKE_ALARM",
+                                               "CAP_BLOCK_SUSPEND",
+                                               "CAP_AUDIT_READ",
+                                               "CAP_PERFMON",
+                                               "CAP_BPF",
+                                               "CAP_CHECKPOINT_RESTORE"};
   return all;
 }
 
@@ -255,6 +256,11 @@ Status ValidateProcessSpec(const v1::ProcessSpec& process, const std::string& fi
   if (process.user().umask() > 0777) {
     return InvalidArgument(field + ".user.umask: must be at most 0777");
   }
+  CHRYS_RETURN_IF_ERROR(ValidateUserName(process.user().name(), field + ".user.name"));
+  CHRYS_RETURN_IF_ERROR(ValidateUserName(process.user().group(), field + ".user.group"));
+  if (process.user().name().empty() && !process.user().group().empty()) {
+    return InvalidArgument(field + ".user.group: only allowed together with user.name");
+  }
   if (process.user().additional_gids_size() > 64) {
     return InvalidArgument(field + ".user.additional_gids: more than 64 groups");
   }
@@ -342,28 +348,8 @@ Status ValidateContainerConfig(const v1::ContainerConfig& config) {
       }
     }
   }
-  const auto& res = config.resources();
-  if (res.cpu_quota_us() < 0 || res.memory_limit_bytes() < 0 || res.pids_limit() < 0) {
-    return InvalidArgument("config.resources: limits must not be negative");
-  }
-  if (res.cpu_quota_us() > 0 && res.cpu_quota_us() < 1000) {
-    return InvalidArgument("config.resources.cpu_quota_us: at least 1000");
-  }
-  if (res.cpu_period_us() != 0 && (res.cpu_period_us() < 1000 || res.cpu_period_us() > 1000000)) {
-    return InvalidArgument("config.resources.cpu_period_us: must be 1000..1000000");
-  }
-  if (res.cpu_weight() > 10000) {
-    return InvalidArgument("config.resources.cpu_weight: must be 1..10000");
-  }
-  if (res.memory_limit_bytes() > 0 && res.memory_limit_bytes() < (4 << 20)) {
-    return InvalidArgument("config.resources.memory_limit_bytes: at least 4 MiB");
-  }
-  if (!res.cpuset_cpus().empty()) {
-    if (res.cpuset_cpus().size() > 64 || !std::all_of(res.cpuset_cpus().begin(), res.cpuset_cpus().end(),
-                                                      [](char c) { return ::isdigit(c) || c == ',' || c == '-'; })) {
-      return InvalidArgument("config.resources.cpuset_cpus: must look like '0-2,4'");
-    }
-  }
+  CHRYS_RETURN_IF_ERROR(ValidateResources(config.resources(), "config.resources"));
+  CHRYS_RETURN_IF_ERROR(ValidateSeccomp(config.seccomp(), "config.seccomp"));
   if (config.sysctls_size() > 64) {
     return InvalidArgument("config.sysctls: too many entries");
   }
@@ -510,6 +496,127 @@ Status ValidateWriteStdin(const v1::WriteStdinRequest& request) {
     return InvalidArgument("data: at most " + std::to_string(kMaxStdinChunk) + " bytes per call");
   }
   return Status::Ok();
+}
+
+Status ValidateUserName(std::string_view name, const std::string& field) {
+  if (name.size() > 256) {
+    return InvalidArgument(field + ": longer than 256 characters");
+  }
+  for (char c : name) {
+    // ':' separates passwd fields and user:group; control characters and '/' never appear in names.
+    if (c == ':' || c == '/' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return InvalidArgument(field + ": '" + std::string(name.substr(0, 64)) + "' is not a valid user or group name");
+    }
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+bool IsCpuList(std::string_view list) {
+  return list.size() <= 256 &&
+         std::all_of(list.begin(), list.end(), [](char c) { return ::isdigit(c) || c == ',' || c == '-'; });
+}
+
+// "2MB", "1GB", "64KB": the page-size part of hugetlb.<size>.max.
+bool IsHugepageSize(std::string_view size) {
+  if (size.size() < 3 || size.size() > 8 || size.substr(size.size() - 1) != "B") {
+    return false;
+  }
+  char unit = size[size.size() - 2];
+  if (unit != 'K' && unit != 'M' && unit != 'G') {
+    return false;
+  }
+  auto digits = size.substr(0, size.size() - 2);
+  return std::all_of(digits.begin(), digits.end(), ::isdigit);
+}
+
+}  // namespace
+
+Status ValidateResources(const v1::Resources& res, const std::string& field) {
+  if (res.cpu_quota_us() < 0) {
+    return InvalidArgument(field + ".cpu_quota_us: must not be negative");
+  }
+  if (res.memory_limit_bytes() < 0) {
+    return InvalidArgument(field + ".memory_limit_bytes: must not be negative");
+  }
+  if (res.pids_limit() < 0) {
+    return InvalidArgument(field + ".pids_limit: must not be negative");
+  }
+  if (res.memory_swap_limit_bytes() < -1) {
+    return InvalidArgument(field + ".memory_swap_limit_bytes: must be -1 (unlimited), 0 or a size");
+  }
+  if (res.cpu_quota_us() > 0 && res.cpu_quota_us() < 1000) {
+    return InvalidArgument(field + ".cpu_quota_us: at least 1000");
+  }
+  if (res.cpu_period_us() != 0 && (res.cpu_period_us() < 1000 || res.cpu_period_us() > 1000000)) {
+    return InvalidArgument(field + ".cpu_period_us: must be 1000..1000000");
+  }
+  if (res.cpu_weight() > 10000) {
+    return InvalidArgument(field + ".cpu_weight: must be 1..10000");
+  }
+  if (res.memory_limit_bytes() > 0 && res.memory_limit_bytes() < (4 << 20)) {
+    return InvalidArgument(field + ".memory_limit_bytes: at least 4 MiB");
+  }
+  if (res.memory_swap_limit_bytes() > 0 && res.memory_limit_bytes() > 0 &&
+      res.memory_swap_limit_bytes() < res.memory_limit_bytes()) {
+    return InvalidArgument(field + ".memory_swap_limit_bytes: memory plus swap cannot be below the memory limit");
+  }
+  if (!IsCpuList(res.cpuset_cpus())) {
+    return InvalidArgument(field + ".cpuset_cpus: must look like '0-2,4'");
+  }
+  if (!IsCpuList(res.cpuset_mems())) {
+    return InvalidArgument(field + ".cpuset_mems: must look like '0' or '0-1'");
+  }
+  if (res.hugepage_limits_size() > 8) {
+    return InvalidArgument(field + ".hugepage_limits: more than 8 page sizes");
+  }
+  for (const auto& [size, limit] : res.hugepage_limits()) {
+    if (!IsHugepageSize(size)) {
+      return InvalidArgument(field + ".hugepage_limits: page size '" + size.substr(0, 16) +
+                             "' must look like '2MB' or '1GB'");
+    }
+  }
+  if (res.unified_size() > 64) {
+    return InvalidArgument(field + ".unified: more than 64 entries");
+  }
+  for (const auto& [key, value] : res.unified()) {
+    // A cgroup interface file of this very cgroup: "controller.name", nothing that walks elsewhere.
+    bool file_name = !key.empty() && key.size() <= 64 && key.find('.') != std::string::npos && key[0] != '.' &&
+                     std::all_of(key.begin(), key.end(), [](char c) {
+                       return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_';
+                     });
+    if (!file_name || key.rfind("cgroup.", 0) == 0) {
+      return InvalidArgument(field + ".unified: '" + key.substr(0, 64) + "' is not a controller file of the cgroup");
+    }
+    CHRYS_RETURN_IF_ERROR(ValidateLine(value, 256, field + ".unified[" + key + "]"));
+  }
+  return Status::Ok();
+}
+
+Status ValidateSeccomp(const v1::Seccomp& seccomp, const std::string& field) {
+  if (seccomp.mode() == v1::Seccomp::LOCALHOST) {
+    if (seccomp.profile_json().empty()) {
+      return InvalidArgument(field + ".profile_json: required for a Localhost profile");
+    }
+    if (seccomp.profile_json().size() > (512 << 10)) {
+      return InvalidArgument(field + ".profile_json: larger than 512 KiB");
+    }
+    if (auto profile = LocalhostSeccomp(seccomp.profile_json()); !profile.ok()) {
+      return InvalidArgument(field + ".profile_json: " + profile.error().message());
+    }
+  } else if (!seccomp.profile_json().empty()) {
+    return InvalidArgument(field + ".profile_json: only for a Localhost profile");
+  }
+  if (!v1::Seccomp::Mode_IsValid(seccomp.mode())) {
+    return InvalidArgument(field + ".mode: unknown mode " + std::to_string(seccomp.mode()));
+  }
+  return Status::Ok();
+}
+
+Status ValidateUpdateResources(const v1::UpdateContainerResourcesRequest& request) {
+  CHRYS_RETURN_IF_ERROR(ValidateId(request.container_id(), "container_id"));
+  return ValidateResources(request.resources(), "resources");
 }
 
 }  // namespace chrys::guest

@@ -39,6 +39,14 @@ base::Status ValidateMountShare(const v1::MountShareRequest& request);
 base::Status ValidateProcessRef(const v1::ProcessRef& ref, const std::string& field);
 base::Status ValidateSignal(int signal);
 base::Status ValidateWriteStdin(const v1::WriteStdinRequest& request);
+// Cgroup limits: no negative sizes, periods and weights in range, cpu lists, hugepage sizes like "2MB", unified
+// keys that name a controller file of the cgroup itself.
+base::Status ValidateResources(const v1::Resources& resources, const std::string& field);
+base::Status ValidateUpdateResources(const v1::UpdateContainerResourcesRequest& request);
+// Empty, or a mode with its profile (Localhost only, at most 512 KiB).
+base::Status ValidateSeccomp(const v1::Seccomp& seccomp, const std::string& field);
+// A user or group name as found in /etc/passwd (or a number): no ':', '/', control characters.
+base::Status ValidateUserName(std::string_view name, const std::string& field);
 
 // Whether a capability name is one the kernel knows ("CAP_SYS_ADMIN").
 // Every capability the guest kernel knows, in kernel order ("CAP_CHOWN", ...): the privileged set.
