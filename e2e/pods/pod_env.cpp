@@ -192,18 +192,20 @@ base::Status PodEnv::BuildAndImportImage() {
   if (!applets.success()) {
     return base::Internal("busybox --list: " + applets.DescribeExit());
   }
-  std::vector<TarEntry> entries = {TarEntry::Dir("bin"),
-                                   TarEntry::HostFile("bin/busybox", "/bin/busybox", 0755),
-                                   TarEntry::Dir("etc"),
-                                   TarEntry::File("etc/passwd",
-                                                  "root:x:0:0:root:/root:/bin/sh\n"
-                                                  "nobody:x:65534:65534::/:/bin/false\n"),
-                                   TarEntry::File("etc/group", "root:x:0:\nnobody:x:65534:\n"),
-                                   TarEntry::Dir("tmp", 01777),
-                                   TarEntry::Dir("proc"),
-                                   TarEntry::Dir("sys"),
-                                   TarEntry::Dir("dev"),
-                                   TarEntry::Dir("data")};
+  std::vector<TarEntry> entries = {
+      TarEntry::Dir("bin"),
+      TarEntry::HostFile("bin/busybox", "/bin/busybox", 0755),
+      TarEntry::Dir("etc"),
+      TarEntry::File("etc/passwd",
+                     "root:x:0:0:root:/root:/bin/sh\n"
+                     "nobody:x:65534:65534::/:/bin/false\n"
+                     "app:x:1000:1000:app:/tmp:/bin/sh\n"),
+      TarEntry::File("etc/group", "root:x:0:\nnobody:x:65534:\napp:x:1000:\nstaff:x:50:app\n"),
+      TarEntry::Dir("tmp", 01777),
+      TarEntry::Dir("proc"),
+      TarEntry::Dir("sys"),
+      TarEntry::Dir("dev"),
+      TarEntry::Dir("data")};
   std::istringstream names(applets.stdout_data);
   std::string applet;
   while (names >> applet) {
@@ -217,15 +219,21 @@ base::Status PodEnv::BuildAndImportImage() {
   ImageSpec spec;
   spec.cmd = {"/bin/sh", "-c", "echo image default command"};
   CHRYS_ASSIGN_OR_RETURN(BlobDesc manifest, writer.AddImage({layer}, spec));
-  CHRYS_RETURN_IF_ERROR(writer.WriteIndexJson({{manifest, image_ref_}}));
+  // The same layer under an image whose USER is a name (resolved in the guest against its /etc/passwd).
+  ImageSpec app_spec = spec;
+  app_spec.user = "app:staff";
+  CHRYS_ASSIGN_OR_RETURN(BlobDesc app_manifest, writer.AddImage({layer}, app_spec));
+  CHRYS_RETURN_IF_ERROR(writer.WriteIndexJson({{manifest, image_ref_}, {app_manifest, app_image_ref_}}));
 
-  chrys::admin::v1::ImportImageRequest req;
-  req.set_path(layout);
-  req.set_reference(image_ref_);
-  chrys::admin::v1::ImportImageResponse resp;
-  auto status = client_->admin().ImportImage(Ctx().get(), req, &resp);
-  if (!status.ok()) {
-    return cri::CriClient::CallError("ImportImage", status);
+  for (const std::string& ref : {image_ref_, app_image_ref_}) {
+    chrys::admin::v1::ImportImageRequest req;
+    req.set_path(layout);
+    req.set_reference(ref);
+    chrys::admin::v1::ImportImageResponse resp;
+    auto status = client_->admin().ImportImage(Ctx().get(), req, &resp);
+    if (!status.ok()) {
+      return cri::CriClient::CallError("ImportImage " + ref, status);
+    }
   }
   return base::Status::Ok();
 }

@@ -49,6 +49,8 @@ class PodEnv {
 
   const std::string& root() const { return root_; }
   const std::string& image() const { return image_ref_; }
+  // The same busybox layer with USER app:staff (uid 1000, gid 50 in its /etc/passwd and /etc/group).
+  const std::string& app_user_image() const { return app_image_ref_; }
   const std::string& bridge() const { return bridge_; }
   const std::string& subnet() const { return subnet_; }
 
@@ -96,6 +98,7 @@ class PodEnv {
   std::string subnet_;
   std::string run_dir_;  // chrysd's --run-dir, short enough for VM socket paths
   std::string image_ref_ = "localhost/chrys-e2e/busybox:1";
+  std::string app_image_ref_ = "localhost/chrys-e2e/busybox-app:1";
   std::unique_ptr<ChrysdProcess> chrysd_;
   std::unique_ptr<cri::CriClient> client_;
   std::unique_ptr<v1::RuntimeService::Stub> runtime_;
