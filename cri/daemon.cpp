@@ -248,6 +248,8 @@ void Daemon::Wait() {
 void Daemon::RequestShutdown() {
   if (server_) {
     spdlog::info("shutting down: no new RPCs, waiting up to {} s for in-flight ones", config_.shutdown_grace_seconds);
+    // Event streams never finish on their own: end them first, so only real work uses the grace period.
+    EventBus::CloseAll();
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(config_.shutdown_grace_seconds));
   }
 }

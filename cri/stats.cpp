@@ -300,8 +300,16 @@ grpc::Status RuntimeServiceImpl::GetContainerEvents(grpc::ServerContext* context
   auto subscription = events_.Subscribe();
   while (!context->IsCancelled()) {
     auto event = subscription->Next(std::chrono::milliseconds(500));
-    if (event && !writer->Write(*event)) {
-      break;
+    if (event) {
+      if (!writer->Write(*event)) {
+        break;
+      }
+      continue;
+    }
+    if (subscription->closed()) {
+      // chrysd is stopping: end the stream now rather than hold the server's shutdown for its whole grace.
+      events_.Unsubscribe(subscription);
+      return {grpc::StatusCode::UNAVAILABLE, "chrysd is shutting down"};
     }
   }
   events_.Unsubscribe(subscription);

@@ -5,6 +5,7 @@
 #include <sys/un.h>
 
 #include <filesystem>
+#include <future>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -80,6 +81,33 @@ TEST(ChrysdTest, SocketModeAndRemovalOnSigterm) {
   EXPECT_EQ(chrysd.Stop(), 0) << chrysd.Output();
   EXPECT_FALSE(std::filesystem::exists(chrysd.socket()));
   EXPECT_NE(chrysd.Output().find("chrysd stopped"), std::string::npos);
+}
+
+TEST(ChrysdTest, SigtermWithAnOpenEventStreamStopsWithinTheGrace) {
+  // A grace far longer than the wait below: chrysd must not spend it on a stream that never ends by itself.
+  ChrysdProcess chrysd({"--set", "shutdown_grace_seconds=300"});
+  ASSERT_TRUE(chrysd.Start()) << chrysd.Output();
+  auto stub = chrysd.RuntimeStub();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto reader = stub->GetContainerEvents(&ctx, v1::GetEventsRequest());
+  // A reader as kubelet has: it waits for events until the stream ends.
+  auto drained = std::async(std::launch::async, [&] {
+    v1::ContainerEventResponse event;
+    while (reader->Read(&event)) {
+    }
+    return reader->Finish();
+  });
+  // The stream is open once the server has seen it; a unary call after it proves the server is serving.
+  grpc::ClientContext vctx;
+  v1::VersionResponse version;
+  ASSERT_TRUE(stub->Version(WithDeadline(vctx), v1::VersionRequest(), &version).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Exit code 0 (not -SIGKILL): it exited on its own within the bound, well inside its 300 s grace.
+  EXPECT_EQ(chrysd.Stop(std::chrono::seconds(30)), 0) << chrysd.Output();
+  ASSERT_EQ(drained.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  grpc::Status status = drained.get();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
 }
 
 TEST(ChrysdTest, StaleSocketIsReplaced) {
