@@ -3,10 +3,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <thread>
 
 #include "base/file_util.h"
@@ -61,6 +64,36 @@ base::Result<std::string> FindDiskBySerial(const std::string& serial, std::chron
   return base::NotFound("no virtio-blk disk with serial '" + serial + "' is attached to this VM");
 }
 
+base::Status WaitUntilReadable(const std::string& device, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string last = "not checked";
+  while (true) {
+    base::UniqueFd fd(::open(device.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!fd) {
+      last = std::string("open: ") + std::strerror(errno);
+    } else {
+      struct stat st {};
+      uint64_t size = 0;
+      if (::fstat(fd.get(), &st) == 0 && S_ISBLK(st.st_mode)) {
+        if (::ioctl(fd.get(), BLKGETSIZE64, &size) != 0) {
+          size = 0;
+        }
+      } else {
+        size = static_cast<uint64_t>(st.st_size);
+      }
+      if (size > 0) {
+        return base::Status::Ok();
+      }
+      last = "size 0";
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return base::Unavailable("disk " + device + " did not become readable within " + std::to_string(timeout.count()) +
+                               " ms of hot-plug (" + last + ")");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 std::string OverlayOptions(const std::vector<std::string>& layer_dirs_bottom_first, const std::string& upper,
                            const std::string& work) {
   // overlayfs wants the top-most lower layer first.
@@ -85,6 +118,10 @@ base::Result<std::string> Storage::AcquireLayer(const std::string& serial) {
   if (!disk.ok()) {
     layer_refs_.erase(serial);
     return disk.error();
+  }
+  if (auto readable = WaitUntilReadable(*disk, std::chrono::seconds(10)); !readable.ok()) {
+    layer_refs_.erase(serial);
+    return readable.error().Wrap("layer " + serial);
   }
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(mountpoint));
   if (::mount(disk->c_str(), mountpoint.c_str(), "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID, nullptr) != 0) {
@@ -115,6 +152,7 @@ base::Result<std::string> Storage::EnsureScratch(const std::string& serial) {
     return it->second;
   }
   CHRYS_ASSIGN_OR_RETURN(std::string disk, FindDiskBySerial(serial, std::chrono::seconds(10)));
+  CHRYS_RETURN_IF_ERROR(WaitUntilReadable(disk, std::chrono::seconds(10)));
   std::string header;
   {
     base::UniqueFd fd(::open(disk.c_str(), O_RDONLY | O_CLOEXEC));

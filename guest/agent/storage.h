@@ -22,6 +22,9 @@ inline constexpr const char* kSharesDir = "/run/chrys/shares";
 // Finds /dev/vdX whose virtio-blk serial is `serial`, waiting at most `timeout` (disks may be hot-plugged
 // a moment before the request that uses them).
 base::Result<std::string> FindDiskBySerial(const std::string& serial, std::chrono::milliseconds timeout);
+// Waits (bounded) until `device` opens and reports a non-zero size: right after hot-plug the node can exist
+// before the disk is readable (opening or mounting it then fails with ENXIO). A regular file counts by its size.
+base::Status WaitUntilReadable(const std::string& device, std::chrono::milliseconds timeout);
 
 // The overlay mount options for the given layers (bottom first, as the image lists them). Pure.
 std::string OverlayOptions(const std::vector<std::string>& layer_dirs_bottom_first, const std::string& upper,

@@ -9,6 +9,7 @@
 #include "base/file_util.h"
 #include "guest/agent/container_manager.h"
 #include "guest/agent/oci_spec.h"
+#include "guest/agent/storage.h"
 #include "guest/agent/validation.h"
 
 namespace chrys::guest {
@@ -398,6 +399,19 @@ TEST(Seccomp, LocalhostProfilesAreCheckedAndNormalised) {
   stray.set_mode(v1::Seccomp::RUNTIME_DEFAULT);
   stray.set_profile_json("{}");
   EXPECT_FALSE(ValidateSeccomp(stray, "config.seccomp").ok());
+}
+
+TEST(Storage, WaitUntilReadableIsBoundedAndNamesTheDisk) {
+  FakeCgroup dir;  // any scratch directory
+  dir.Set("disk", "x");
+  EXPECT_TRUE(WaitUntilReadable(dir.path() + "/disk", std::chrono::milliseconds(100)).ok());
+  dir.Set("empty", "");
+  auto empty = WaitUntilReadable(dir.path() + "/empty", std::chrono::milliseconds(50));
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.error().message().find("size 0"), std::string::npos) << empty.error().message();
+  auto missing = WaitUntilReadable(dir.path() + "/vdz", std::chrono::milliseconds(50));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message().find("/vdz"), std::string::npos);
 }
 
 }  // namespace
