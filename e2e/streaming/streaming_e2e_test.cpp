@@ -416,27 +416,39 @@ TEST_F(StreamingE2eTest, AttachToPrintingContainerLeavesTheLogIntact) {
 TEST_F(StreamingE2eTest, PortForwardWebSocketSeveralConnectionsAtOnce) {
   ASSERT_FALSE(echo_id_.empty());
   constexpr int kClients = 3;
+  // One forwarded connection that echoes `lines` lines back; false if any step fails.
+  auto echo_once = [this](int c, int lines) {
+    WsClient client;
+    if (client.Connect(PortForwardUrl(7777) + "?port=7777", "v4.channel.k8s.io") != 101) {
+      return false;
+    }
+    std::string prefix = {static_cast<char>(7777 & 0xFF), static_cast<char>(7777 >> 8)};
+    std::string seen;
+    if (!client.WaitFor(0, prefix, &seen)) {  // the data channel's port prefix comes first
+      return false;
+    }
+    std::string all;
+    for (int i = 0; i < lines; ++i) {
+      std::string line = "client-" + std::to_string(c) + "-line-" + std::to_string(i) + "\n";
+      all += line;
+      client.Send(0, line);
+    }
+    return client.WaitFor(0, all, &seen);
+  };
+  // The echo server in the container may still be starting: wait (bounded) until one connection echoes.
+  bool serving = false;
+  for (int attempt = 0; attempt < 30 && !serving; ++attempt) {
+    serving = echo_once(-1, 1);
+    if (!serving) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  }
+  ASSERT_TRUE(serving) << "the echo server in the pod never answered through port-forward";
   std::vector<std::thread> threads;
   std::atomic<int> echoed{0};
   for (int c = 0; c < kClients; ++c) {
-    std::string url = PortForwardUrl(7777) + "?port=7777";
-    threads.emplace_back([&, c, url] {
-      WsClient client;
-      if (client.Connect(url, "v4.channel.k8s.io") != 101) {
-        return;
-      }
-      std::string prefix = {static_cast<char>(7777 & 0xFF), static_cast<char>(7777 >> 8)};
-      std::string seen;
-      if (!client.WaitFor(0, prefix, &seen)) {  // the data channel's port prefix comes first
-        return;
-      }
-      std::string all;
-      for (int i = 0; i < 20; ++i) {
-        std::string line = "client-" + std::to_string(c) + "-line-" + std::to_string(i) + "\n";
-        all += line;
-        client.Send(0, line);
-      }
-      if (client.WaitFor(0, all, &seen)) {
+    threads.emplace_back([&, c] {
+      if (echo_once(c, 20)) {
         ++echoed;
       }
     });
