@@ -16,6 +16,7 @@
 #include "cri/runtime_service.h"
 #include "cri/shared_dir.h"
 #include "cri/validation.h"
+#include "runtime/process.h"
 
 namespace chrys::cri {
 
@@ -414,7 +415,17 @@ grpc::Status RuntimeServiceImpl::PodSandboxStatus(grpc::ServerContext* /*context
                     {"vmm", runtime::VmmKindName(vm->vmm)},
                     {"state", runtime::SandboxStateName(vm->state)},
                     {"consoleLog", vm->console_log_path},
-                    {"agentSocket", vm->agent.socket_path}};
+                    {"agentSocket", vm->agent.socket_path},
+                    {"vcpus", vm->vcpus},
+                    {"memoryMib", vm->memory_mib},
+                    {"consoleSocket", vm->console_socket}};
+      // For chrysctl ps (uptime) and debug (the command line to reproduce the VM by hand).
+      if (auto argv = runtime::ProcessCmdline(vm->vmm_pid); vm->vmm_pid > 0 && argv.ok()) {
+        info["vm"]["commandLine"] = *argv;
+      }
+      if (auto ticks = runtime::ProcessStartTicks(vm->vmm_pid); vm->vmm_pid > 0 && ticks.ok()) {
+        info["vm"]["startTicks"] = *ticks;  // clock ticks after boot (/proc/<pid>/stat field 22)
+      }
     }
     (*response->mutable_info())["info"] = info.dump();
   }

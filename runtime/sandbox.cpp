@@ -247,6 +247,14 @@ SandboxStatus SandboxManager::Snapshot(const Sandbox& sb) const {
   st.console_log_path = sb.spec.console_log_path;
   st.error = sb.error;
   st.disks = sb.process.plugged_disks;
+  st.vcpus = sb.spec.vcpus;
+  st.memory_mib = sb.spec.memory_mib;
+  // Every driver serves the serial console on <run_dir>/console.sock; VMs started before that have none.
+  std::string console = sb.spec.run_dir + "/console.sock";
+  struct stat console_stat {};
+  if (!sb.spec.run_dir.empty() && ::stat(console.c_str(), &console_stat) == 0 && S_ISSOCK(console_stat.st_mode)) {
+    st.console_socket = console;
+  }
   return st;
 }
 

@@ -97,6 +97,9 @@ struct SandboxStatus {
   std::string console_log_path;
   std::string error;  // why the sandbox is not ready, when it is not
   std::vector<PluggedDisk> disks;
+  int vcpus = 0;
+  int memory_mib = 0;
+  std::string console_socket;  // the serial console's unix socket (chrysctl console); empty when the VM has none
 };
 
 // What Recover found.
