@@ -24,7 +24,7 @@ namespace chrys::guest {
 namespace {
 
 // How long a request that mounts a filesystem waits for the modules loaded after boot.
-constexpr auto kFilesystemModulesWait = std::chrono::seconds(60);
+constexpr auto kDeferredModulesWait = std::chrono::seconds(60);
 
 using base::ErrorCode;
 
@@ -132,6 +132,10 @@ grpc::Status AgentService::SetupSandbox(grpc::ServerContext*, const v1::SetupSan
     if (!valid.ok()) {
       return ToGrpc(valid.error());
     }
+    // The NICs appear when virtio_net (a deferred module) has loaded.
+    if (auto modules = WaitForDeferredModules(kDeferredModulesWait); !modules.ok()) {
+      return ToGrpc(modules.error());
+    }
     std::lock_guard lock(setup_mu_);
     auto applied = ApplySandboxSetup(*req);
     if (applied.ok()) {
@@ -148,7 +152,7 @@ grpc::Status AgentService::MountShare(grpc::ServerContext*, const v1::MountShare
     if (!valid.ok()) {
       return ToGrpc(valid.error());
     }
-    if (auto modules = WaitForDeferredModules(kFilesystemModulesWait); !modules.ok()) {
+    if (auto modules = WaitForDeferredModules(kDeferredModulesWait); !modules.ok()) {
       return ToGrpc(modules.error());
     }
     auto path = containers_.storage().MountShare(req->tag(), req->name(), req->read_only());
@@ -167,7 +171,7 @@ grpc::Status AgentService::CreateContainer(grpc::ServerContext*, const v1::Creat
     if (!valid.ok()) {
       return ToGrpc(valid.error());
     }
-    if (auto modules = WaitForDeferredModules(kFilesystemModulesWait); !modules.ok()) {
+    if (auto modules = WaitForDeferredModules(kDeferredModulesWait); !modules.ok()) {
       return ToGrpc(modules.error());
     }
     auto pid = containers_.Create(req->config());

@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include <condition_variable>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -108,7 +108,8 @@ GuestHardware ProbeGuestHardware() {
   if (DIR* dir = ::opendir("/sys/bus/platform/devices")) {
     while (dirent* e = ::readdir(dir)) {
       std::string name = e->d_name;
-      hw.virtio_mmio = hw.virtio_mmio || name.rfind("LNRO0005", 0) == 0 || name.find("virtio_mmio") != std::string::npos;
+      hw.virtio_mmio =
+          hw.virtio_mmio || name.rfind("LNRO0005", 0) == 0 || name.find("virtio_mmio") != std::string::npos;
     }
     ::closedir(dir);
   }
@@ -122,7 +123,9 @@ GuestHardware ProbeGuestHardware() {
 ModulePhase PhaseOfModule(const std::string& module_path, const GuestHardware& hardware) {
   std::string name = module_path.substr(module_path.rfind('/') + 1);
   name = name.substr(0, name.find('.'));
-  static const std::set<std::string> kDeferred = {"libcrc32c", "erofs", "overlay", "fuse", "virtiofs"};
+  // Needed by requests (SetupSandbox, disks, mounts), not by the host channel; they load while the agent serves.
+  static const std::set<std::string> kDeferred = {"virtio_blk", "failover", "net_failover", "virtio_net", "libcrc32c",
+                                                  "erofs",      "overlay",  "fuse",         "virtiofs"};
   if (kDeferred.count(name) != 0) {
     return ModulePhase::kDeferred;
   }
@@ -137,40 +140,62 @@ ModulePhase PhaseOfModule(const std::string& module_path, const GuestHardware& h
 
 namespace {
 
-std::mutex deferred_mu;
-std::condition_variable deferred_cv;
-enum class DeferredState { kNotStarted, kLoading, kDone } deferred_state = DeferredState::kNotStarted;
+std::mutex loader_mu;
+std::condition_variable loader_cv;
+// How far the loader thread got; kNotStarted also means "nothing to wait for" (the agent is not PID 1).
+enum class LoaderState { kNotStarted, kLoadingBoot, kLoadingDeferred, kDone } loader_state = LoaderState::kNotStarted;
 
-}  // namespace
-
-void StartDeferredModuleLoad(const GuestHardware& hardware) {
+void AdvanceLoader(LoaderState next) {
   {
-    std::lock_guard lock(deferred_mu);
-    if (deferred_state != DeferredState::kNotStarted) {
-      return;
-    }
-    deferred_state = DeferredState::kLoading;
+    std::lock_guard lock(loader_mu);
+    loader_state = next;
   }
-  std::thread([hardware] {
-    auto failed = LoadModules(ModulePhase::kDeferred, hardware);
-    if (!failed.empty()) {
-      LogWarn("%zu deferred modules failed to load", failed.size());
-    }
-    {
-      std::lock_guard lock(deferred_mu);
-      deferred_state = DeferredState::kDone;
-    }
-    deferred_cv.notify_all();
-  }).detach();
+  loader_cv.notify_all();
 }
 
-base::Status WaitForDeferredModules(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(deferred_mu);
-  if (!deferred_cv.wait_for(lock, timeout, [] { return deferred_state != DeferredState::kLoading; })) {
-    return base::DeadlineExceeded("the guest's filesystem modules (erofs, overlay, fuse, virtiofs) did not load within " +
+base::Status WaitForLoader(LoaderState reached, std::chrono::milliseconds timeout, const char* what) {
+  std::unique_lock lock(loader_mu);
+  if (!loader_cv.wait_for(lock, timeout,
+                          [reached] { return loader_state == LoaderState::kNotStarted || loader_state >= reached; })) {
+    return base::DeadlineExceeded(std::string("the guest's ") + what + " did not load within " +
                                   std::to_string(timeout.count()) + " ms");
   }
   return base::Status::Ok();
+}
+
+}  // namespace
+
+void StartModuleLoader(const GuestHardware& hardware) {
+  {
+    std::lock_guard lock(loader_mu);
+    if (loader_state != LoaderState::kNotStarted) {
+      return;
+    }
+    loader_state = LoaderState::kLoadingBoot;
+  }
+  std::thread([hardware] {
+    auto failed = LoadModules(ModulePhase::kBoot, hardware);
+    if (!failed.empty()) {
+      LogWarn("%zu boot modules failed to load", failed.size());
+    }
+    LogInfo("boot modules loaded");
+    AdvanceLoader(LoaderState::kLoadingDeferred);
+    failed = LoadModules(ModulePhase::kDeferred, hardware);
+    if (!failed.empty()) {
+      LogWarn("%zu deferred modules failed to load", failed.size());
+    }
+    LogInfo("deferred modules loaded");
+    AdvanceLoader(LoaderState::kDone);
+  }).detach();
+}
+
+base::Status WaitForBootModules(std::chrono::milliseconds timeout) {
+  return WaitForLoader(LoaderState::kLoadingDeferred, timeout, "boot modules (virtio PCI, console)");
+}
+
+base::Status WaitForDeferredModules(std::chrono::milliseconds timeout) {
+  return WaitForLoader(LoaderState::kDone, timeout,
+                       "deferred modules (virtio block and net, erofs, overlay, fuse, virtiofs)");
 }
 
 std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& hardware) {

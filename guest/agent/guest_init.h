@@ -34,9 +34,10 @@ struct GuestHardware {
 // Reads /sys/bus/pci/devices, /sys/bus/platform/devices and /proc/cmdline.
 GuestHardware ProbeGuestHardware();
 
-// When a listed module loads. kBoot: before the agent serves (the host channel and the NIC need them).
-// kDeferred: right after it serves, on a thread (filesystems: large modules whose loading cost ~180 ms of
-// emulated boot; the first request that needs them waits). kSkip: the hardware it drives is absent.
+// When a listed module loads. kBoot: before the agent serves (the virtio core, PCI transport and the host
+// channel: virtio_console, or vsock where that device exists). kDeferred: on the loader thread right after the
+// boot modules, while the agent already serves (block and network drivers, then the filesystems: their loading
+// cost ~250 ms of emulated boot; the first request that needs them waits). kSkip: the hardware it drives is absent.
 enum class ModulePhase { kBoot, kDeferred, kSkip };
 
 // Pure: the phase of one module path from the load list (e.g. "kernel/fs/erofs/erofs.ko").
@@ -46,11 +47,16 @@ ModulePhase PhaseOfModule(const std::string& module_path, const GuestHardware& h
 // Returns the names that failed (logged, not fatal: a missing virtio driver shows later as a missing device).
 std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& hardware);
 
-// Starts loading the kDeferred modules on a background thread (once).
-void StartDeferredModuleLoad(const GuestHardware& hardware);
+// Starts the module loader thread (once): the kBoot modules, then the kDeferred ones. The caller builds its gRPC
+// server meanwhile, on the other vCPU. Call after SIGCHLD is blocked (the thread inherits the signal mask).
+void StartModuleLoader(const GuestHardware& hardware);
 
-// Blocks until the deferred modules are loaded (immediately when no deferred load was started, as when the
-// agent is not PID 1). Requests that mount filesystems call this first.
+// Blocks until the boot modules are loaded (immediately when no loader was started, as when the agent is not
+// PID 1). The host channel needs them.
+base::Status WaitForBootModules(std::chrono::milliseconds timeout);
+
+// Blocks until the deferred modules are loaded too (immediately when no loader was started). Requests that need
+// a NIC, a disk or a filesystem call this first.
 base::Status WaitForDeferredModules(std::chrono::milliseconds timeout);
 
 // Enables the cpu, memory, pids and io controllers for children of the root cgroup.

@@ -289,7 +289,9 @@ TEST(Modules, LoadOrderPutsDependenciesFirstWithoutRepeats) {
 TEST(Modules, PhaseKeepsTheBootPathToWhatTheChannelAndNicNeed) {
   GuestHardware none;
   EXPECT_EQ(PhaseOfModule("kernel/drivers/char/virtio_console.ko", none), ModulePhase::kBoot);
-  EXPECT_EQ(PhaseOfModule("kernel/drivers/net/virtio_net.ko", none), ModulePhase::kBoot);
+  EXPECT_EQ(PhaseOfModule("kernel/drivers/net/virtio_net.ko", none), ModulePhase::kDeferred);
+  EXPECT_EQ(PhaseOfModule("kernel/drivers/block/virtio_blk.ko", none), ModulePhase::kDeferred);
+  EXPECT_EQ(PhaseOfModule("kernel/drivers/net/net_failover.ko", none), ModulePhase::kDeferred);
   EXPECT_EQ(PhaseOfModule("kernel/drivers/virtio/virtio_pci.ko", none), ModulePhase::kBoot);
   // Filesystems load after the agent serves; the requests that mount wait for them.
   EXPECT_EQ(PhaseOfModule("kernel/fs/erofs/erofs.ko", none), ModulePhase::kDeferred);
