@@ -170,8 +170,8 @@ Field RegistriesField() {
           }
           config.ca_file = value.Scalar();
         } else {
-          return InvalidArgument(where + ": unknown key '" + host_path + "." + key +
-                                 "' (known keys under '" + host_path + "': ca_file, insecure, mirrors)");
+          return InvalidArgument(where + ": unknown key '" + host_path + "." + key + "' (known keys under '" +
+                                 host_path + "': ca_file, insecure, mirrors)");
         }
       }
       hosts[host] = std::move(config);
@@ -210,7 +210,8 @@ const std::vector<Field>& Schema() {
     };
     cgroup.get = [](const Config& c) { return json(CgroupDriverName(c.cgroup_driver)); };
     f.push_back(cgroup);
-    f.push_back(IntField("shutdown_grace_seconds", 0, 3600, [](Config& c) -> int& { return c.shutdown_grace_seconds; }));
+    f.push_back(
+        IntField("shutdown_grace_seconds", 0, 3600, [](Config& c) -> int& { return c.shutdown_grace_seconds; }));
     f.push_back(EnumField("log.level", {"trace", "debug", "info", "warn", "error", "critical", "off"},
                           [](Config& c) -> std::string& { return c.log.level; }));
     f.push_back(StringField("log.file", [](Config& c) -> std::string& { return c.log.file; }));
@@ -226,8 +227,9 @@ const std::vector<Field>& Schema() {
                             [](Config& c) -> std::string& { return c.vmm.cloud_hypervisor_binary; }));
     f.push_back(EnumField("vmm.accel", {"auto", "kvm", "tcg"}, [](Config& c) -> std::string& { return c.vmm.accel; }));
     f.push_back(StringField("vmm.guest_dir", [](Config& c) -> std::string& { return c.vmm.guest_dir; }));
-    f.push_back(IntField("vmm.boot_timeout_seconds", 1, 3600,
-                         [](Config& c) -> int& { return c.vmm.boot_timeout_seconds; }));
+    f.push_back(StringField("vmm.microvm_firmware", [](Config& c) -> std::string& { return c.vmm.microvm_firmware; }));
+    f.push_back(
+        IntField("vmm.boot_timeout_seconds", 1, 3600, [](Config& c) -> int& { return c.vmm.boot_timeout_seconds; }));
     f.push_back(IntField("images.max_concurrent_downloads", 1, 64,
                          [](Config& c) -> int& { return c.images.max_concurrent_downloads; }));
     f.push_back(IntField("images.pull_timeout_seconds", 1, 86400,
@@ -235,10 +237,10 @@ const std::vector<Field>& Schema() {
     f.push_back(RegistriesField());
     f.push_back(StringField("streaming.address", [](Config& c) -> std::string& { return c.streaming.address; }));
     f.push_back(IntField("streaming.port", 0, 65535, [](Config& c) -> int& { return c.streaming.port; }));
-    f.push_back(StringField("streaming.tls_cert_file",
-                            [](Config& c) -> std::string& { return c.streaming.tls_cert_file; }));
-    f.push_back(StringField("streaming.tls_key_file",
-                            [](Config& c) -> std::string& { return c.streaming.tls_key_file; }));
+    f.push_back(
+        StringField("streaming.tls_cert_file", [](Config& c) -> std::string& { return c.streaming.tls_cert_file; }));
+    f.push_back(
+        StringField("streaming.tls_key_file", [](Config& c) -> std::string& { return c.streaming.tls_key_file; }));
     f.push_back(IntField("streaming.idle_timeout_seconds", 1, 7 * 86400,
                          [](Config& c) -> int& { return c.streaming.idle_timeout_seconds; }));
     f.push_back(IntField("streaming.stream_creation_timeout_seconds", 1, 3600,

@@ -32,6 +32,9 @@ struct VmmConfig {
   std::string accel = "auto";  // auto, kvm, tcg
   std::string guest_dir = "/var/lib/chrysalis/guest";
   int boot_timeout_seconds = 60;
+  // Firmware for QEMU's direct kernel boot of microVM pods: qboot only loads the kernel, where the default
+  // SeaBIOS also probes every PCI device (hundreds of ms under TCG); empty or missing → QEMU's default.
+  std::string microvm_firmware = "/usr/share/qemu/qboot.rom";
 };
 
 // How to reach one registry, keyed in ImagesConfig by the host used in references ("10.0.0.5:5000").

@@ -1,6 +1,7 @@
 #include "cri/daemon.h"
 
 #include <fcntl.h>
+#include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -11,14 +12,12 @@
 #include <chrono>
 #include <filesystem>
 
-#include <grpcpp/server_builder.h>
-
 #include "base/file_util.h"
 #include "cri/confidential_pods.h"
 #include "cri/logging.h"
 #include "cri/readiness.h"
-#include "runtime/confidential/cvm_sandbox.h"
 #include "runtime/cloud_hypervisor.h"
+#include "runtime/confidential/cvm_sandbox.h"
 #include "runtime/qemu.h"
 
 namespace chrys::cri {
@@ -43,7 +42,9 @@ bool SocketIsLive(const std::string& path) {
 
 Daemon::Daemon(Config config) : config_(std::move(config)) {}
 
-Daemon::~Daemon() { Close(); }
+Daemon::~Daemon() {
+  Close();
+}
 
 base::Status Daemon::AcquireInstanceLock() {
   std::string lock_path = config_.socket + ".lock";
@@ -126,8 +127,9 @@ base::Status Daemon::OpenSandboxes() {
   std::string run_dir = config_.run_dir;
   std::string kernel = options.kernel_path;
   std::string cvm_plans = ConfidentialPlansDir(config_);
-  options.vmm_factory = [qemu, accel, run_dir,
-                         cvm_plans](runtime::VmmKind kind) -> base::Result<std::unique_ptr<runtime::Vmm>> {
+  std::string firmware = config_.vmm.microvm_firmware;
+  options.vmm_factory = [qemu, accel, run_dir, cvm_plans,
+                         firmware](runtime::VmmKind kind) -> base::Result<std::unique_ptr<runtime::Vmm>> {
     if (kind == runtime::VmmKind::kCloudHypervisor) {
       return std::unique_ptr<runtime::Vmm>(
           std::make_unique<runtime::CloudHypervisorVmm>(runtime::CloudHypervisorConfig{}));
@@ -138,6 +140,7 @@ base::Status Daemon::OpenSandboxes() {
     }
     qemu_config.accel = accel;
     qemu_config.accel_cache_path = run_dir + "/kvm-probe.json";
+    qemu_config.direct_boot_firmware = firmware;
     // Confidential pods (a launch plan under cvm_plans) boot the HAL disk; the others the microVM guest.
     return runtime::confidential::MakeQemuOrCvmVmm(qemu_config, cvm_plans);
   };

@@ -6,9 +6,8 @@
 
 #include <chrono>
 #include <functional>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "cri/confidential_pods.h"
 #include "cri/cri_util.h"
@@ -142,7 +141,6 @@ void FillPodSandbox(const PodRecord& pod, v1::PodSandbox* out) {
   out->set_runtime_handler(pod.handler);
 }
 
-
 }  // namespace
 
 base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxRequest& request) {
@@ -157,6 +155,16 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   if (!ready.ready) {
     return base::FailedPrecondition("runtime not ready (" + ready.reason + "): " + ready.message);
   }
+
+  // Where a pod's start time goes, logged once it is ready (operators compare it with the VM boot).
+  auto phase_start = std::chrono::steady_clock::now();
+  std::string phases;
+  auto end_phase = [&phase_start, &phases](const char* name) {
+    auto now = std::chrono::steady_clock::now();
+    phases += fmt::format("{}{} {} ms", phases.empty() ? "" : ", ", name,
+                          std::chrono::duration_cast<std::chrono::milliseconds>(now - phase_start).count());
+    phase_start = now;
+  };
 
   PodRecord pod;
   pod.id = NewId();
@@ -192,6 +200,7 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
     }
   }
 
+  end_phase("network");
   // Container volumes reach the guest through one virtio-fs share per pod.
   pod.shared_dir = config_.run_dir + "/pods/" + pod.id;
   CHRYS_RETURN_IF_ERROR(PrepareSharedDir(pod.shared_dir));
@@ -223,6 +232,7 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
       sandbox.interfaces.push_back(std::move(nic));
     }
   }
+  end_phase("prepare");
   auto created = backends_.sandboxes.Create(sandbox);
   if (!created.ok()) {
     return created.error().Wrap("pod VM");
@@ -234,12 +244,14 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   });
   // The VMM holds its own copies of the tap queues now.
   network.reset();
-  auto described = pod.host_network ? base::Result<netcni::PodNetwork>(netcni::PodNetwork{})
-                                    : backends_.network.Describe(pod.id);
+  auto described =
+      pod.host_network ? base::Result<netcni::PodNetwork>(netcni::PodNetwork{}) : backends_.network.Describe(pod.id);
   if (!described.ok()) {
     return described.error().Wrap("pod network");
   }
 
+  end_phase("vm");
+  phases += fmt::format(" (launch {} ms, boot {} ms)", created->launch_time.count(), created->boot_time.count());
   auto agent = backends_.agents.Get(pod.id, created->agent);
   if (!agent.ok()) {
     return agent.error();
@@ -253,10 +265,13 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
     }
     pod.shared_guest_path = *share;
   }
+  end_phase("agent setup");
 
   pod.state = PodState::kReady;
   CHRYS_RETURN_IF_ERROR(backends_.pods.UpdatePod(pod));
   rollback.Commit();
+  end_phase("record");
+  spdlog::info("pod sandbox {} started: {}", pod.id, phases);
   return pod;
 }
 

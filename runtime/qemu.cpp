@@ -143,6 +143,9 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
   add({"-chardev", "file,id=console,path=" + QemuEscape(spec.console_log_path)});
   add({"-serial", "chardev:console"});
   if (spec.disk_path.empty()) {
+    if (!config_.direct_boot_firmware.empty() && ::access(config_.direct_boot_firmware.c_str(), R_OK) == 0) {
+      add({"-bios", config_.direct_boot_firmware});
+    }
     add({"-kernel", spec.kernel_path});
     if (!spec.initramfs_path.empty()) {
       add({"-initrd", spec.initramfs_path});

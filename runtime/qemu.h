@@ -23,6 +23,8 @@ struct QemuConfig {
   std::string kvm_device = "/dev/kvm";
   std::string vhost_vsock_device = "/dev/vhost-vsock";
   int hotplug_ports = 8;  // free PCIe root ports for disk hot-plug
+  // -bios for direct kernel boot (e.g. qboot); empty, or a missing file, keeps QEMU's default firmware.
+  std::string direct_boot_firmware;
   std::chrono::milliseconds qmp_timeout{std::chrono::seconds(10)};
   // Cgroup hierarchies to place the VMM in; empty means discover them from /proc/self/mountinfo.
   std::vector<CgroupHierarchy> cgroup_hierarchies;

@@ -105,6 +105,7 @@ struct VmShape {
   std::string cpu = "max";
   std::string smp = "1";
   std::string memory = "256M";
+  std::string firmware;  // the pod VM's -bios, if any: the bare boot uses the same firmware
 };
 
 // Bare QEMU: the guest's kernel, initramfs and command line, the pod VM's machine/cpu/smp/memory, the agent's
@@ -165,6 +166,9 @@ class BareBoot {
           "socket,id=agent,path=" + work_dir_ + "/bare-" + tag + ".sock,server=on,wait=off",
           "-device",
           "virtserialport,bus=vser0.0,chardev=agent,name=chrys.agent"};
+      if (!shape_.firmware.empty()) {
+        argv.insert(argv.end(), {"-bios", shape_.firmware});
+      }
       started.push_back(Clock::now());
       CHRYS_ASSIGN_OR_RETURN(ChildProcess vm, ChildProcess::Start(argv, work_dir_ + "/bare-" + tag + ".log"));
       vms.push_back(std::move(vm));
@@ -387,8 +391,9 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       // The first pod tells the VM shape; its first bare boot follows it directly.
       VmShape shape;
       auto vm_argv = Cmdline(VmPidOf(env, serial[0].pod_id));
-      for (auto [flag, field] : {std::pair{"-machine", &shape.machine}, std::pair{"-cpu", &shape.cpu},
-                                 std::pair{"-smp", &shape.smp}, std::pair{"-m", &shape.memory}}) {
+      for (auto [flag, field] :
+           {std::pair{"-machine", &shape.machine}, std::pair{"-cpu", &shape.cpu}, std::pair{"-smp", &shape.smp},
+            std::pair{"-m", &shape.memory}, std::pair{"-bios", &shape.firmware}}) {
         if (std::string v = ArgAfter(vm_argv, flag); !v.empty()) {
           *field = v;
         }
@@ -398,8 +403,9 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       CHRYS_ASSIGN_OR_RETURN(std::vector<double> one, bare->Run(1));
       bare_serial.push_back(one[0]);
       bare_paired_pod.push_back(0);
-      std::fprintf(stderr, "bare boot (%s, -cpu %s, -smp %s, -m %s): %.0f ms\n", shape.machine.c_str(),
-                   shape.cpu.c_str(), shape.smp.c_str(), shape.memory.c_str(), bare_serial.back());
+      std::fprintf(stderr, "bare boot (%s, -cpu %s, -smp %s, -m %s, firmware %s): %.0f ms\n", shape.machine.c_str(),
+                   shape.cpu.c_str(), shape.smp.c_str(), shape.memory.c_str(),
+                   shape.firmware.empty() ? "default" : shape.firmware.c_str(), bare_serial.back());
     }
   }
   long pods_rss = StatusKib(chrysd, "VmRSS");

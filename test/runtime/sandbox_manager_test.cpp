@@ -1,4 +1,5 @@
 // SandboxManager's state machine and records against a scripted in-memory Vmm: no QEMU, no root.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -161,6 +162,16 @@ TEST_F(SandboxManagerTest, CreateStopRemoveAndRecords) {
   auto scratch = m.AttachScratchDisk("pod1", "s1", 1 << 20);
   ASSERT_TRUE(scratch.ok());
   EXPECT_EQ(::access(scratch->c_str(), F_OK), 0);
+  if (::access("/sbin/mkfs.ext4", X_OK) == 0) {
+    // Formatted on the host: the ext4 magic 0xEF53 sits at byte 1080 (superblock at 1024, s_magic at +56).
+    unsigned char magic[2] = {0, 0};
+    int fd = ::open(scratch->c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    EXPECT_EQ(::pread(fd, magic, sizeof(magic), 1080), 2);
+    ::close(fd);
+    EXPECT_EQ(magic[0], 0x53);
+    EXPECT_EQ(magic[1], 0xEF);
+  }
   ASSERT_TRUE(m.DetachDisk("pod1", "s1").ok());
   EXPECT_NE(::access(scratch->c_str(), F_OK), 0) << "scratch file must go with its disk";
   ASSERT_TRUE(m.Stop("pod1").ok());
