@@ -85,6 +85,9 @@ base::Status QemuGuest::Start(const QemuGuestOptions& o) {
            o.cmdline,
            "-serial",
            "file:" + console_log_};
+  if (!o.firmware.empty()) {
+    argv_.insert(argv_.end(), {"-bios", o.firmware});
+  }
   if (o.agent_channel) {
     argv_.insert(argv_.end(), {"-chardev", "socket,id=agent,path=" + agent_socket_ + ",server=on,wait=off", "-device",
                                "virtio-serial-pci", "-device", "virtserialport,chardev=agent,name=chrys.agent"});

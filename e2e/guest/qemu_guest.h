@@ -27,6 +27,7 @@ struct QemuGuestOptions {
   int memory_mib = 512;
   int cpus = 2;
   bool agent_channel = true;  // the virtio-serial port
+  std::string firmware;       // -bios (e.g. qboot); empty: QEMU's default
 };
 
 // Reads manifest.json from the build-tree guest dir (CHRYS_GUEST_DIR) into options.
