@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
   }
   std::vector<double> floor_ms;
   std::vector<double> agent_ms;
+  std::vector<double> ready_line_ms;
   uint64_t rss = 0;
   uint64_t guest_ready_ms = 0;
   for (int i = 0; i < rounds; ++i) {
@@ -104,9 +105,23 @@ int main(int argc, char** argv) {
       if (!vm.Start(*options).ok()) {
         return 1;
       }
+      // The agent's "ready" console line, watched as the floor's marker is, tells the guest's share apart from the
+      // host's detection (a Ping answered over virtio-serial), which is what chrysd waits for.
+      double line_ms = -1;
+      std::thread line_watcher([&] {
+        while (Clock::now() - start < std::chrono::seconds(120)) {
+          if (vm.Console().find("chrys-agent info: ready") != std::string::npos) {
+            line_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+            return;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+      });
       auto client = runtime::agent::AgentClient::ConnectWhenReady(
           runtime::agent::AgentEndpoint::VirtioSerial(vm.agent_socket()), std::chrono::seconds(120));
       agent_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+      line_watcher.join();
+      ready_line_ms.push_back(line_ms);
       if (!client.ok()) {
         std::fprintf(stderr, "agent not ready: %s\n", client.error().message().c_str());
         return 1;
@@ -128,17 +143,24 @@ int main(int argc, char** argv) {
   std::printf("%-38s %14s %14s\n", "metric (median of runs)", "chrysalis", "floor/target");
   std::printf("%-38s %14.0f %14.0f\n", "boot to ready, ms (QEMU TCG)", agent, floor);
   std::printf("%-38s %14.3f %14.3f\n", "ready / floor", ratio, 1.15);
+  std::printf("%-38s %14.0f %14.0f\n", "agent ready line on console, ms", Median(ready_line_ms), floor);
   std::printf("%-38s %14.2f %14.2f\n", "initramfs, MiB (compressed)", st.st_size / 1048576.0, 16.0);
   std::printf("%-38s %14.2f %14.2f\n", "agent idle RSS, MiB", rss / 1048576.0, 10.0);
   std::printf("%-38s %14llu %14s\n", "agent ready, guest uptime ms", static_cast<unsigned long long>(guest_ready_ms),
               "-");
   std::printf("QEMU TCG, %d vCPUs, %d MiB, firmware %s; both sides alike\n", options->cpus, options->memory_mib,
               options->firmware.empty() ? "default" : options->firmware.c_str());
-  nlohmann::json j{{"bench", "guest_boot"},        {"rounds", rounds},
-                   {"agent_ready_ms", agent},      {"floor_marker_ms", floor},
-                   {"ready_over_floor", ratio},    {"initramfs_bytes", st.st_size},
-                   {"agent_idle_rss_bytes", rss},  {"agent_ready_guest_uptime_ms", guest_ready_ms},
-                   {"agent_samples_ms", agent_ms}, {"floor_samples_ms", floor_ms},
+  nlohmann::json j{{"bench", "guest_boot"},
+                   {"rounds", rounds},
+                   {"agent_ready_ms", agent},
+                   {"floor_marker_ms", floor},
+                   {"ready_over_floor", ratio},
+                   {"initramfs_bytes", st.st_size},
+                   {"agent_idle_rss_bytes", rss},
+                   {"agent_ready_guest_uptime_ms", guest_ready_ms},
+                   {"agent_samples_ms", agent_ms},
+                   {"floor_samples_ms", floor_ms},
+                   {"ready_line_samples_ms", ready_line_ms},
                    {"firmware", options->firmware}};
   std::printf("%s\n", j.dump().c_str());
   (void)base::RemoveTree(dir);
