@@ -218,7 +218,13 @@ base::Status Daemon::Start() {
   runtime_service_->SetStreamingServer(streaming_.get());
   spdlog::info("streaming server on {}", streaming_->base_url());
   image_service_ = std::make_unique<ImageServiceImpl>(*images_);
-  admin_service_ = std::make_unique<AdminServiceImpl>(*images_);
+  GcScope gc;
+  gc.pods = &*pods_;
+  gc.network = network_.get();
+  gc.sandboxes = sandboxes_.get();
+  gc.netns_dir = network_->config().netns_dir;
+  gc.vm_roots = {config_.state_dir + "/sandboxes", config_.run_dir + "/sandboxes"};
+  admin_service_ = std::make_unique<AdminServiceImpl>(*images_, gc);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix://" + config_.socket, grpc::InsecureServerCredentials());

@@ -633,9 +633,12 @@ Status ImageStore::Remove(const std::string& ref_or_id) {
   return Status::Ok();
 }
 
-Result<GcStats> ImageStore::GarbageCollect() {
+Result<GcStats> ImageStore::GarbageCollect(bool dry_run) {
   std::lock_guard<std::mutex> lock(mu_);
-  CHRYS_ASSIGN_OR_RETURN(GcStats stats, CollectLocked());
+  CHRYS_ASSIGN_OR_RETURN(GcStats stats, CollectLocked(dry_run));
+  if (dry_run) {
+    return stats;
+  }
   // A periodic GC is also when the layer images built since the last one become durable.
   std::lock_guard<std::mutex> build_lock(build_mu_);
   if (!unsynced_layers_.empty() && building_.empty()) {
@@ -648,7 +651,7 @@ Result<GcStats> ImageStore::GarbageCollect() {
   return stats;
 }
 
-Result<GcStats> ImageStore::CollectLocked() {
+Result<GcStats> ImageStore::CollectLocked(bool dry_run) {
   std::set<std::string> keep = ReferencedLocked();
   GcStats stats;
   CHRYS_ASSIGN_OR_RETURN(std::vector<Digest> blobs, blobs_->List());
@@ -657,9 +660,13 @@ Result<GcStats> ImageStore::CollectLocked() {
       continue;
     }
     auto size = blobs_->SizeOf(d);
-    CHRYS_RETURN_IF_ERROR(blobs_->Remove(d));
+    uint64_t bytes = size.ok() ? static_cast<uint64_t>(*size) : 0;
+    if (!dry_run) {
+      CHRYS_RETURN_IF_ERROR(blobs_->Remove(d));
+    }
     stats.blobs_removed++;
-    stats.bytes_freed += size.ok() ? static_cast<uint64_t>(*size) : 0;
+    stats.bytes_freed += bytes;
+    stats.items.emplace_back("blob " + d.str(), bytes);
   }
   std::lock_guard<std::mutex> build_lock(build_mu_);
   for (const auto& name : ListDir(config_.root + "/layers/sha256")) {
@@ -670,12 +677,16 @@ Result<GcStats> ImageStore::CollectLocked() {
     std::string path = config_.root + "/layers/sha256/" + name;
     struct stat st {};
     uint64_t size = ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-    CHRYS_RETURN_IF_ERROR(base::RemoveFileIfExists(path));
     stats.layer_images_removed++;
     stats.bytes_freed += size;
+    stats.items.emplace_back("layer image " + path, size);
+    if (dry_run) {
+      continue;
+    }
+    CHRYS_RETURN_IF_ERROR(base::RemoveFileIfExists(path));
     unsynced_layers_.erase(hex);
   }
-  if (stats.layer_images_removed > 0) {
+  if (stats.layer_images_removed > 0 && !dry_run) {
     CHRYS_RETURN_IF_ERROR(SaveUnsyncedListLocked());
   }
   return stats;

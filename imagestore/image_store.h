@@ -83,6 +83,8 @@ struct GcStats {
   int blobs_removed = 0;
   int layer_images_removed = 0;
   uint64_t bytes_freed = 0;
+  // What was removed (or, on a dry run, would be): "blob sha256:<hex>" and "layer image <path>", with sizes.
+  std::vector<std::pair<std::string, uint64_t>> items;
 };
 
 class ImageStore {
@@ -119,7 +121,8 @@ class ImageStore {
   base::Status ReleaseLease(const std::string& owner);
   std::map<std::string, std::string> Leases() const;  // owner → image id
 
-  base::Result<GcStats> GarbageCollect();
+  // Removes blobs and layer images no image, lease or pull refers to. `dry_run` only lists them.
+  base::Result<GcStats> GarbageCollect(bool dry_run = false);
   base::Result<FsUsage> FsInfo() const;
 
   const ImageStoreConfig& config() const { return config_; }
@@ -147,7 +150,7 @@ class ImageStore {
   base::Status SaveRecord(const ImageRecord& record);
   const ImageRecord* FindLocked(const std::string& ref_or_id) const;
   std::set<std::string> ReferencedLocked() const;
-  base::Result<GcStats> CollectLocked();
+  base::Result<GcStats> CollectLocked(bool dry_run = false);
   base::Status EnsureLayerImageFor(const LayerRecord& layer);
   base::Status NoteUnsyncedLayerImageLocked(const Digest& digest);
   base::Status SaveUnsyncedListLocked();

@@ -140,7 +140,10 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
   }
   add({"-chardev", "socket,id=qmp,path=" + QemuEscape(QmpSocketPath(spec)) + ",server=on,wait=off"});
   add({"-mon", "chardev=qmp,mode=control"});
-  add({"-chardev", "file,id=console,path=" + QemuEscape(spec.console_log_path)});
+  // A socket an operator can attach to (chrysctl console), logging all output to the console log whether or not
+  // anyone is attached: readiness and boot-failure reports read that log.
+  add({"-chardev", "socket,id=console,path=" + QemuEscape(ConsoleSocketPath(spec)) +
+                       ",server=on,wait=off,logfile=" + QemuEscape(spec.console_log_path) + ",logappend=on"});
   add({"-serial", "chardev:console"});
   if (spec.disk_path.empty()) {
     if (!config_.direct_boot_firmware.empty() && ::access(config_.direct_boot_firmware.c_str(), R_OK) == 0) {
@@ -247,7 +250,7 @@ Status QemuVmm::Start(const VmLaunchSpec& spec) {
     CHRYS_ASSIGN_OR_RETURN(cgroup_, VmmCgroup::Create(hierarchies, rel));
     state_.cgroup_dirs = cgroup_.created_dirs();
   }
-  for (const auto& path : {QmpSocketPath(spec_), AgentSocketPath(spec_)}) {
+  for (const auto& path : {QmpSocketPath(spec_), AgentSocketPath(spec_), ConsoleSocketPath(spec_)}) {
     (void)base::RemoveFileIfExists(path);
   }
   Status helpers = StartHelpers(spec_);
@@ -442,7 +445,7 @@ Status QemuVmm::Cleanup() {
     }
   }
   helpers_.clear();
-  std::vector<std::string> sockets = {QmpSocketPath(spec_), AgentSocketPath(spec_)};
+  std::vector<std::string> sockets = {QmpSocketPath(spec_), AgentSocketPath(spec_), ConsoleSocketPath(spec_)};
   for (size_t i = 0; i < spec_.fs_shares.size(); ++i) {
     sockets.push_back(FsSocketPath(spec_, i));
   }

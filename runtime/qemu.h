@@ -59,6 +59,8 @@ class QemuVmm : public Vmm {
 
   static std::string QmpSocketPath(const VmLaunchSpec& spec) { return spec.run_dir + "/qmp.sock"; }
   static std::string AgentSocketPath(const VmLaunchSpec& spec) { return spec.run_dir + "/agent.sock"; }
+  // The serial console, for `chrysctl console`; everything it carries is also appended to the console log.
+  static std::string ConsoleSocketPath(const VmLaunchSpec& spec) { return spec.run_dir + "/console.sock"; }
   static std::string FsSocketPath(const VmLaunchSpec& spec, size_t i) {
     return spec.run_dir + "/fs" + std::to_string(i) + ".sock";
   }

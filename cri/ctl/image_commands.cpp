@@ -1,7 +1,6 @@
 // chrysctl image commands: images, pull, rmi, inspecti, imagefsinfo, import.
 #include <iomanip>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "cri/ctl/commands.h"
@@ -35,7 +34,8 @@ int Images(CriClient& client, const std::vector<std::string>& args) {
   if (!status.ok()) {
     return Fail(CriClient::CallError("ListImages", status));
   }
-  std::cout << std::left << std::setw(50) << "IMAGE" << std::setw(16) << "IMAGE ID" << "SIZE\n";
+  std::cout << std::left << std::setw(50) << "IMAGE" << std::setw(16) << "IMAGE ID"
+            << "SIZE\n";
   for (const auto& image : resp.images()) {
     std::string id = image.id().substr(image.id().find(':') + 1, 13);
     std::vector<std::string> names(image.repo_tags().begin(), image.repo_tags().end());

@@ -483,7 +483,7 @@ int Pods(CriClient& client, const std::vector<std::string>& args) {
   return 0;
 }
 
-int Ps(CriClient& client, const std::vector<std::string>& args) {
+int Containers(CriClient& client, const std::vector<std::string>& args) {
   auto parsed = Parse(args, {"--pod", "--name", "--state", "--id", "--label"}, {"--all", "--quiet"});
   if (!parsed.ok()) {
     return Fail(parsed.error());
@@ -613,15 +613,52 @@ int Exec(CriClient& client, const std::vector<std::string>& args) {
   return resp.exit_code();
 }
 
+base::Result<v1::PodSandboxStatusResponse> PodStatus(CriClient& client, const std::string& id) {
+  v1::PodSandboxStatusRequest req;
+  req.set_pod_sandbox_id(id);
+  req.set_verbose(true);
+  v1::PodSandboxStatusResponse resp;
+  auto status = client.runtime().PodSandboxStatus(CriClient::Context().get(), req, &resp);
+  if (!status.ok()) {
+    return CriClient::CallError("PodSandboxStatus", status);
+  }
+  return resp;
+}
+
+// The verbose status JSON with its "info" strings (JSON themselves) parsed, so the output is one JSON document.
+std::string InspectJson(const google::protobuf::Message& message) {
+  auto out = nlohmann::json::parse(ToJson(message), nullptr, false);
+  if (out.is_object() && out.contains("info") && out["info"].is_object()) {
+    for (auto& [key, value] : out["info"].items()) {
+      if (value.is_string()) {
+        auto parsed = nlohmann::json::parse(value.get<std::string>(), nullptr, false);
+        if (!parsed.is_discarded()) {
+          value = parsed;
+        }
+      }
+    }
+  }
+  return out.dump(2);
+}
+
+// inspect takes a container id or a pod id: the container is tried first, as crictl inspect does.
 int Inspect(CriClient& client, const std::vector<std::string>& args) {
   if (args.size() != 1) {
-    return Fail("inspect takes one container id");
+    return Fail("inspect takes one container or pod id");
   }
   auto status = ContainerStatus(client, args[0], true);
-  if (!status.ok()) {
+  if (status.ok()) {
+    std::cout << InspectJson(*status) << "\n";
+    return 0;
+  }
+  if (status.error().code() != base::ErrorCode::kNotFound) {
     return Fail(status.error());
   }
-  std::cout << ToJson(*status) << "\n";
+  auto pod = PodStatus(client, args[0]);
+  if (!pod.ok()) {
+    return Fail(status.error().message() + " (and no pod sandbox has that id either)");
+  }
+  std::cout << InspectJson(*pod) << "\n";
   return 0;
 }
 
@@ -629,15 +666,11 @@ int InspectP(CriClient& client, const std::vector<std::string>& args) {
   if (args.size() != 1) {
     return Fail("inspectp takes one pod id");
   }
-  v1::PodSandboxStatusRequest req;
-  req.set_pod_sandbox_id(args[0]);
-  req.set_verbose(true);
-  v1::PodSandboxStatusResponse resp;
-  auto status = client.runtime().PodSandboxStatus(CriClient::Context().get(), req, &resp);
-  if (!status.ok()) {
-    return Fail(CriClient::CallError("PodSandboxStatus", status));
+  auto pod = PodStatus(client, args[0]);
+  if (!pod.ok()) {
+    return Fail(pod.error());
   }
-  std::cout << ToJson(resp) << "\n";
+  std::cout << InspectJson(*pod) << "\n";
   return 0;
 }
 
@@ -794,11 +827,13 @@ void AddPodCommands(CommandTable& table) {
                    "Usage: chrysctl pods [--id ID] [--name SUBSTR] [--namespace NS] [--state ready|notready]\n"
                    "                     [--label KEY=VALUE] [-q]\n",
                    Pods};
-  table["ps"] = {"list containers",
-                 "Usage: chrysctl ps [-a] [--pod POD_ID] [--id ID] [--name SUBSTR]\n"
-                 "                   [--state created|running|exited|unknown] [--label KEY=VALUE] [-q]\n\n"
-                 "Only running containers unless -a or --state.\n",
-                 Ps};
+  table["containers"] = {
+      "list containers (as crictl ps)",
+      "Usage: chrysctl containers [-a] [--pod POD_ID] [--id ID] [--name SUBSTR]\n"
+      "                           [--state created|running|exited|unknown] [--label KEY=VALUE] [-q]\n\n"
+      "Only running containers unless -a (--all) or --state. -q (--quiet) prints only ids.\n"
+      "(chrysctl ps lists the pod VMs.)\n",
+      Containers};
   table["logs"] = {"print a container's log",
                    "Usage: chrysctl logs [--tail N] CONTAINER_ID\n\n"
                    "Prints the text of the container's CRI log: stdout lines to stdout, stderr lines to stderr.\n",
@@ -807,8 +842,12 @@ void AddPodCommands(CommandTable& table) {
                    "Usage: chrysctl exec [--timeout SECONDS] CONTAINER_ID COMMAND [ARG...]\n\n"
                    "Prints the command's stdout and stderr and exits with its exit code.\n",
                    Exec};
-  table["inspect"] = {"a container's status as JSON", "Usage: chrysctl inspect CONTAINER_ID\n", Inspect};
-  table["inspectp"] = {"a pod sandbox's status as JSON", "Usage: chrysctl inspectp POD_ID\n", InspectP};
+  table["inspect"] = {"a container's or pod's verbose status as JSON",
+                      "Usage: chrysctl inspect CONTAINER_ID|POD_ID\n\n"
+                      "Prints the verbose ContainerStatus (or, for a pod id, PodSandboxStatus) as one JSON document;\n"
+                      "a pod's info.info.vm has the VM: VMM kind, pid, vCPUs, memory, console socket, command line.\n",
+                      Inspect};
+  table["inspectp"] = {"a pod sandbox's verbose status as JSON", "Usage: chrysctl inspectp POD_ID\n", InspectP};
   table["run"] = {"run a container in a new pod, print its output, remove both",
                   "Usage: chrysctl run [--runtime HANDLER] [--timeout SECONDS] [--no-pull] [--keep]\n"
                   "                    CONTAINER_CONFIG POD_CONFIG\n\n"

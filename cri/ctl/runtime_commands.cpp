@@ -1,6 +1,5 @@
 // chrysctl commands about the runtime itself: version, info.
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "cri/ctl/commands.h"

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "base/file_util.h"
 #include "base/subprocess.h"
@@ -83,7 +85,7 @@ TEST(Chrysctl, PodAndContainerCommands) {
   auto quiet = Chrysctl(*env, {"pods", "-q", "--label", "app=other"});
   EXPECT_EQ(quiet.stdout_data, "");
 
-  auto ps = Chrysctl(*env, {"ps", "--pod", pod});
+  auto ps = Chrysctl(*env, {"containers", "--pod", pod});
   ASSERT_EQ(ps.exit_code, 0) << ps.stderr_data;
   EXPECT_NE(ps.stdout_data.find("sleeper"), std::string::npos) << ps.stdout_data;
   EXPECT_NE(ps.stdout_data.find("Running"), std::string::npos) << ps.stdout_data;
@@ -110,9 +112,78 @@ TEST(Chrysctl, PodAndContainerCommands) {
   ASSERT_TRUE(pod_status.is_object()) << inspectp.stdout_data;
   EXPECT_EQ(pod_status["status"]["state"], "SANDBOX_READY");
 
+  // Operator view: the pod with its VM (handler, VMM, pid, vCPUs, memory, uptime).
+  auto vms = Chrysctl(*env, {"ps", "--json"});
+  ASSERT_EQ(vms.exit_code, 0) << vms.stderr_data;
+  auto rows = nlohmann::json::parse(vms.stdout_data, nullptr, false);
+  ASSERT_TRUE(rows.is_array() && rows.size() == 1) << vms.stdout_data;
+  EXPECT_EQ(rows[0]["id"], pod);
+  EXPECT_EQ(rows[0]["handler"], "chrysalis");
+  EXPECT_EQ(rows[0]["vmm"], "qemu");
+  EXPECT_GT(rows[0]["pid"].get<int>(), 0);
+  EXPECT_GE(rows[0]["vcpus"].get<int>(), 1);
+  EXPECT_GE(rows[0]["memoryMib"].get<int>(), 64);
+  EXPECT_GE(rows[0]["uptimeSeconds"].get<int64_t>(), 0);
+  auto table = Chrysctl(*env, {"ps"});
+  ASSERT_EQ(table.exit_code, 0) << table.stderr_data;
+  EXPECT_NE(table.stdout_data.find(pod.substr(0, 13)), std::string::npos) << table.stdout_data;
+  EXPECT_NE(table.stdout_data.find("qemu"), std::string::npos) << table.stdout_data;
+  auto inspect_pod = Chrysctl(*env, {"inspect", pod});
+  ASSERT_EQ(inspect_pod.exit_code, 0) << inspect_pod.stderr_data;
+  EXPECT_NE(inspect_pod.stdout_data.find("consoleSocket"), std::string::npos) << inspect_pod.stdout_data;
+
+  // debug: the running command line, shell-quoted, the tap queue fds explained and replaced.
+  auto debug = Chrysctl(*env, {"debug", "ctl-pod"});
+  ASSERT_EQ(debug.exit_code, 0) << debug.stderr_data;
+  EXPECT_NE(debug.stdout_data.find("qemu-system-x86_64"), std::string::npos) << debug.stdout_data;
+  EXPECT_NE(debug.stdout_data.find("-kernel"), std::string::npos) << debug.stdout_data;
+  EXPECT_NE(debug.stdout_data.find("a queue of tap"), std::string::npos) << debug.stdout_data;
+  EXPECT_NE(debug.stdout_data.find("ifname="), std::string::npos) << debug.stdout_data;
+
+  // console: attached while a second container starts, the agent's log line about it arrives live; the session
+  // ends on its own after --timeout seconds of silence.
+  auto console = std::async(std::launch::async, [&] {
+    return Chrysctl(*env, {"console", "--timeout", "8", pod}, std::chrono::seconds(120));
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  ASSERT_TRUE(base::WriteFileAtomic(dir + "/echo.json",
+                                    R"({"metadata": {"name": "echoer"}, "image": {"image": ")" + env->image() +
+                                        R"("}, "command": ["/bin/sh", "-c", "echo hi"], "log_path": "echo.log"})")
+                  .ok());
+  auto second = Chrysctl(*env, {"create", "--no-pull", pod, dir + "/echo.json", dir + "/pod.yaml"});
+  ASSERT_EQ(second.exit_code, 0) << second.stderr_data;
+  std::string second_id = Trim(second.stdout_data);
+  auto attached = console.get();
+  EXPECT_EQ(attached.exit_code, 0) << attached.stderr_data;
+  EXPECT_NE(attached.stdout_data.find("container " + second_id + " created"), std::string::npos)
+      << attached.stdout_data;
+  EXPECT_NE(attached.stderr_data.find("Escape: Ctrl-] then q"), std::string::npos) << attached.stderr_data;
+  EXPECT_EQ(Chrysctl(*env, {"rm", second_id}).exit_code, 0);
+
+  // gc: a VM directory no pod owns is listed by the dry run and stays; --force removes it; the running pod's
+  // things are never listed.
+  std::string orphan = env->chrysd().state_dir() + "/sandboxes/" + std::string(64, 'a');
+  ASSERT_TRUE(base::MakeDirs(orphan).ok());
+  ASSERT_TRUE(base::WriteFileAtomic(orphan + "/console.log", "old boot\n").ok());
+  auto dry = Chrysctl(*env, {"gc"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.stderr_data;
+  EXPECT_NE(dry.stdout_data.find("would remove vm-dir      " + orphan), std::string::npos) << dry.stdout_data;
+  EXPECT_EQ(dry.stdout_data.find(pod), std::string::npos) << "the live pod is not garbage: " << dry.stdout_data;
+  EXPECT_TRUE(std::filesystem::exists(orphan)) << "a dry run removes nothing";
+  auto force = Chrysctl(*env, {"gc", "--force", "--json"});
+  ASSERT_EQ(force.exit_code, 0) << force.stderr_data;
+  auto collected = nlohmann::json::parse(force.stdout_data, nullptr, false);
+  ASSERT_TRUE(collected.is_object()) << force.stdout_data;
+  bool removed = false;
+  for (const auto& item : collected["items"]) {
+    removed = removed || (item["name"] == orphan && item["removed"] == true);
+  }
+  EXPECT_TRUE(removed) << force.stdout_data;
+  EXPECT_FALSE(std::filesystem::exists(orphan));
+
   auto stop = Chrysctl(*env, {"stop", "-t", "2", container});
   ASSERT_EQ(stop.exit_code, 0) << stop.stderr_data;
-  auto exited = Chrysctl(*env, {"ps", "-a", "--state", "exited", "-q"});
+  auto exited = Chrysctl(*env, {"containers", "-a", "--state", "exited", "-q"});
   EXPECT_EQ(Trim(exited.stdout_data), container);
   EXPECT_EQ(Chrysctl(*env, {"rm", container}).exit_code, 0);
   EXPECT_EQ(Chrysctl(*env, {"stopp", pod}).exit_code, 0);

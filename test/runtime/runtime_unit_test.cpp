@@ -152,7 +152,11 @@ TEST(QemuTest, CommandLineHasEveryPart) {
   EXPECT_TRUE(has("-device", "virtio-net-pci,netdev=net1,mac=02:00:00:00:00:02,host_mtu=1500"));
   EXPECT_TRUE(has("-chardev", "socket,id=qmp,path=/run/chrys/pod1/qmp.sock,server=on,wait=off"));
   EXPECT_TRUE(has("-mon", "chardev=qmp,mode=control"));
-  EXPECT_TRUE(has("-chardev", "file,id=console,path=/var/log/chrys/pod1,,console.log")) << "commas doubled";
+  EXPECT_TRUE(has("-chardev",
+                  "socket,id=console,path=/run/chrys/pod1/console.sock,server=on,wait=off,"
+                  "logfile=/var/log/chrys/pod1,,console.log,logappend=on"))
+      << "the console is a socket for chrysctl console, logged to the console log (commas doubled)";
+  EXPECT_FALSE(has("-bios", "/usr/share/qemu/qboot.rom")) << "no firmware configured: QEMU's default";
   EXPECT_TRUE(has("-device", "virtserialport,bus=vser0.0,chardev=agent,name=chrys.agent"));
   EXPECT_TRUE(has("-object", "memory-backend-memfd,id=mem0,size=512M,share=on"));
   EXPECT_TRUE(has("-numa", "node,memdev=mem0"));
