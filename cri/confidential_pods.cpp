@@ -150,19 +150,6 @@ base::Result<::chrys::agent::v1::PullImageResponse> PullImageInConfidentialPod(c
   return agent.PullImageInGuest(request, std::chrono::seconds(config.images.pull_timeout_seconds));
 }
 
-base::Error CreateContainerInConfidentialPod(const Config& config, runtime::agent::AgentClient& agent,
-                                             const std::string& image) {
-  auto pulled = PullImageInConfidentialPod(config, agent, image);
-  if (!pulled.ok()) {
-    return pulled.error();
-  }
-  return base::FailedPrecondition(
-      "image '" + image + "' was pulled inside the confidential guest (" + pulled->image_id() + ", " +
-      std::to_string(pulled->layer_dirs_size()) +
-      " layers on /cocos), but containers from in-guest layers are not supported yet: the guest agent's storage "
-      "cannot mount unpacked layer directories");
-}
-
 Status ReleaseConfidentialPod(const Config& config, const std::string& pod_id) {
   return base::RemoveTree(ConfidentialPlansDir(config) + "/" + pod_id);
 }

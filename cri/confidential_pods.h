@@ -37,15 +37,12 @@ std::string RenderAgentJson(const std::string& sandbox_id, const ::chrys::agent:
 base::Status PrepareConfidentialPod(const Config& config, const std::string& pod_id, const std::string& handler,
                                     const std::string& pod_dir, const ::chrys::agent::v1::SetupSandboxRequest& setup);
 
-// CreateContainer in a confidential pod, as far as this build goes: the image is pulled inside the guest over
-// the pod network onto its encrypted /cocos (never into the host store; `insecure` from
-// images.registries[<host>].insecure), then the call fails with FAILED_PRECONDITION, because running a
-// container from in-guest layers needs the guest agent's storage to mount unpacked layer directories.
+// Pulls `image` inside a confidential pod's guest over the pod network onto its encrypted /cocos (never into the
+// host store; `insecure` from images.registries[<host>].insecure): the image id, the unpacked layer directories
+// the container's overlay is built from, and the image config.
 base::Result<::chrys::agent::v1::PullImageResponse> PullImageInConfidentialPod(const Config& config,
                                                                                runtime::agent::AgentClient& agent,
                                                                                const std::string& image);
-base::Error CreateContainerInConfidentialPod(const Config& config, runtime::agent::AgentClient& agent,
-                                             const std::string& image);
 
 // Removes the plan directory (overlay and vars copy included). Idempotent. The VM must be stopped.
 base::Status ReleaseConfidentialPod(const Config& config, const std::string& pod_id);

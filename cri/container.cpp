@@ -265,20 +265,26 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
   const v1::ContainerConfig& config = request.config();
   CHRYS_RETURN_IF_ERROR(ValidateContainerConfig(config, pod->config));
   CHRYS_RETURN_IF_ERROR(ValidateLinuxResources(config.linux().resources(), "config.linux.resources"));
+  CHRYS_ASSIGN_OR_RETURN(runtime::SandboxStatus vm, backends_.sandboxes.Inspect(pod->id));
+  // Confidential pods never use the host store: the guest pulls the image onto its encrypted disk, and the
+  // container runs from the unpacked layers there.
+  std::optional<::chrys::agent::v1::PullImageResponse> in_guest;
+  std::optional<imagestore::ImageRecord> image;
   if (IsConfidentialHandler(pod->handler)) {
-    // Confidential pods never use the host store: the guest pulls the image itself.
-    CHRYS_ASSIGN_OR_RETURN(runtime::SandboxStatus vm, backends_.sandboxes.Inspect(pod->id));
-    CHRYS_ASSIGN_OR_RETURN(auto agent, backends_.agents.Get(pod->id, vm.agent));
-    return CreateContainerInConfidentialPod(config_, *agent, config.image().image());
-  }
-  auto image = backends_.images.Get(config.image().image());
-  if (!image.ok()) {
-    if (image.error().code() == base::ErrorCode::kNotFound) {
-      return base::NotFound("config.image.image: image '" + config.image().image() +
-                            "' is not in the store; pull it first");
+    CHRYS_ASSIGN_OR_RETURN(auto guest_agent, backends_.agents.Get(pod->id, vm.agent));
+    CHRYS_ASSIGN_OR_RETURN(in_guest, PullImageInConfidentialPod(config_, *guest_agent, config.image().image()));
+  } else {
+    auto found = backends_.images.Get(config.image().image());
+    if (!found.ok()) {
+      if (found.error().code() == base::ErrorCode::kNotFound) {
+        return base::NotFound("config.image.image: image '" + config.image().image() +
+                              "' is not in the store; pull it first");
+      }
+      return found.error();
     }
-    return image.error();
+    image = std::move(found).value();
   }
+  const std::string image_id = in_guest ? in_guest->image_id() : image->id;
   for (const auto& mount : config.mounts()) {
     struct stat st {};
     if (::stat(mount.host_path().c_str(), &st) != 0) {
@@ -286,7 +292,9 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
     }
   }
   ImageDefaults defaults;
-  if (auto config_json = backends_.images.ConfigJson(*image); config_json.ok()) {
+  if (in_guest) {
+    defaults = ParseImageConfig(in_guest->config_json());
+  } else if (auto config_json = backends_.images.ConfigJson(*image); config_json.ok()) {
     defaults = ParseImageConfig(*config_json);
   }
 
@@ -295,7 +303,7 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
   record.sandbox_id = pod->id;
   record.state = ContainerState::kCreated;
   record.config = config;
-  record.image_id = image->id;
+  record.image_id = image_id;
   record.image_ref = config.image().image();
   record.created_at = NowNanos();
   CHRYS_ASSIGN_OR_RETURN(record.log_path, ResolveLogPath(pod->config.log_directory(), config.log_path()));
@@ -317,7 +325,7 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
     }
   }
   if (argv.empty()) {
-    return base::InvalidArgument("config.command: neither the container config nor image " + image->id +
+    return base::InvalidArgument("config.command: neither the container config nor image " + image_id +
                                  " says what to run");
   }
   for (const auto& arg : argv) {
@@ -369,28 +377,34 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
   } guard{rollback};
   undo.push_back([this, id = record.id] { backends_.pods.RemoveContainer(id).ok(); });
 
-  CHRYS_RETURN_IF_ERROR(backends_.images.Lease(record.id, image->id));
-  undo.push_back([this, id = record.id] { backends_.images.ReleaseLease(id).ok(); });
-
-  // Layer disks are shared by every container of the pod that uses the layer: plug each once.
-  CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> layer_paths, backends_.images.EnsureLayerImages(image->id));
-  CHRYS_ASSIGN_OR_RETURN(runtime::SandboxStatus vm, backends_.sandboxes.Inspect(pod->id));
-  for (size_t i = 0; i < image->layers.size() && i < layer_paths.size(); ++i) {
-    std::string serial = LayerSerial(image->layers[i].digest.str());
-    bool plugged = std::any_of(vm.disks.begin(), vm.disks.end(), [&](const auto& d) { return d.serial == serial; });
-    if (!plugged) {
-      CHRYS_RETURN_IF_ERROR(backends_.sandboxes.AttachLayerDisk(pod->id, serial, layer_paths[i]));
-      vm.disks.push_back({serial, "", -1, true, layer_paths[i]});
+  if (in_guest) {
+    // The upper layer goes to the guest's encrypted disk, next to the layers (no scratch disk from the host).
+    for (const auto& dir : in_guest->layer_dirs()) {
+      guest.mutable_rootfs()->add_layer_dirs(dir);
     }
-    record.layer_serials.push_back(serial);
-    guest.mutable_rootfs()->add_layer_serials(serial);
+  } else {
+    CHRYS_RETURN_IF_ERROR(backends_.images.Lease(record.id, image->id));
+    undo.push_back([this, id = record.id] { backends_.images.ReleaseLease(id).ok(); });
+
+    // Layer disks are shared by every container of the pod that uses the layer: plug each once.
+    CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> layer_paths, backends_.images.EnsureLayerImages(image->id));
+    for (size_t i = 0; i < image->layers.size() && i < layer_paths.size(); ++i) {
+      std::string serial = LayerSerial(image->layers[i].digest.str());
+      bool plugged = std::any_of(vm.disks.begin(), vm.disks.end(), [&](const auto& d) { return d.serial == serial; });
+      if (!plugged) {
+        CHRYS_RETURN_IF_ERROR(backends_.sandboxes.AttachLayerDisk(pod->id, serial, layer_paths[i]));
+        vm.disks.push_back({serial, "", -1, true, layer_paths[i]});
+      }
+      record.layer_serials.push_back(serial);
+      guest.mutable_rootfs()->add_layer_serials(serial);
+    }
+    record.scratch_serial = ScratchSerial(record.id);
+    CHRYS_RETURN_IF_ERROR(backends_.sandboxes.AttachScratchDisk(pod->id, record.scratch_serial, kScratchDiskBytes));
+    undo.push_back([this, pod_id = pod->id, serial = record.scratch_serial] {
+      backends_.sandboxes.DetachDisk(pod_id, serial).ok();
+    });
+    guest.mutable_rootfs()->set_scratch_serial(record.scratch_serial);
   }
-  record.scratch_serial = ScratchSerial(record.id);
-  CHRYS_RETURN_IF_ERROR(backends_.sandboxes.AttachScratchDisk(pod->id, record.scratch_serial, kScratchDiskBytes));
-  undo.push_back([this, pod_id = pod->id, serial = record.scratch_serial] {
-    backends_.sandboxes.DetachDisk(pod_id, serial).ok();
-  });
-  guest.mutable_rootfs()->set_scratch_serial(record.scratch_serial);
 
   // Volumes: host paths bound into the pod's shared directory, which the guest sees over virtio-fs.
   int index = 0;

@@ -215,20 +215,60 @@ TEST_F(ConfidentialPodTest, CvmPodBootsTheHalDiskOnThePodNetworkAndLeavesTheImag
   ASSERT_TRUE(forwarder.ok()) << forwarder.error().message();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   std::string image = pod_registry_ + "/cvm/hello:1";
+  ASSERT_TRUE(base::MakeDirs(config.log_directory()).ok());
   v1::CreateContainerRequest create;
   create.set_pod_sandbox_id(*pod);
-  *create.mutable_config() = env_->ContainerConfig("hello", {"cat", "/hello.txt"});
+  *create.mutable_config() =
+      env_->ContainerConfig("hello", {"/bin/sh", "-c", "cat /hello.txt; echo written > /new.txt; exec sleep 3600"});
   create.mutable_config()->mutable_image()->set_image(image);
   *create.mutable_sandbox_config() = config;
   v1::CreateContainerResponse created;
   auto create_status = env_->runtime().CreateContainer(Ctx(std::chrono::seconds(300)).get(), create, &created);
-  // This build stops after the in-guest pull (the guest agent cannot mount unpacked layers yet); the error
-  // says what was pulled.
-  EXPECT_EQ(create_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << create_status.error_message();
-  EXPECT_NE(create_status.error_message().find("pulled inside the confidential guest (sha256:"), std::string::npos)
-      << create_status.error_message();
-  EXPECT_NE(create_status.error_message().find("2 layers on /cocos"), std::string::npos)
-      << create_status.error_message();
+  ASSERT_TRUE(create_status.ok()) << create_status.error_message() << "\n" << base::Tail(*console, 2000);
+  const std::string container = created.container_id();
+  // It runs from the layers the guest pulled onto its encrypted disk, logs through CRI, and answers ExecSync.
+  ASSERT_TRUE(env_->StartContainer(container).ok());
+  ASSERT_TRUE(env_->WaitRunning(container).ok());
+  std::string log_path = env_->LogPath(config, create.config());
+  std::string log;
+  for (auto until = Clock::now() + std::chrono::seconds(60);
+       log.find("hello from inside a confidential pod") == std::string::npos && Clock::now() < until;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto text = base::ReadFile(log_path, 1 << 20);
+    log = text.ok() ? *text : std::string();
+  }
+  EXPECT_NE(log.find(" stdout F hello from inside a confidential pod"), std::string::npos) << log;
+  v1::ExecSyncRequest exec;
+  exec.set_container_id(container);
+  for (const char* arg : {"/bin/sh", "-c", "cat /new.txt; grep -c ' / overlay ' /proc/mounts"}) {
+    exec.add_cmd(arg);
+  }
+  exec.set_timeout(60);
+  v1::ExecSyncResponse exec_out;
+  auto exec_status = env_->runtime().ExecSync(Ctx(std::chrono::seconds(90)).get(), exec, &exec_out);
+  ASSERT_TRUE(exec_status.ok()) << exec_status.error_message();
+  EXPECT_EQ(exec_out.exit_code(), 0) << exec_out.stderr();
+  EXPECT_EQ(exec_out.stdout(), "written\n1\n") << "the container's writes land in its overlay upper";
+  v1::ContainerStatusRequest status_request;
+  status_request.set_container_id(container);
+  v1::ContainerStatusResponse container_status;
+  ASSERT_TRUE(env_->runtime().ContainerStatus(Ctx().get(), status_request, &container_status).ok());
+  EXPECT_EQ(container_status.status().state(), v1::CONTAINER_RUNNING);
+  EXPECT_EQ(container_status.status().image_ref().rfind("sha256:", 0), 0U) << container_status.status().image_ref();
+
+  // Bad input: an image the registry does not have fails the create with its name, and leaves no container.
+  v1::CreateContainerRequest missing = create;
+  missing.mutable_config()->mutable_metadata()->set_name("missing");
+  missing.mutable_config()->mutable_image()->set_image(pod_registry_ + "/cvm/absent:1");
+  v1::CreateContainerResponse not_created;
+  auto missing_status = env_->runtime().CreateContainer(Ctx(std::chrono::seconds(300)).get(), missing, &not_created);
+  EXPECT_FALSE(missing_status.ok());
+  EXPECT_NE(missing_status.error_message().find("cvm/absent"), std::string::npos) << missing_status.error_message();
+  v1::ListContainersRequest list;
+  v1::ListContainersResponse listed;
+  ASSERT_TRUE(env_->runtime().ListContainers(Ctx().get(), list, &listed).ok());
+  EXPECT_EQ(listed.containers_size(), 1);
+
   auto console_now = base::ReadFile(console_path, 8 << 20);
   ASSERT_TRUE(console_now.ok());
   EXPECT_NE(console_now->find("pulled " + image + " (sha256:"), std::string::npos) << base::Tail(*console_now, 2000);

@@ -201,8 +201,19 @@ base::Status Storage::MountRootfs(const std::string& container_id, const v1::Roo
     acquired.push_back(serial);
     layer_dirs.push_back(*dir);
   }
+  for (const auto& dir : source.layer_dirs()) {
+    // Validated to be <kPulledLayersDir>/<hex>; it must also really be a directory there, not a link.
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      undo_layers();
+      return base::NotFound("pulled layer " + dir + " is not a directory in the guest (pull the image first)");
+    }
+    layer_dirs.push_back(dir);
+  }
   std::string upper_root;
-  if (source.scratch_serial().empty()) {
+  if (!source.layer_dirs().empty() && source.scratch_serial().empty()) {
+    upper_root = std::string(kPulledUpperDir) + "/" + container_id;
+  } else if (source.scratch_serial().empty()) {
     upper_root = std::string(kUpperTmpfsDir) + "/" + container_id;
   } else {
     auto scratch = EnsureScratch(source.scratch_serial());

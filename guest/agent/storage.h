@@ -18,6 +18,9 @@ inline constexpr const char* kLayersDir = "/run/chrys/layers";
 inline constexpr const char* kScratchDir = "/run/chrys/scratch";
 inline constexpr const char* kUpperTmpfsDir = "/run/chrys/upper";
 inline constexpr const char* kSharesDir = "/run/chrys/shares";
+// Confidential pods: layers the guest pulled itself, and the containers' upper layers, on the encrypted /cocos.
+inline constexpr const char* kPulledLayersDir = "/cocos/.cache/oci/layers";
+inline constexpr const char* kPulledUpperDir = "/cocos/containers";
 
 // Finds /dev/vdX whose virtio-blk serial is `serial`, waiting at most `timeout` (disks may be hot-plugged
 // a moment before the request that uses them).

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <array>
+#include <regex>
 
 #include "guest/agent/oci_spec.h"
+#include "guest/agent/storage.h"
 
 namespace chrys::guest {
 namespace {
@@ -292,8 +294,22 @@ Status ValidateProcessSpec(const v1::ProcessSpec& process, const std::string& fi
 Status ValidateContainerConfig(const v1::ContainerConfig& config) {
   CHRYS_RETURN_IF_ERROR(ValidateId(config.id(), "config.id"));
   const auto& rootfs = config.rootfs();
-  if (rootfs.layer_serials().empty()) {
+  if (rootfs.layer_serials().empty() && rootfs.layer_dirs().empty()) {
     return InvalidArgument("config.rootfs.layer_serials: at least one layer is needed");
+  }
+  if (!rootfs.layer_serials().empty() && !rootfs.layer_dirs().empty()) {
+    return InvalidArgument("config.rootfs.layer_dirs: layer disks and pulled layer directories do not mix");
+  }
+  if (static_cast<size_t>(rootfs.layer_dirs_size()) > kMaxLayers) {
+    return InvalidArgument("config.rootfs.layer_dirs: more than " + std::to_string(kMaxLayers) + " layers");
+  }
+  for (int i = 0; i < rootfs.layer_dirs_size(); ++i) {
+    // Exactly <kPulledLayersDir>/<64 hex>: what PullImage returns; nothing else of the guest can become a layer.
+    static const std::regex kPulledLayer(std::string("^") + kPulledLayersDir + "/[0-9a-f]{64}$");
+    if (!std::regex_match(rootfs.layer_dirs(i), kPulledLayer)) {
+      return InvalidArgument("config.rootfs.layer_dirs[" + std::to_string(i) + "]: '" + rootfs.layer_dirs(i) +
+                             "' is not a layer the guest pulled (" + kPulledLayersDir + "/<sha256 hex>)");
+    }
   }
   if (static_cast<size_t>(rootfs.layer_serials_size()) > kMaxLayers) {
     return InvalidArgument("config.rootfs.layer_serials: more than " + std::to_string(kMaxLayers) + " layers");

@@ -30,6 +30,29 @@ TEST(Validation, AcceptsAValidConfig) {
   EXPECT_TRUE(ValidateContainerConfig(ValidConfig()).ok());
 }
 
+TEST(Validation, PulledLayerDirectoriesOnlyFromTheGuestsOwnCache) {
+  const std::string hex(64, 'c');
+  auto pulled = ValidConfig();
+  pulled.mutable_rootfs()->clear_layer_serials();
+  pulled.mutable_rootfs()->clear_scratch_serial();
+  pulled.mutable_rootfs()->add_layer_dirs("/cocos/.cache/oci/layers/" + hex);
+  EXPECT_TRUE(ValidateContainerConfig(pulled).ok());
+  const std::vector<std::string> bad_dirs = {
+      "/cocos/.cache/oci/layers/" + hex + "/..",   "/cocos/.cache/oci/layers/../../etc", "/etc",
+      "/cocos/.cache/oci/layers/" + hex.substr(1), "cocos/.cache/oci/layers/" + hex,     ""};
+  for (const std::string& bad : bad_dirs) {
+    auto c = pulled;
+    c.mutable_rootfs()->add_layer_dirs(bad);
+    auto s = ValidateContainerConfig(c);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_NE(s.error().message().find("config.rootfs.layer_dirs[1]"), std::string::npos) << s.error().message();
+  }
+  auto mixed = pulled;
+  mixed.mutable_rootfs()->add_layer_serials("sha256-aaaa");
+  ASSERT_FALSE(ValidateContainerConfig(mixed).ok());
+  EXPECT_NE(ValidateContainerConfig(mixed).error().message().find("do not mix"), std::string::npos);
+}
+
 TEST(Validation, RejectsBadIdsNamingTheField) {
   for (const char* id : {"", "../x", ".hidden", "-x", "a/b", "has space"}) {
     auto c = ValidConfig();
