@@ -141,12 +141,27 @@ Status PrepareConfidentialPod(const Config& config, const std::string& pod_id, c
 
 base::Result<::chrys::agent::v1::PullImageResponse> PullImageInConfidentialPod(const Config& config,
                                                                                runtime::agent::AgentClient& agent,
-                                                                               const std::string& image) {
+                                                                               const std::string& image,
+                                                                               const ::runtime::v1::AuthConfig* auth,
+                                                                               bool if_present) {
   CHRYS_ASSIGN_OR_RETURN(imagestore::Reference ref, imagestore::Reference::Parse(image));
   ::chrys::agent::v1::PullImageRequest request;
   request.set_image(image);
+  request.set_if_present(if_present);
   auto registry = config.images.registries.find(ref.registry);
   request.set_insecure(registry != config.images.registries.end() && registry->second.insecure);
+  if (registry != config.images.registries.end() && !registry->second.ca_file.empty()) {
+    CHRYS_ASSIGN_OR_RETURN(std::string ca, base::ReadFile(registry->second.ca_file, 1 << 20));
+    request.set_ca_pem(ca);
+  }
+  if (auth != nullptr) {
+    auto* guest_auth = request.mutable_auth();
+    guest_auth->set_username(auth->username());
+    guest_auth->set_password(auth->password());
+    guest_auth->set_auth(auth->auth());
+    guest_auth->set_identity_token(auth->identity_token());
+    guest_auth->set_registry_token(auth->registry_token());
+  }
   return agent.PullImageInGuest(request, std::chrono::seconds(config.images.pull_timeout_seconds));
 }
 

@@ -6,6 +6,7 @@
 
 #include "base/result.h"
 #include "cri/config.h"
+#include "cri/proto/api.pb.h"
 #include "guest/proto/agent.pb.h"
 #include "runtime/agent/agent_client.h"
 #include "runtime/confidential/cvm_launch.h"
@@ -40,9 +41,14 @@ base::Status PrepareConfidentialPod(const Config& config, const std::string& pod
 // Pulls `image` inside a confidential pod's guest over the pod network onto its encrypted /cocos (never into the
 // host store; `insecure` from images.registries[<host>].insecure): the image id, the unpacked layer directories
 // the container's overlay is built from, and the image config.
+// `auth` (may be null) is passed to the guest for this pull only, never stored; `if_present` uses the guest's
+// copy when it has one (CreateContainer after kubelet's PullImage). The registry's ca_file from the config goes
+// along, for private registries.
 base::Result<::chrys::agent::v1::PullImageResponse> PullImageInConfidentialPod(const Config& config,
                                                                                runtime::agent::AgentClient& agent,
-                                                                               const std::string& image);
+                                                                               const std::string& image,
+                                                                               const ::runtime::v1::AuthConfig* auth,
+                                                                               bool if_present);
 
 // Removes the plan directory (overlay and vars copy included). Idempotent. The VM must be stopped.
 base::Status ReleaseConfidentialPod(const Config& config, const std::string& pod_id);

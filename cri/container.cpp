@@ -272,7 +272,9 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
   std::optional<imagestore::ImageRecord> image;
   if (IsConfidentialHandler(pod->handler)) {
     CHRYS_ASSIGN_OR_RETURN(auto guest_agent, backends_.agents.Get(pod->id, vm.agent));
-    CHRYS_ASSIGN_OR_RETURN(in_guest, PullImageInConfidentialPod(config_, *guest_agent, config.image().image()));
+    // kubelet's PullImage for this pod already pulled it in the guest, with the credentials; pull here only if not.
+    CHRYS_ASSIGN_OR_RETURN(in_guest, PullImageInConfidentialPod(config_, *guest_agent, config.image().image(),
+                                                                /*auth=*/nullptr, /*if_present=*/true));
   } else {
     auto found = backends_.images.Get(config.image().image());
     if (!found.ok()) {
@@ -430,6 +432,49 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
   CHRYS_RETURN_IF_ERROR(backends_.pods.UpdateContainer(record));
   committed = true;
   return record;
+}
+
+std::optional<base::Result<std::string>> RuntimeServiceImpl::PullInConfidentialPod(
+    const v1::PullImageRequest& request) {
+  const v1::PodSandboxConfig& sandbox = request.sandbox_config();
+  std::optional<PodRecord> pod;
+  if (sandbox.has_metadata()) {
+    for (const auto& candidate : backends_.pods.SnapshotPods()) {
+      const auto& m = candidate->config.metadata();
+      if (m.uid() == sandbox.metadata().uid() && m.name() == sandbox.metadata().name() &&
+          m.namespace_() == sandbox.metadata().namespace_() && candidate->state == PodState::kReady) {
+        pod = *candidate;
+        break;
+      }
+    }
+  }
+  bool for_confidential = IsConfidentialHandler(request.image().runtime_handler());
+  if (!pod || !IsConfidentialHandler(pod->handler)) {
+    if (for_confidential) {
+      return base::Result<std::string>(base::FailedPrecondition(
+          "image.runtime_handler " + request.image().runtime_handler() +
+          ": confidential images are pulled inside the pod's guest; PullImage needs the sandbox_config of a ready "
+          "pod with that handler"));
+    }
+    return std::nullopt;
+  }
+  auto vm = backends_.sandboxes.Inspect(pod->id);
+  if (!vm.ok()) {
+    return base::Result<std::string>(vm.error());
+  }
+  auto agent = backends_.agents.Get(pod->id, vm->agent);
+  if (!agent.ok()) {
+    return base::Result<std::string>(agent.error());
+  }
+  spdlog::info("pulling image {} inside confidential pod {}", request.image().image(), pod->id);
+  auto pulled = PullImageInConfidentialPod(config_, **agent, request.image().image(),
+                                           request.has_auth() ? &request.auth() : nullptr, /*if_present=*/false);
+  if (!pulled.ok()) {
+    return base::Result<std::string>(pulled.error());
+  }
+  spdlog::info("pulled image {} inside confidential pod {} as {}", request.image().image(), pod->id,
+               pulled->image_id());
+  return base::Result<std::string>(pulled->image_id());
 }
 
 grpc::Status RuntimeServiceImpl::CreateContainer(grpc::ServerContext* /*context*/,

@@ -218,6 +218,9 @@ base::Status Daemon::Start() {
   runtime_service_->SetStreamingServer(streaming_.get());
   spdlog::info("streaming server on {}", streaming_->base_url());
   image_service_ = std::make_unique<ImageServiceImpl>(*images_);
+  image_service_->SetGuestPull([service = runtime_service_.get()](const v1::PullImageRequest& request) {
+    return service->PullInConfidentialPod(request);
+  });
   GcScope gc;
   gc.pods = &*pods_;
   gc.network = network_.get();

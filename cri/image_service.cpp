@@ -94,6 +94,15 @@ grpc::Status ImageServiceImpl::PullImage(grpc::ServerContext* /*context*/, const
   if (ref.empty()) {
     return InvalidArgument("image.image: an image reference is required");
   }
+  if (guest_pull_) {
+    if (auto in_guest = guest_pull_(*request); in_guest.has_value()) {
+      if (!in_guest->ok()) {
+        return ToGrpcStatus(in_guest->error().Wrap("pull " + ref + " inside the confidential pod"));
+      }
+      response->set_image_ref(**in_guest);
+      return grpc::Status::OK;
+    }
+  }
   imagestore::PullOptions options;
   if (request->has_auth()) {
     options.credentials = ToCredentials(request->auth());

@@ -1,6 +1,11 @@
 // ImageServiceImpl serves the CRI ImageService on top of the node's image store.
 #pragma once
 
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "base/result.h"
 #include "cri/proto/api.grpc.pb.h"
 #include "imagestore/image_store.h"
 
@@ -11,6 +16,11 @@ namespace v1 = ::runtime::v1;
 class ImageServiceImpl final : public v1::ImageService::Service {
  public:
   explicit ImageServiceImpl(imagestore::ImageStore& store);
+
+  // Pulls that belong inside a confidential pod's guest: answers them (the image id, or an error), or nullopt
+  // to let the host store pull.
+  using GuestPull = std::function<std::optional<base::Result<std::string>>(const v1::PullImageRequest&)>;
+  void SetGuestPull(GuestPull guest_pull) { guest_pull_ = std::move(guest_pull); }
 
   grpc::Status ListImages(grpc::ServerContext* context, const v1::ListImagesRequest* request,
                           v1::ListImagesResponse* response) override;
@@ -24,6 +34,7 @@ class ImageServiceImpl final : public v1::ImageService::Service {
                            v1::ImageFsInfoResponse* response) override;
 
  private:
+  GuestPull guest_pull_;
   imagestore::ImageStore& store_;
 };
 

@@ -3,9 +3,9 @@
 
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 
-#include "runtime/grpc_agent_connector.h"
 #include "cri/config.h"
 #include "cri/container_monitor.h"
 #include "cri/event_bus.h"
@@ -15,6 +15,7 @@
 #include "cri/state_store.h"
 #include "imagestore/image_store.h"
 #include "netcni/pod_network.h"
+#include "runtime/grpc_agent_connector.h"
 #include "runtime/sandbox.h"
 
 namespace chrys::cri {
@@ -93,6 +94,12 @@ class RuntimeServiceImpl final : public v1::RuntimeService::Service {
                            v1::PortForwardResponse* response) override;
   // The server the streaming RPCs mint URLs on; it must outlive serving.
   void SetStreamingServer(streaming::StreamingServer* server) { streaming_ = server; }
+
+  // ImageService.PullImage for a confidential pod (its sandbox_config names a pod of ours with a confidential
+  // handler, or the image's runtime_handler is one): pulls inside that pod's guest with the request's
+  // credentials and returns the image id. nullopt when the pull is not for a confidential pod (the host store
+  // pulls it). In container.cpp.
+  std::optional<base::Result<std::string>> PullInConfidentialPod(const v1::PullImageRequest& request);
 
   // stats.cpp: resource usage, lifecycle events, resource updates.
   grpc::Status ContainerStats(grpc::ServerContext* context, const v1::ContainerStatsRequest* request,

@@ -21,7 +21,7 @@ build_pkgs=(
 runtime_pkgs=(
   qemu-system-x86 qemu-utils qemu-system-common
   iproute2 containernetworking-plugins
-  erofs-utils crun busybox-static cpio zstd lz4 kmod
+  erofs-utils crun busybox-static cpio zstd lz4 kmod ca-certificates
   linux-image-cloud-amd64 linux-image-amd64
   cryptsetup-bin gdisk fdisk dosfstools mtools e2fsprogs ovmf grub-efi-amd64-bin
 )

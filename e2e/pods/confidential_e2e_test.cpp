@@ -50,8 +50,18 @@ class ConfidentialPodTest : public ::testing::Test {
     const std::string& subnet = env_->subnet();  // "10.198.N.0/24"; the bridge is .1
     gateway_ = subnet.substr(0, subnet.rfind('.')) + ".1";
     pod_registry_ = gateway_ + ":" + std::to_string(registry_->port());
-    ASSERT_TRUE(base::WriteFileAtomic(chrysd_config,
-                                      "images:\n  registries:\n    \"" + pod_registry_ + "\":\n      insecure: true\n")
+    // A private registry: TLS with its own CA (valid for the bridge address the guest dials) and a password.
+    TestRegistryOptions private_options;
+    private_options.tls = true;
+    private_options.extra_ip = gateway_;
+    auto private_registry = TestRegistry::Start(private_options);
+    ASSERT_TRUE(private_registry.ok()) << private_registry.error().message();
+    private_registry_ = std::move(private_registry).value().release();
+    private_pod_registry_ = gateway_ + ":" + std::to_string(private_registry_->port());
+    ASSERT_TRUE(base::WriteFileAtomic(chrysd_config, "images:\n  registries:\n    \"" + pod_registry_ +
+                                                         "\":\n      insecure: true\n    \"" + private_pod_registry_ +
+                                                         "\":\n      ca_file: \"" + private_registry_->ca_file() +
+                                                         "\"\n")
                     .ok());
     auto restarted = env_->Restart(false);
     ASSERT_TRUE(restarted.ok()) << restarted.error().message();
@@ -62,6 +72,8 @@ class ConfidentialPodTest : public ::testing::Test {
     env_ = nullptr;
     delete registry_;
     registry_ = nullptr;
+    delete private_registry_;
+    private_registry_ = nullptr;
     if (!image_root_.empty()) {
       (void)base::RemoveTree(image_root_);
     }
@@ -87,6 +99,8 @@ class ConfidentialPodTest : public ::testing::Test {
 
   static PodEnv* env_;
   static TestRegistry* registry_;
+  static TestRegistry* private_registry_;    // TLS + password
+  static std::string private_pod_registry_;  // gateway:port of the private one
   static std::string image_root_;
   static std::string hal_dir_;
   static std::string gateway_;       // the pod network's bridge address on the host
@@ -95,6 +109,8 @@ class ConfidentialPodTest : public ::testing::Test {
 
 PodEnv* ConfidentialPodTest::env_ = nullptr;
 TestRegistry* ConfidentialPodTest::registry_ = nullptr;
+TestRegistry* ConfidentialPodTest::private_registry_ = nullptr;
+std::string ConfidentialPodTest::private_pod_registry_;
 std::string ConfidentialPodTest::image_root_;
 std::string ConfidentialPodTest::hal_dir_;
 std::string ConfidentialPodTest::gateway_;
@@ -256,6 +272,56 @@ TEST_F(ConfidentialPodTest, CvmPodBootsTheHalDiskOnThePodNetworkAndLeavesTheImag
   EXPECT_EQ(container_status.status().state(), v1::CONTAINER_RUNNING);
   EXPECT_EQ(container_status.status().image_ref().rfind("sha256:", 0), 0U) << container_status.status().image_ref();
 
+  // A private registry, kubelet's way: PullImage with the pod's sandbox_config and the credentials pulls inside
+  // the guest (TLS verified with the registry's CA from chrysd's config); CreateContainer then uses that copy.
+  SkopeoPush private_push = push;
+  private_push.destination = private_registry_->host() + "/cvm/secret:1";
+  private_push.creds = private_registry_->username() + ":" + private_registry_->password();
+  auto private_pushed = PushWithSkopeo(private_push);
+  ASSERT_TRUE(private_pushed.ok()) << private_pushed.error().message();
+  auto private_forwarder = ChildProcess::Start(
+      {"socat", "TCP-LISTEN:" + std::to_string(private_registry_->port()) + ",bind=" + gateway_ + ",fork,reuseaddr",
+       "TCP:" + private_registry_->host()},
+      image_root_ + "/socat-private.log");
+  ASSERT_TRUE(private_forwarder.ok()) << private_forwarder.error().message();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const std::string secret_image = private_pod_registry_ + "/cvm/secret:1";
+  v1::PullImageRequest pull;
+  pull.mutable_image()->set_image(secret_image);
+  *pull.mutable_sandbox_config() = config;
+  pull.mutable_auth()->set_username(private_registry_->username());
+  pull.mutable_auth()->set_password("not-the-password");
+  v1::PullImageResponse pulled;
+  auto denied = env_->images().PullImage(Ctx(std::chrono::seconds(300)).get(), pull, &pulled);
+  EXPECT_FALSE(denied.ok()) << "wrong credentials must not pull";
+  EXPECT_NE(denied.error_message().find("cvm/secret"), std::string::npos) << denied.error_message();
+  EXPECT_EQ(denied.error_message().find("not-the-password"), std::string::npos) << "credentials never in errors";
+  pull.mutable_auth()->set_password(private_registry_->password());
+  auto allowed = env_->images().PullImage(Ctx(std::chrono::seconds(300)).get(), pull, &pulled);
+  ASSERT_TRUE(allowed.ok()) << allowed.error_message();
+  EXPECT_EQ(pulled.image_ref().rfind("sha256:", 0), 0U) << pulled.image_ref();
+  v1::ImageStatusRequest host_status;
+  host_status.mutable_image()->set_image(secret_image);
+  v1::ImageStatusResponse host_image;
+  ASSERT_TRUE(env_->images().ImageStatus(Ctx().get(), host_status, &host_image).ok());
+  EXPECT_FALSE(host_image.has_image()) << "the pull went into the guest, not the host store";
+  v1::CreateContainerRequest secret = create;
+  secret.mutable_config()->mutable_metadata()->set_name("secret");
+  secret.mutable_config()->mutable_image()->set_image(secret_image);
+  secret.mutable_config()->set_log_path("secret.log");
+  v1::CreateContainerResponse secret_created;
+  auto secret_status = env_->runtime().CreateContainer(Ctx(std::chrono::seconds(300)).get(), secret, &secret_created);
+  ASSERT_TRUE(secret_status.ok()) << "the guest's copy is used, no credentials needed: "
+                                  << secret_status.error_message();
+  // Without the pod's sandbox_config a confidential pull has nowhere to go.
+  v1::PullImageRequest orphan_pull;
+  orphan_pull.mutable_image()->set_image(secret_image);
+  orphan_pull.mutable_image()->set_runtime_handler("chrysalis-cvm");
+  v1::PullImageResponse orphan_pulled;
+  auto orphan = env_->images().PullImage(Ctx().get(), orphan_pull, &orphan_pulled);
+  EXPECT_EQ(orphan.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << orphan.error_message();
+  EXPECT_NE(orphan.error_message().find("sandbox_config"), std::string::npos) << orphan.error_message();
+
   // Bad input: an image the registry does not have fails the create with its name, and leaves no container.
   v1::CreateContainerRequest missing = create;
   missing.mutable_config()->mutable_metadata()->set_name("missing");
@@ -267,7 +333,7 @@ TEST_F(ConfidentialPodTest, CvmPodBootsTheHalDiskOnThePodNetworkAndLeavesTheImag
   v1::ListContainersRequest list;
   v1::ListContainersResponse listed;
   ASSERT_TRUE(env_->runtime().ListContainers(Ctx().get(), list, &listed).ok());
-  EXPECT_EQ(listed.containers_size(), 1);
+  EXPECT_EQ(listed.containers_size(), 2);
 
   auto console_now = base::ReadFile(console_path, 8 << 20);
   ASSERT_TRUE(console_now.ok());

@@ -16,6 +16,9 @@ using base::Result;
 
 namespace {
 
+// Per-registry CA files from pull requests (tmpfs).
+constexpr const char* kRegistryCaDir = "/run/chrys/registry-ca";
+
 grpc::Status ToGrpc(const base::Error& error) {
   grpc::StatusCode code = grpc::StatusCode::INTERNAL;
   switch (error.code()) {
@@ -57,6 +60,16 @@ Result<v1::PullImageResponse> GuestImageService::Pull(const v1::PullImageRequest
     config.registry.hosts[ref.registry].insecure = true;
   }
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(config.root, 0700));
+  if (!request.ca_pem().empty()) {
+    if (request.ca_pem().size() > (1 << 20)) {
+      return base::InvalidArgument("ca_pem: more than 1 MiB of CA certificates");
+    }
+    // In guest memory (tmpfs), beside nothing else: it names only this registry's trust.
+    std::string ca_file = std::string(kRegistryCaDir) + "/" + std::to_string(std::hash<std::string>{}(ref.registry));
+    CHRYS_RETURN_IF_ERROR(base::MakeDirs(kRegistryCaDir, 0700));
+    CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(ca_file, request.ca_pem(), 0600));
+    config.registry.hosts[ref.registry].ca_file = ca_file;
+  }
   CHRYS_ASSIGN_OR_RETURN(auto store, imagestore::ImageStore::Open(config));
   imagestore::PullOptions options;
   options.credentials.username = request.auth().username();
@@ -64,7 +77,10 @@ Result<v1::PullImageResponse> GuestImageService::Pull(const v1::PullImageRequest
   options.credentials.auth = request.auth().auth();
   options.credentials.identity_token = request.auth().identity_token();
   options.credentials.registry_token = request.auth().registry_token();
-  CHRYS_ASSIGN_OR_RETURN(imagestore::ImageRecord image, store->Pull(request.image(), options));
+  auto present = request.if_present() ? store->Get(request.image())
+                                      : base::Result<imagestore::ImageRecord>(base::NotFound("not looked up"));
+  CHRYS_ASSIGN_OR_RETURN(imagestore::ImageRecord image,
+                         present.ok() ? std::move(present) : store->Pull(request.image(), options));
 
   v1::PullImageResponse response;
   response.set_image_id(image.id);

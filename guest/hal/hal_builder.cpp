@@ -28,6 +28,8 @@ using base::Status;
 
 namespace {
 
+constexpr const char* kHostCaBundle = "/etc/ssl/certs/ca-certificates.crt";
+
 constexpr const char* kKernelOnEsp = "/chrys/vmlinuz";
 constexpr const char* kInitrdOnEsp = "/chrys/initrd.img";
 
@@ -357,6 +359,11 @@ Status BuildRootTree(const HalImageConfig& c, Staging& root, bool* has_agent) {
       root.WriteText("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"));
   CHRYS_RETURN_IF_ERROR(root.WriteText("etc/group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"));
   CHRYS_RETURN_IF_ERROR(root.WriteText("etc/hostname", "chrys-hal\n"));
+  // The public CAs (Debian's ca-certificates) for in-guest pulls from HTTPS registries; a private registry's CA
+  // comes with each pull request.
+  if (::access(kHostCaBundle, R_OK) == 0) {
+    CHRYS_RETURN_IF_ERROR(root.CopyFile(kHostCaBundle, "etc/ssl/certs/ca-certificates.crt", 0644));
+  }
   CHRYS_RETURN_IF_ERROR(
       root.WriteText("etc/chrys-hal-release", "CHRYS_HAL=1\nAGENT=" + std::string(*has_agent ? "yes" : "no") + "\n"));
   return Status::Ok();
