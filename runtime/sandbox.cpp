@@ -179,13 +179,11 @@ Result<VmmKind> SelectVmmKind(const std::string& handler, bool ch_usable) {
   if (handler == "chrysalis" || handler.empty()) {
     return ch_usable ? VmmKind::kCloudHypervisor : VmmKind::kQemu;
   }
-  if (handler == "chrysalis-qemu" || handler == "chrysalis-cvm") {
+  // Confidential guests are QEMU's: the VMM factory launches them from their plan (disk boot, SEV-SNP or TDX
+  // arguments); chrysd refuses the TEE handlers earlier on hosts that lack the TEE.
+  if (handler == "chrysalis-qemu" || handler == "chrysalis-cvm" || handler == "chrysalis-snp" ||
+      handler == "chrysalis-tdx") {
     return VmmKind::kQemu;
-  }
-  if (handler == "chrysalis-snp" || handler == "chrysalis-tdx") {
-    return base::MakeError(base::ErrorCode::kUnimplemented, "runtime handler " + handler +
-                                                                " needs confidential launch, which this runtime build "
-                                                                "does not provide yet");
   }
   return base::InvalidArgument("unknown runtime handler \"" + handler +
                                "\" (known: chrysalis, chrysalis-qemu, chrysalis-cvm, chrysalis-snp, chrysalis-tdx)");

@@ -105,7 +105,9 @@ TEST(SelectorTest, HandlerChoosesVmm) {
   EXPECT_EQ(*SelectVmmKind("chrysalis", true), VmmKind::kCloudHypervisor);
   EXPECT_EQ(*SelectVmmKind("chrysalis", false), VmmKind::kQemu);
   EXPECT_EQ(*SelectVmmKind("chrysalis-qemu", true), VmmKind::kQemu);
-  EXPECT_EQ(SelectVmmKind("chrysalis-snp", true).error().code(), base::ErrorCode::kUnimplemented);
+  EXPECT_EQ(*SelectVmmKind("chrysalis-snp", true), VmmKind::kQemu);
+  EXPECT_EQ(*SelectVmmKind("chrysalis-tdx", false), VmmKind::kQemu);
+  EXPECT_EQ(*SelectVmmKind("chrysalis-cvm", true), VmmKind::kQemu);
   auto unknown = SelectVmmKind("runc", true);
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.error().message().find("runc"), std::string::npos);
