@@ -188,6 +188,21 @@ TEST(ContainerFeatures, ResourcesUsersAndSeccomp) {
     EXPECT_TRUE(HasLine(lines, "Groups:\t50 4000 ")) << Joined(lines);  // staff from /etc/group, then ours
   }
   {
+    SCOPED_TRACE("exec runs as the container's user");
+    auto config = env->ContainerConfig("exec-user", {"sleep", "3600"});
+    config.mutable_linux()->mutable_security_context()->mutable_run_as_user()->set_value(1000);
+    config.mutable_linux()->mutable_security_context()->mutable_run_as_group()->set_value(1001);
+    auto id = env->CreateContainer(*pod, config, pod_config);
+    ASSERT_TRUE(id.ok()) << id.error().message();
+    ASSERT_TRUE(env->StartContainer(*id).ok());
+    ASSERT_TRUE(env->WaitRunning(*id).ok());
+    EXPECT_EQ(ExecOut(*env, *id, {"/bin/sh", "-c", "echo $(id -u):$(id -g)"}), "1000:1001");
+    v1::StopContainerRequest stop;
+    stop.set_container_id(*id);
+    v1::StopContainerResponse stopped;
+    EXPECT_TRUE(env->runtime().StopContainer(Ctx().get(), stop, &stopped).ok());
+  }
+  {
     SCOPED_TRACE("image USER app:staff");
     auto config = env->ContainerConfig("image-user", show_ids);
     config.mutable_image()->set_image(env->app_user_image());

@@ -531,6 +531,7 @@ Result<uint32_t> ContainerManager::Create(const v1::ContainerConfig& config) {
     return user.error().Wrap("container " + id);
   }
   *resolved.mutable_process()->mutable_user() = *user;
+  container->user = *user;
 
   SpecContext context;
   context.rootfs_path = container->rootfs;
@@ -764,7 +765,8 @@ Result<uint32_t> ContainerManager::Exec(const std::string& container_id, const s
   };
   std::string process_file = c->bundle + "/exec-" + exec_id + ".json";
   std::string pid_file = c->bundle + "/exec-" + exec_id + ".pid";
-  auto user = ResolveUserInRoot(spec.user(), c->rootfs);
+  // As Kubernetes expects, an exec runs as the container's user unless the request names one.
+  auto user = spec.has_user() ? ResolveUserInRoot(spec.user(), c->rootfs) : base::Result<v1::User>(c->user);
   if (!user.ok()) {
     drop_placeholder();
     return user.error().Wrap("exec in " + container_id);

@@ -123,6 +123,7 @@ class ContainerManager {
     std::string bundle;
     std::string rootfs;
     std::shared_ptr<Process> init;
+    v1::User user;  // the init process's user, resolved: what execs run as unless they name their own
     std::map<std::string, std::shared_ptr<Process>> execs;
     uint64_t oom_kills_seen = 0;
     bool deleting = false;
