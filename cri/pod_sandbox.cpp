@@ -451,7 +451,9 @@ grpc::Status RuntimeServiceImpl::ListPodSandbox(grpc::ServerContext* /*context*/
                                                 const v1::ListPodSandboxRequest* request,
                                                 v1::ListPodSandboxResponse* response) {
   const auto& filter = request->filter();
-  for (const auto& pod : backends_.pods.ListPods()) {
+  // Shared snapshots of the records: no copy of every pod's config per call.
+  for (const auto& snapshot : backends_.pods.SnapshotPods()) {
+    const PodRecord& pod = *snapshot;
     if (!filter.id().empty() && pod.id.rfind(filter.id(), 0) != 0) {
       continue;
     }
