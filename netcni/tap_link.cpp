@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/if.h>
+#include <linux/if_arp.h>
 #include <linux/if_ether.h>
 #include <linux/if_link.h>
 #include <linux/if_tun.h>
@@ -21,6 +22,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <memory>
 
@@ -380,17 +382,95 @@ Status ChangeLink(nl_sock* sock, rtnl_link* link, const std::string& name, uint3
   return Status::Ok();
 }
 
-// The tap is a pure L2 pipe to the guest: no link-local address, so bringing it up skips IPv6 address
-// configuration (DAD, router solicitations) and the host stack stays quiet on it. Best effort: a host without
-// IPv6 has nothing to disable.
-void DisableIpv6Addresses(nl_sock* sock, rtnl_link* link) {
+// 0 with ok status when no link of that name exists in the socket's namespace.
+base::Result<int> IfIndexOf(int sock_fd, const std::string& name) {
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  if (::ioctl(sock_fd, SIOCGIFINDEX, &ifr) != 0) {
+    if (errno == ENODEV) {
+      return 0;
+    }
+    return base::SystemError("look up link " + name);
+  }
+  return ifr.ifr_ifindex;
+}
+
+struct VethFacts {
+  int ifindex = 0;
+  uint32_t mtu = 0;
+  std::string mac;  // aa:bb:cc:dd:ee:ff
+};
+
+base::Result<VethFacts> ReadVethFacts(int sock_fd, const std::string& name) {
+  VethFacts facts;
+  CHRYS_ASSIGN_OR_RETURN(facts.ifindex, IfIndexOf(sock_fd, name));
+  if (facts.ifindex == 0) {
+    return base::NotFound("pod interface " + name + " does not exist in the pod network namespace");
+  }
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  if (::ioctl(sock_fd, SIOCGIFMTU, &ifr) != 0) {
+    return base::SystemError("read the MTU of " + name);
+  }
+  facts.mtu = static_cast<uint32_t>(ifr.ifr_mtu);
+  if (::ioctl(sock_fd, SIOCGIFHWADDR, &ifr) != 0) {
+    return base::SystemError("read the MAC address of " + name);
+  }
+  if (ifr.ifr_hwaddr.sa_family != ARPHRD_ETHER) {
+    return base::FailedPrecondition("pod interface " + name + " is not an Ethernet link (hardware type " +
+                                    std::to_string(ifr.ifr_hwaddr.sa_family) + ")");
+  }
+  char mac[18];
+  const auto* b = reinterpret_cast<const unsigned char*>(ifr.ifr_hwaddr.sa_data);
+  std::snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
+  facts.mac = mac;
+  return facts;
+}
+
+// One RTM_NEWLINK for the still-down tap: MTU, txqueuelen and no IPv6 addresses. The tap is a pure L2 pipe
+// to the guest: without a link-local address, bringing it up skips DAD and router solicitations. A kernel
+// without IPv6 refuses the inet6 part; then the rest is applied alone.
+Status ConfigureDownTap(nl_sock* sock, int ifindex, const std::string& name, uint32_t mtu, uint32_t txqlen) {
+  Link target(rtnl_link_alloc());
   Link change(rtnl_link_alloc());
-  if (!change) {
-    return;
+  if (!target || !change) {
+    return base::Internal("rtnl_link_alloc failed");
   }
-  if (rtnl_link_inet6_set_addr_gen_mode(change.get(), rtnl_link_inet6_str2addrgenmode("none")) == 0) {
-    (void)rtnl_link_change(sock, link, change.get(), 0);
+  rtnl_link_set_ifindex(target.get(), ifindex);
+  rtnl_link_set_name(target.get(), name.c_str());
+  rtnl_link_set_mtu(change.get(), mtu);
+  rtnl_link_set_txqlen(change.get(), txqlen);
+  const bool with_inet6 = rtnl_link_inet6_set_addr_gen_mode(change.get(), rtnl_link_inet6_str2addrgenmode("none")) == 0;
+  int err = rtnl_link_change(sock, target.get(), change.get(), 0);
+  if (err < 0 && with_inet6) {
+    Link plain(rtnl_link_alloc());
+    if (!plain) {
+      return base::Internal("rtnl_link_alloc failed");
+    }
+    rtnl_link_set_mtu(plain.get(), mtu);
+    rtnl_link_set_txqlen(plain.get(), txqlen);
+    err = rtnl_link_change(sock, target.get(), plain.get(), 0);
   }
+  if (err < 0) {
+    return NlError("configure tap " + name, err);
+  }
+  return Status::Ok();
+}
+
+Status SetIndexUp(nl_sock* sock, int ifindex, const std::string& name) {
+  Link target(rtnl_link_alloc());
+  Link change(rtnl_link_alloc());
+  if (!target || !change) {
+    return base::Internal("rtnl_link_alloc failed");
+  }
+  rtnl_link_set_ifindex(target.get(), ifindex);
+  rtnl_link_set_name(target.get(), name.c_str());
+  rtnl_link_set_flags(change.get(), IFF_UP);
+  int err = rtnl_link_change(sock, target.get(), change.get(), 0);
+  if (err < 0) {
+    return NlError("bring up " + name, err);
+  }
+  return Status::Ok();
 }
 
 Status ValidateIfName(const std::string& name, const char* what) {
@@ -432,12 +512,12 @@ base::Result<TapLink> TapLink::Create(int netns_fd, const TapLinkSpec& spec) {
     return base::InvalidArgument("tap queue count must be 1..256 (one per vCPU), got " + std::to_string(spec.queues));
   }
   CHRYS_ASSIGN_OR_RETURN(NlSock sock, RouteSocketIn(netns_fd));
-  CHRYS_ASSIGN_OR_RETURN(Link veth, GetLink(sock.get(), spec.veth_name));
-  if (!veth) {
-    return base::NotFound("pod interface " + spec.veth_name + " does not exist in the pod network namespace");
-  }
-  CHRYS_ASSIGN_OR_RETURN(Link existing, GetLink(sock.get(), spec.tap_name));
-  if (existing) {
+  const int ioctl_fd = nl_socket_get_fd(sock.get());
+  // Link facts come from ioctls on the netns-bound socket: they read under RCU, while every netlink request
+  // queues on the global rtnl lock that a node starting many pods at once contends for.
+  CHRYS_ASSIGN_OR_RETURN(VethFacts veth, ReadVethFacts(ioctl_fd, spec.veth_name));
+  CHRYS_ASSIGN_OR_RETURN(int existing_index, IfIndexOf(ioctl_fd, spec.tap_name));
+  if (existing_index != 0) {
     return base::MakeError(base::ErrorCode::kAlreadyExists,
                            "tap " + spec.tap_name + " already exists in the pod network namespace");
   }
@@ -449,9 +529,8 @@ base::Result<TapLink> TapLink::Create(int netns_fd, const TapLinkSpec& spec) {
   }
   link.tap_name_ = spec.tap_name;
   link.veth_name_ = spec.veth_name;
-  link.mtu_ = rtnl_link_get_mtu(veth.get());
-  link.guest_mac_ = MacOf(veth.get());
-  const int veth_index = rtnl_link_get_ifindex(veth.get());
+  link.mtu_ = veth.mtu;
+  link.guest_mac_ = veth.mac;
 
   Status opened = RunInNetns(netns_fd, [&]() -> Status {
     CHRYS_ASSIGN_OR_RETURN(link.queue_fds_, OpenTunQueues(spec.tap_name, spec.queues, /*make_persistent=*/true));
@@ -462,17 +541,19 @@ base::Result<TapLink> TapLink::Create(int netns_fd, const TapLinkSpec& spec) {
   }
   link.owned_ = true;  // from here on, leaving early removes the tap and the qdiscs
 
-  CHRYS_ASSIGN_OR_RETURN(Link tap, GetLink(sock.get(), spec.tap_name));
-  if (!tap) {
+  CHRYS_ASSIGN_OR_RETURN(int tap_index, IfIndexOf(ioctl_fd, spec.tap_name));
+  if (tap_index == 0) {
     return base::Internal("tap " + spec.tap_name + " vanished right after creation");
   }
-  const int tap_index = rtnl_link_get_ifindex(tap.get());
-  DisableIpv6Addresses(sock.get(), tap.get());
-  CHRYS_RETURN_IF_ERROR(ChangeLink(sock.get(), tap.get(), spec.tap_name, link.mtu_, spec.tx_queue_len, true));
-  CHRYS_RETURN_IF_ERROR(AddIngressQdisc(sock.get(), veth_index, spec.veth_name));
+  // The order saves RCU grace periods, each waited for with rtnl held: an ingress qdisc added to a link that
+  // is up deactivates the link first (synchronize_net), so the tap gets its qdisc while still down; the
+  // veth's qdisc then costs the one wait that also lets the first filter on each qdisc skip its own.
+  CHRYS_RETURN_IF_ERROR(ConfigureDownTap(sock.get(), tap_index, spec.tap_name, link.mtu_, spec.tx_queue_len));
   CHRYS_RETURN_IF_ERROR(AddIngressQdisc(sock.get(), tap_index, spec.tap_name));
-  CHRYS_RETURN_IF_ERROR(AddRedirect(sock.get(), veth_index, spec.veth_name, tap_index, spec.tap_name));
-  CHRYS_RETURN_IF_ERROR(AddRedirect(sock.get(), tap_index, spec.tap_name, veth_index, spec.veth_name));
+  CHRYS_RETURN_IF_ERROR(AddIngressQdisc(sock.get(), veth.ifindex, spec.veth_name));
+  CHRYS_RETURN_IF_ERROR(AddRedirect(sock.get(), veth.ifindex, spec.veth_name, tap_index, spec.tap_name));
+  CHRYS_RETURN_IF_ERROR(AddRedirect(sock.get(), tap_index, spec.tap_name, veth.ifindex, spec.veth_name));
+  CHRYS_RETURN_IF_ERROR(SetIndexUp(sock.get(), tap_index, spec.tap_name));
   return link;
 }
 
