@@ -511,17 +511,6 @@ base::Result<TapLink> TapLink::Create(int netns_fd, const TapLinkSpec& spec) {
   if (spec.queues < 1 || spec.queues > 256) {
     return base::InvalidArgument("tap queue count must be 1..256 (one per vCPU), got " + std::to_string(spec.queues));
   }
-  CHRYS_ASSIGN_OR_RETURN(NlSock sock, RouteSocketIn(netns_fd));
-  const int ioctl_fd = nl_socket_get_fd(sock.get());
-  // Link facts come from ioctls on the netns-bound socket: they read under RCU, while every netlink request
-  // queues on the global rtnl lock that a node starting many pods at once contends for.
-  CHRYS_ASSIGN_OR_RETURN(VethFacts veth, ReadVethFacts(ioctl_fd, spec.veth_name));
-  CHRYS_ASSIGN_OR_RETURN(int existing_index, IfIndexOf(ioctl_fd, spec.tap_name));
-  if (existing_index != 0) {
-    return base::MakeError(base::ErrorCode::kAlreadyExists,
-                           "tap " + spec.tap_name + " already exists in the pod network namespace");
-  }
-
   TapLink link;
   link.netns_fd_.Reset(::fcntl(netns_fd, F_DUPFD_CLOEXEC, 0));
   if (!link.netns_fd_) {
@@ -529,16 +518,36 @@ base::Result<TapLink> TapLink::Create(int netns_fd, const TapLinkSpec& spec) {
   }
   link.tap_name_ = spec.tap_name;
   link.veth_name_ = spec.veth_name;
-  link.mtu_ = veth.mtu;
-  link.guest_mac_ = veth.mac;
 
+  // One trip into the namespace (a thread each) for the socket and the queues. Link facts come from ioctls
+  // on the netns-bound socket: they read under RCU, while every netlink request queues on the global rtnl
+  // lock that a node starting many pods at once contends for.
+  NlSock sock;
+  VethFacts veth;
   Status opened = RunInNetns(netns_fd, [&]() -> Status {
+    NlSock s(nl_socket_alloc());
+    if (!s) {
+      return base::Internal("nl_socket_alloc failed");
+    }
+    if (int err = nl_connect(s.get(), NETLINK_ROUTE); err < 0) {
+      return NlError("connect netlink route socket in the pod netns", err);
+    }
+    sock = std::move(s);
+    CHRYS_ASSIGN_OR_RETURN(veth, ReadVethFacts(nl_socket_get_fd(sock.get()), spec.veth_name));
+    CHRYS_ASSIGN_OR_RETURN(int existing_index, IfIndexOf(nl_socket_get_fd(sock.get()), spec.tap_name));
+    if (existing_index != 0) {
+      return base::MakeError(base::ErrorCode::kAlreadyExists,
+                             "tap " + spec.tap_name + " already exists in the pod network namespace");
+    }
     CHRYS_ASSIGN_OR_RETURN(link.queue_fds_, OpenTunQueues(spec.tap_name, spec.queues, /*make_persistent=*/true));
     return Status::Ok();
   });
   if (!opened.ok()) {
     return opened.error();
   }
+  link.mtu_ = veth.mtu;
+  link.guest_mac_ = veth.mac;
+  const int ioctl_fd = nl_socket_get_fd(sock.get());
   link.owned_ = true;  // from here on, leaving early removes the tap and the qdiscs
 
   CHRYS_ASSIGN_OR_RETURN(int tap_index, IfIndexOf(ioctl_fd, spec.tap_name));
