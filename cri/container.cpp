@@ -252,6 +252,13 @@ v1::ContainerState ToCriState(ContainerState state) {
   return v1::CONTAINER_UNKNOWN;
 }
 
+// The agent of a sandbox's VM: inspect the sandbox, then get (or dial) its agent client.
+base::Result<std::shared_ptr<runtime::agent::AgentClient>> AgentOf(const RuntimeBackends& backends,
+                                                                   const std::string& sandbox_id) {
+  CHRYS_ASSIGN_OR_RETURN(runtime::SandboxStatus vm, backends.sandboxes.Inspect(sandbox_id));
+  return backends.agents.Get(sandbox_id, vm.agent);
+}
+
 }  // namespace
 
 base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::CreateContainerRequest& request) {
@@ -458,11 +465,7 @@ std::optional<base::Result<std::string>> RuntimeServiceImpl::PullInConfidentialP
     }
     return std::nullopt;
   }
-  auto vm = backends_.sandboxes.Inspect(pod->id);
-  if (!vm.ok()) {
-    return base::Result<std::string>(vm.error());
-  }
-  auto agent = backends_.agents.Get(pod->id, vm->agent);
+  auto agent = AgentOf(backends_, pod->id);
   if (!agent.ok()) {
     return base::Result<std::string>(agent.error());
   }
@@ -711,11 +714,7 @@ grpc::Status RuntimeServiceImpl::ExecSync(grpc::ServerContext* /*context*/, cons
   if (record->state != ContainerState::kRunning) {
     return ToGrpcStatus(base::FailedPrecondition("container " + record->id + " is not running"));
   }
-  auto vm = backends_.sandboxes.Inspect(record->sandbox_id);
-  if (!vm.ok()) {
-    return ToGrpcStatus(vm.error());
-  }
-  auto agent = backends_.agents.Get(record->sandbox_id, vm->agent);
+  auto agent = AgentOf(backends_, record->sandbox_id);
   if (!agent.ok()) {
     return ToGrpcStatus(agent.error());
   }
@@ -779,11 +778,7 @@ grpc::Status RuntimeServiceImpl::UpdateContainerResources(grpc::ServerContext* /
   if (!request->has_linux()) {
     return grpc::Status::OK;  // nothing for Linux to change (windows resources do not apply)
   }
-  auto vm = backends_.sandboxes.Inspect(record->sandbox_id);
-  if (!vm.ok()) {
-    return ToGrpcStatus(vm.error());
-  }
-  auto agent = backends_.agents.Get(record->sandbox_id, vm->agent);
+  auto agent = AgentOf(backends_, record->sandbox_id);
   if (!agent.ok()) {
     return ToGrpcStatus(agent.error());
   }
