@@ -196,6 +196,47 @@ TEST_F(DoctorTest, GuestArtifactsAreVerifiedBySha256) {
   EXPECT_EQ(kernel->level, CheckLevel::kPass) << kernel->detail;
 }
 
+TEST_F(DoctorTest, KvmVerdictSaysWhyAndFollowsAccel) {
+  // No /dev/kvm under the fake root, a PVM host's module: unusable, QEMU falls back to TCG (WARN, not FAIL).
+  ASSERT_TRUE(base::MakeDirs(root_ + "/sys/module/kvm_pvm").ok());
+  options_.config.vmm.accel = "auto";
+  auto checks = CheckKvm(options_);
+  const CheckResult* kvm = Find(checks, "/dev/kvm");
+  ASSERT_NE(kvm, nullptr) << FormatChecks(checks);
+  EXPECT_EQ(kvm->level, CheckLevel::kWarn);
+  EXPECT_NE(kvm->detail.find("does not exist"), std::string::npos) << kvm->detail;
+  EXPECT_NE(kvm->detail.find("PVM"), std::string::npos) << kvm->detail;
+  EXPECT_NE(kvm->detail.find("TCG"), std::string::npos) << kvm->detail;
+  // accel=kvm makes the same host a failure that tells what to change.
+  options_.config.vmm.accel = "kvm";
+  checks = CheckKvm(options_);
+  ASSERT_TRUE(AnyFailed(checks)) << FormatChecks(checks);
+  EXPECT_NE(FormatChecks(checks).find("vmm.accel"), std::string::npos) << FormatChecks(checks);
+  // accel=tcg never touches KVM.
+  options_.config.vmm.accel = "tcg";
+  checks = CheckKvm(options_);
+  ASSERT_EQ(checks.size(), 1U);
+  EXPECT_EQ(checks[0].level, CheckLevel::kPass) << checks[0].detail;
+}
+
+TEST_F(DoctorTest, FirmwareAndDaemonSocket) {
+  auto firmware = CheckFirmware(options_);
+  ASSERT_EQ(firmware.size(), 2U);
+  EXPECT_EQ(firmware[0].level, CheckLevel::kWarn) << firmware[0].detail;
+  EXPECT_NE(firmware[0].detail.find("install ovmf"), std::string::npos) << firmware[0].detail;
+  ASSERT_TRUE(base::MakeDirs(root_ + "/usr/share/OVMF").ok());
+  ASSERT_TRUE(base::WriteFileAtomic(root_ + "/usr/share/OVMF/OVMF_CODE_4M.fd", "code").ok());
+  ASSERT_TRUE(base::WriteFileAtomic(root_ + "/usr/share/OVMF/OVMF_VARS_4M.fd", "vars").ok());
+  for (const auto& check : CheckFirmware(options_)) {
+    EXPECT_EQ(check.level, CheckLevel::kPass) << check.detail;
+  }
+  // No chrysd: a warning naming the socket it looked for (doctor is useful before chrysd runs).
+  auto daemon = CheckDaemon(options_);
+  ASSERT_EQ(daemon.size(), 1U);
+  EXPECT_EQ(daemon[0].level, CheckLevel::kWarn);
+  EXPECT_NE(daemon[0].detail.find(root_ + options_.config.socket), std::string::npos) << daemon[0].detail;
+}
+
 TEST_F(DoctorTest, ReportFormatsAndExitStatus) {
   std::vector<CheckResult> checks = {{"kvm", "/dev/kvm", CheckLevel::kWarn, "not usable"},
                                      {"disk", "state_dir", CheckLevel::kPass, "10 GiB free"}};
