@@ -112,6 +112,14 @@ class SpdyTestClient {
         if (frame.control && frame.type == spdy::kGoAway) {
           goaway_ = true;
         }
+        if (!frame.control && (frame.flags & spdy::kFlagFin)) {
+          closed_.insert(frame.stream_id);
+        }
+        if (frame.control && frame.type == spdy::kRstStream) {
+          if (auto words = spdy::ParseTwoWords(frame.payload); words.ok()) {
+            closed_.insert(words->first);
+          }
+        }
         return frame;
       }
       if (!Fill()) {
@@ -124,6 +132,9 @@ class SpdyTestClient {
   // returns the data per stream. `resets` collects the reset ones.
   std::map<uint32_t, std::string> ReadUntilClosed(std::set<uint32_t> ids, std::set<uint32_t>* resets = nullptr) {
     std::map<uint32_t, std::string> out;
+    for (uint32_t id : closed_) {
+      ids.erase(id);  // already closed: nothing more will come
+    }
     while (!ids.empty()) {
       auto frame = Next();
       if (!frame) {
@@ -147,9 +158,13 @@ class SpdyTestClient {
     return out;
   }
 
-  // Reads until stream `id` has accumulated `want` (other streams' data is kept in `seen`).
+  // Reads until stream `id` has accumulated `want` (other streams' data is kept in `seen`); false as soon as
+  // the server closed or reset the stream without it.
   bool WaitFor(uint32_t id, const std::string& want) {
     while (seen_[id].find(want) == std::string::npos) {
+      if (closed_.count(id) > 0) {
+        return false;
+      }
       auto frame = Next();
       if (!frame) {
         return false;
@@ -206,6 +221,7 @@ class SpdyTestClient {
   spdy::HeaderDecompressor decompressor_;
   std::map<uint32_t, std::string> seen_;
   std::set<uint32_t> replied_;
+  std::set<uint32_t> closed_;  // streams the server ended (FIN or RST_STREAM)
   bool goaway_ = false;
   bool eof_ = false;
 };

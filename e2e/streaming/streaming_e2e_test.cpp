@@ -480,6 +480,21 @@ TEST_F(StreamingE2eTest, PortForwardSpdyPairsDropMidStreamAndRefusedPort) {
   {
     SpdyTestClient client;
     ASSERT_EQ(client.Connect(PortOf(url), PathOf(url), "portforward.k8s.io", false, 60000), 101);
+    // Each test has its own pod: the echo server may still be starting. Wait (bounded) until a pair echoes.
+    bool serving = false;
+    for (int attempt = 0; attempt < 30 && !serving; ++attempt) {
+      std::string id = "probe-" + std::to_string(attempt);
+      uint32_t error = client.OpenStream({{"streamtype", "error"}, {"port", "7777"}, {"requestid", id}});
+      client.Send(error, "", true);
+      uint32_t data = client.OpenStream({{"streamtype", "data"}, {"port", "7777"}, {"requestid", id}});
+      client.Send(data, "probe\n");
+      serving = client.WaitFor(data, "probe\n");
+      client.Send(data, "", true);  // cat sees EOF and exits
+      if (!serving) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      }
+    }
+    ASSERT_TRUE(serving) << "the echo server in the pod never answered through SPDY port-forward";
     std::vector<std::pair<uint32_t, uint32_t>> pairs;
     for (int i = 0; i < 3; ++i) {
       std::string id = std::to_string(i);
