@@ -11,7 +11,6 @@
 #include "base/unique_fd.h"
 
 namespace chrys::base {
-namespace {
 
 Status WriteAll(int fd, const std::string& data, const std::string& path) {
   size_t done = 0;
@@ -27,6 +26,8 @@ Status WriteAll(int fd, const std::string& data, const std::string& path) {
   }
   return Status::Ok();
 }
+
+namespace {
 
 Status FsyncDir(const std::string& dir) {
   UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

@@ -13,6 +13,9 @@ namespace chrys::base {
 // temp file in the same directory, fsync, rename over `path`, fsync of the directory.
 Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t mode = 0644);
 
+// Writes all of `data` to `fd` (retrying short writes and EINTR); errors name `what` ("write <what>: ...").
+Status WriteAll(int fd, const std::string& data, const std::string& what);
+
 // Reads a whole file, refusing files larger than `max_bytes`.
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes = 64UL << 20);
 

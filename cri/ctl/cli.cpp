@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <iomanip>
 #include <iostream>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,19 @@
 #include "cri/ctl/commands.h"
 
 namespace chrys::cri::ctl {
+
+std::string HumanSize(uint64_t bytes, const char* separator) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(unit == 0 ? 0 : 1) << value << separator << units[unit];
+  return out.str();
+}
 
 namespace {
 

@@ -50,6 +50,12 @@ base::Result<LoadedConfig> LoadDaemonConfig(const GlobalOptions& global);
 // Every command of chrysctl, as the binary registers them.
 CommandTable AllCommands();
 
+// "1.5 MiB" (or "1.5MiB" with an empty separator, as crictl prints image sizes).
+std::string HumanSize(uint64_t bytes, const char* separator = " ");
+
+// The pod's verbose PodSandboxStatus (pod_commands.cpp).
+base::Result<::runtime::v1::PodSandboxStatusResponse> VerbosePodStatus(CriClient& client, const std::string& id);
+
 // Prints "chrysctl: <message>" to stderr and returns 1.
 int Fail(const base::Error& error);
 int Fail(const std::string& message);

@@ -81,19 +81,6 @@ std::string FirstLineOf(const std::string& binary, const std::string& flag, bool
   return *ok ? line : binary + " " + flag + " " + run->DescribeExit() + ": " + base::Tail(text, 200);
 }
 
-std::string HumanBytes(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 4) {
-    value /= 1024;
-    ++unit;
-  }
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(unit == 0 ? 0 : 1) << value << " " << units[unit];
-  return out.str();
-}
-
 // The guest manifest's kernel path (what chrysd boots and probes KVM with); empty when there is none.
 std::string GuestKernel(const DoctorOptions& options) {
   auto text = base::ReadFile(InRoot(options.root, options.config.vmm.guest_dir + "/manifest.json"), 1 << 20);
@@ -464,7 +451,7 @@ std::vector<CheckResult> CheckGuestArtifacts(const DoctorOptions& options) {
                          entry["sha256"].get<std::string>().substr(0, 12) + "…: reinstall the guest artifacts"});
       continue;
     }
-    out.push_back({"guest", key, CheckLevel::kPass, dir + "/" + file + " (" + HumanBytes(size) + ", sha256 ok)"});
+    out.push_back({"guest", key, CheckLevel::kPass, dir + "/" + file + " (" + HumanSize(size) + ", sha256 ok)"});
   }
   if (artifacts == 0) {
     out.push_back({"guest", "artifacts", CheckLevel::kFail, "the manifest lists no artifact files"});
@@ -546,9 +533,9 @@ std::vector<CheckResult> CheckDisk(const DoctorOptions& options) {
     CheckLevel level = free_bytes < fail   ? CheckLevel::kFail
                        : free_bytes < warn ? CheckLevel::kWarn
                                            : CheckLevel::kPass;
-    std::string detail = dir + ": " + HumanBytes(free_bytes) + " free";
+    std::string detail = dir + ": " + HumanSize(free_bytes) + " free";
     if (level != CheckLevel::kPass) {
-      detail += " (want at least " + HumanBytes(level == CheckLevel::kFail ? fail : warn) + ")";
+      detail += " (want at least " + HumanSize(level == CheckLevel::kFail ? fail : warn) + ")";
     }
     out.push_back({"disk", key, level, detail});
   };

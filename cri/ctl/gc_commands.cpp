@@ -10,18 +10,6 @@
 namespace chrys::cri::ctl {
 namespace {
 
-std::string Size(uint64_t bytes) {
-  std::ostringstream out;
-  if (bytes >= (1ULL << 20)) {
-    out << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / (1 << 20) << " MiB";
-  } else if (bytes >= 1024) {
-    out << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / 1024 << " KiB";
-  } else {
-    out << bytes << " B";
-  }
-  return out.str();
-}
-
 int Gc(CriClient& client, const std::vector<std::string>& args) {
   auto parsed = ParseArgs(args, {}, {"--force", "--json"});
   if (!parsed.ok()) {
@@ -62,14 +50,14 @@ int Gc(CriClient& client, const std::vector<std::string>& args) {
     std::string verdict = !force ? "would remove" : item.removed() ? "removed" : "FAILED";
     std::cout << std::left << std::setw(13) << verdict << std::setw(12) << item.kind() << item.name();
     if (item.bytes() > 0) {
-      std::cout << " (" << Size(item.bytes()) << ")";
+      std::cout << " (" << HumanSize(item.bytes()) << ")";
     }
     if (!item.error().empty()) {
       std::cout << ": " << item.error();
     }
     std::cout << "\n";
   }
-  std::cout << resp.items_size() << " items, " << Size(resp.bytes())
+  std::cout << resp.items_size() << " items, " << HumanSize(resp.bytes())
             << (force ? " freed" : " to free: run chrysctl gc --force to remove them") << "\n";
   return failed == 0 ? 0 : 1;
 }

@@ -11,19 +11,6 @@ namespace {
 
 namespace v1 = runtime::v1;
 
-std::string HumanSize(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 4) {
-    value /= 1024;
-    ++unit;
-  }
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(unit == 0 ? 0 : 1) << value << units[unit];
-  return out.str();
-}
-
 int Images(CriClient& client, const std::vector<std::string>& args) {
   v1::ListImagesRequest req;
   if (!args.empty()) {
@@ -43,7 +30,7 @@ int Images(CriClient& client, const std::vector<std::string>& args) {
       names.push_back("<none>");
     }
     for (const auto& name : names) {
-      std::cout << std::left << std::setw(50) << name << std::setw(16) << id << HumanSize(image.size()) << "\n";
+      std::cout << std::left << std::setw(50) << name << std::setw(16) << id << HumanSize(image.size(), "") << "\n";
     }
   }
   return 0;

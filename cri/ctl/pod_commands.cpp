@@ -613,18 +613,6 @@ int Exec(CriClient& client, const std::vector<std::string>& args) {
   return resp.exit_code();
 }
 
-base::Result<v1::PodSandboxStatusResponse> PodStatus(CriClient& client, const std::string& id) {
-  v1::PodSandboxStatusRequest req;
-  req.set_pod_sandbox_id(id);
-  req.set_verbose(true);
-  v1::PodSandboxStatusResponse resp;
-  auto status = client.runtime().PodSandboxStatus(CriClient::Context().get(), req, &resp);
-  if (!status.ok()) {
-    return CriClient::CallError("PodSandboxStatus", status);
-  }
-  return resp;
-}
-
 // The verbose status JSON with its "info" strings (JSON themselves) parsed, so the output is one JSON document.
 std::string InspectJson(const google::protobuf::Message& message) {
   auto out = nlohmann::json::parse(ToJson(message), nullptr, false);
@@ -654,7 +642,7 @@ int Inspect(CriClient& client, const std::vector<std::string>& args) {
   if (status.error().code() != base::ErrorCode::kNotFound) {
     return Fail(status.error());
   }
-  auto pod = PodStatus(client, args[0]);
+  auto pod = VerbosePodStatus(client, args[0]);
   if (!pod.ok()) {
     return Fail(status.error().message() + " (and no pod sandbox has that id either)");
   }
@@ -666,7 +654,7 @@ int InspectP(CriClient& client, const std::vector<std::string>& args) {
   if (args.size() != 1) {
     return Fail("inspectp takes one pod id");
   }
-  auto pod = PodStatus(client, args[0]);
+  auto pod = VerbosePodStatus(client, args[0]);
   if (!pod.ok()) {
     return Fail(pod.error());
   }
@@ -856,6 +844,18 @@ void AddPodCommands(CommandTable& table) {
                   "--keep. Exits with the container's exit code. Without a log_directory in the pod config the\n"
                   "log goes to a private directory under /tmp, removed afterwards.\n",
                   Run};
+}
+
+base::Result<v1::PodSandboxStatusResponse> VerbosePodStatus(CriClient& client, const std::string& id) {
+  v1::PodSandboxStatusRequest req;
+  req.set_pod_sandbox_id(id);
+  req.set_verbose(true);
+  v1::PodSandboxStatusResponse resp;
+  auto status = client.runtime().PodSandboxStatus(CriClient::Context().get(), req, &resp);
+  if (!status.ok()) {
+    return CriClient::CallError("PodSandboxStatus", status);
+  }
+  return resp;
 }
 
 }  // namespace chrys::cri::ctl

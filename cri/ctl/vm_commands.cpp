@@ -197,14 +197,7 @@ base::Result<v1::PodSandbox> ResolvePod(CriClient& client, const std::string& wa
 
 // The pod's verbose status info ("info" key parsed), with the VM under "vm" when it has one.
 base::Result<json> PodInfo(CriClient& client, const std::string& id) {
-  v1::PodSandboxStatusRequest req;
-  req.set_pod_sandbox_id(id);
-  req.set_verbose(true);
-  v1::PodSandboxStatusResponse resp;
-  auto status = client.runtime().PodSandboxStatus(CriClient::Context().get(), req, &resp);
-  if (!status.ok()) {
-    return CriClient::CallError("PodSandboxStatus", status);
-  }
+  CHRYS_ASSIGN_OR_RETURN(v1::PodSandboxStatusResponse resp, VerbosePodStatus(client, id));
   auto it = resp.info().find("info");
   json info = it == resp.info().end() ? json::object() : json::parse(it->second, nullptr, false);
   return info.is_object() ? info : json::object();
@@ -342,21 +335,6 @@ class RawTerminal {
   bool active_ = false;
 };
 
-base::Status WriteAll(int fd, const std::string& data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return base::SystemError("write");
-    }
-    done += static_cast<size_t>(n);
-  }
-  return base::Status::Ok();
-}
-
 base::Result<base::UniqueFd> ConnectUnix(const std::string& path) {
   sockaddr_un addr{};
   if (path.size() >= sizeof addr.sun_path) {
@@ -444,7 +422,8 @@ int Console(CriClient& client, const std::vector<std::string>& args) {
         detach_reason = "the VM closed its console";
         break;
       }
-      if (auto w = WriteAll(STDOUT_FILENO, std::string(buffer, static_cast<size_t>(n))); !w.ok()) {
+      if (auto w = base::WriteAll(STDOUT_FILENO, std::string(buffer, static_cast<size_t>(n)), "standard output");
+          !w.ok()) {
         break;
       }
     }
@@ -460,7 +439,7 @@ int Console(CriClient& client, const std::vector<std::string>& args) {
       bool detach = false;
       std::string forward = escape.Feed(std::string(buffer, static_cast<size_t>(n)), &detach);
       if (!forward.empty()) {
-        if (auto w = WriteAll(fd->get(), forward); !w.ok()) {
+        if (auto w = base::WriteAll(fd->get(), forward, "the console socket"); !w.ok()) {
           detach_reason = "the VM closed its console";
           break;
         }
