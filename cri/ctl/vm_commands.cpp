@@ -204,6 +204,17 @@ base::Result<json> PodInfo(CriClient& client, const std::string& id) {
 }
 
 // Seconds since the process started: its start ticks (after boot) against the boot time in /proc/stat.
+// The pod named by `wanted` (id, id prefix or name) with its verbose info.
+struct PodWithInfo {
+  v1::PodSandbox pod;
+  json info;
+};
+base::Result<PodWithInfo> ResolvePodInfo(CriClient& client, const std::string& wanted) {
+  CHRYS_ASSIGN_OR_RETURN(v1::PodSandbox pod, ResolvePod(client, wanted));
+  CHRYS_ASSIGN_OR_RETURN(json info, PodInfo(client, pod.id()));
+  return PodWithInfo{std::move(pod), std::move(info)};
+}
+
 int64_t UptimeSeconds(uint64_t start_ticks) {
   std::ifstream stat("/proc/stat");
   std::string line;
@@ -369,14 +380,12 @@ int Console(CriClient& client, const std::vector<std::string>& args) {
     }
     timeout_ms = static_cast<int>(seconds * 1000);
   }
-  auto pod = ResolvePod(client, parsed->positional[0]);
-  if (!pod.ok()) {
-    return Fail(pod.error());
+  auto resolved = ResolvePodInfo(client, parsed->positional[0]);
+  if (!resolved.ok()) {
+    return Fail(resolved.error());
   }
-  auto info = PodInfo(client, pod->id());
-  if (!info.ok()) {
-    return Fail(info.error());
-  }
+  const v1::PodSandbox* pod = &resolved->pod;
+  const json* info = &resolved->info;
   json vm = info->value("vm", json::object());
   std::string socket = vm.value("consoleSocket", "");
   if (socket.empty()) {
@@ -494,14 +503,12 @@ int Debug(CriClient& client, const std::vector<std::string>& args) {
   if (parsed->positional.size() != 1) {
     return Fail("debug takes one pod (id, id prefix or name; see chrysctl debug --help)");
   }
-  auto pod = ResolvePod(client, parsed->positional[0]);
-  if (!pod.ok()) {
-    return Fail(pod.error());
+  auto resolved = ResolvePodInfo(client, parsed->positional[0]);
+  if (!resolved.ok()) {
+    return Fail(resolved.error());
   }
-  auto info = PodInfo(client, pod->id());
-  if (!info.ok()) {
-    return Fail(info.error());
-  }
+  const v1::PodSandbox* pod = &resolved->pod;
+  const json* info = &resolved->info;
   json vm = info->value("vm", json::object());
   int pid = vm.value("pid", 0);
   if (pid <= 0) {
