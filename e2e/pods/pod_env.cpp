@@ -4,9 +4,11 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -80,6 +82,23 @@ base::Status RunQuiet(const std::vector<std::string>& argv) {
   return base::Status::Ok();
 }
 
+// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo.
+std::vector<std::string> MountsBelow(const std::string& dir) {
+  std::vector<std::string> out;
+  std::ifstream info("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(info, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devs, root, mount_point;
+    fields >> id >> parent >> devs >> root >> mount_point;
+    if (mount_point == dir || mount_point.rfind(dir + "/", 0) == 0) {
+      out.push_back(mount_point);
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  return out;
+}
+
 }  // namespace
 
 std::string NewTraces(const HostTraces& before, const HostTraces& after) {
@@ -97,6 +116,11 @@ std::string NewTraces(const HostTraces& before, const HostTraces& after) {
   for (const auto& [path, what] : after.records) {
     if (before.records.count(path) == 0) {
       out += "record " + path + "\n";
+    }
+  }
+  for (const auto& mount_point : after.mounts) {
+    if (before.mounts.count(mount_point) == 0) {
+      out += "mount " + mount_point + "\n";
     }
   }
   return out;
@@ -275,6 +299,14 @@ PodEnv::~PodEnv() {
   }
   if (!bridge_.empty()) {
     (void)RunQuiet({"ip", "link", "del", bridge_});
+  }
+  // Pod shared dirs and volume binds a failed stop left mounted would keep the run dir from going.
+  for (const std::string& dir : {chrysd_ ? chrysd_->state_dir() : std::string(), run_dir_}) {
+    if (!dir.empty()) {
+      for (const auto& mount_point : MountsBelow(dir)) {
+        (void)::umount2(mount_point.c_str(), MNT_DETACH);
+      }
+    }
   }
   chrysd_.reset();
   if (!root_.empty()) {
@@ -508,6 +540,11 @@ HostTraces PodEnv::Traces() const {
   traces.records.insert(sandboxes.begin(), sandboxes.end());
   auto run = RegularFiles(run_dir_ + "/sandboxes", "run/sandboxes/");
   traces.records.insert(run.begin(), run.end());
+  for (const std::string& dir : {chrysd_->state_dir(), run_dir_}) {
+    for (auto& mount_point : MountsBelow(dir)) {
+      traces.mounts.insert(std::move(mount_point));
+    }
+  }
   return traces;
 }
 

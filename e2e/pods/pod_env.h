@@ -27,9 +27,10 @@ struct HostTraces {
   std::set<std::string> netns;                 // ours under /run/netns: named after our pods or on our bridge
   std::set<pid_t> vmm_pids;                    // qemu/cloud-hypervisor processes referring to chrysd's dirs
   std::map<std::string, std::string> records;  // regular files under chrysd's state and run dirs
+  std::set<std::string> mounts;                // mount points under chrysd's state and run dirs
 };
 
-// Lines describing what `after` holds beyond `before` (new netns, VMM processes, record files); empty when none.
+// Lines describing what `after` holds beyond `before` (new netns, VMM processes, records, mounts); empty when none.
 std::string NewTraces(const HostTraces& before, const HostTraces& after);
 
 class PodEnv {
