@@ -10,6 +10,7 @@
 #include "base/file_util.h"
 #include "base/subprocess.h"
 #include "runtime/agent/transport.h"
+#include "runtime/qemu_cpu.h"
 #include "runtime/virtiofsd.h"
 
 namespace chrys::runtime {
@@ -125,7 +126,7 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
   auto add = [&a](std::initializer_list<std::string> items) { a.insert(a.end(), items); };
   add({"-name", "chrys-" + spec.sandbox_id + ",debug-threads=on"});
   add({"-machine", "q35,accel=" + accel});
-  add({"-cpu", accel == "kvm" ? "host" : "max"});
+  add({"-cpu", accel == "kvm" ? "host" : kTcgCpuModel});
   add({"-smp", std::to_string(spec.vcpus)});
   add({"-nodefaults", "-no-user-config", "-nographic", "-no-reboot"});
   bool shared_memory = !spec.fs_shares.empty();

@@ -25,6 +25,7 @@
 #include "base/file_util.h"
 #include "e2e/fixtures/child_process.h"
 #include "e2e/pods/pod_env.h"
+#include "runtime/qemu_cpu.h"
 
 namespace chrys::e2e {
 namespace {
@@ -102,7 +103,7 @@ std::string ArgAfter(const std::vector<std::string>& argv, const std::string& fl
 // The VM shape of a pod, read from its VMM's command line, so the bare boot matches it.
 struct VmShape {
   std::string machine = "q35,accel=tcg";
-  std::string cpu = "max";
+  std::string cpu = runtime::kTcgCpuModel;
   std::string smp = "1";
   std::string memory = "256M";
   std::string firmware;  // the pod VM's -bios, if any: the bare boot uses the same firmware

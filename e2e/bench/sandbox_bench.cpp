@@ -22,6 +22,7 @@
 #include "runtime/cgroup.h"
 #include "runtime/process.h"
 #include "runtime/qemu.h"
+#include "runtime/qemu_cpu.h"
 #include "runtime/sandbox.h"
 
 namespace {
@@ -69,7 +70,7 @@ double BareBootMs(const std::string& kernel, const std::string& initramfs, const
                                    "-machine",
                                    "q35,accel=" + accel,
                                    "-cpu",
-                                   accel == "kvm" ? "host" : "max",
+                                   accel == "kvm" ? "host" : runtime::kTcgCpuModel,
                                    "-smp",
                                    "1",
                                    "-m",

@@ -10,6 +10,7 @@
 
 #include "base/file_util.h"
 #include "base/subprocess.h"
+#include "runtime/qemu_cpu.h"
 
 extern char** environ;
 
@@ -66,7 +67,7 @@ base::Status QemuGuest::Start(const QemuGuestOptions& o) {
            "-machine",
            "q35,accel=tcg",
            "-cpu",
-           "max",
+           runtime::kTcgCpuModel,
            "-m",
            std::to_string(o.memory_mib),
            "-smp",

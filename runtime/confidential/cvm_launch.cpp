@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "runtime/qemu_cpu.h"
+
 namespace chrys::runtime::confidential {
 
 namespace {
@@ -149,7 +151,7 @@ class Args {
   void Cpu(const std::string& tee_default) {
     std::string model = c_.cpu_model;
     if (model.empty()) {
-      model = !tee_default.empty() ? tee_default : (c_.accel == "kvm" ? "host" : "max");
+      model = !tee_default.empty() ? tee_default : (c_.accel == "kvm" ? "host" : kTcgCpuModel);
     }
     Opt("-cpu", model);
   }

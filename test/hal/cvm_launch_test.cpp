@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "guest/hal/hal_layout.h"
+#include "runtime/qemu_cpu.h"
 
 namespace chrys::runtime::confidential {
 namespace {
@@ -242,7 +243,7 @@ TEST(CvmLaunchTest, PlainDiskBootUsesReadOnlyOvmfCodeAndPerVmVars) {
   ASSERT_TRUE(args.ok()) << args.error().message();
   EXPECT_TRUE(Contains(*args, "-accel", "tcg"));
   EXPECT_FALSE(HasWord(*args, "-enable-kvm"));
-  EXPECT_TRUE(Contains(*args, "-cpu", "max"));
+  EXPECT_TRUE(Contains(*args, "-cpu", runtime::kTcgCpuModel));
   EXPECT_TRUE(
       Contains(*args, "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on"));
   EXPECT_TRUE(Contains(*args, "-drive", "if=pflash,format=raw,unit=1,file=/run/chrysalis/pod1/OVMF_VARS.fd"));

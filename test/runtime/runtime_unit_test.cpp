@@ -13,6 +13,7 @@
 #include "runtime/cgroup.h"
 #include "runtime/process.h"
 #include "runtime/qemu.h"
+#include "runtime/qemu_cpu.h"
 #include "runtime/sandbox.h"
 
 namespace chrys::runtime {
@@ -142,7 +143,7 @@ TEST(QemuTest, CommandLineHasEveryPart) {
   };
   EXPECT_EQ(a[0], "/usr/bin/qemu-system-x86_64");
   EXPECT_TRUE(has("-machine", "q35,accel=tcg"));
-  EXPECT_TRUE(has("-cpu", "max"));
+  EXPECT_TRUE(has("-cpu", runtime::kTcgCpuModel));
   EXPECT_TRUE(has("-smp", "2"));
   EXPECT_TRUE(has("-kernel", "/k"));
   EXPECT_TRUE(has("-initrd", "/i"));
