@@ -5,6 +5,7 @@
 //   - Exec round trip: a line written to a running exec's stdin (`cat`) until it comes back on stdout, through
 //     the streaming server (WebSocket v5); beside an agent round trip through chrysd (CRI ContainerStats →
 //     agent ContainerStats → back), so "added" is what the streaming path costs on top of reaching the agent.
+// Also the guest CPU each path costs per MiB (user/sys/softirq from the guest's /proc/stat).
 // Prints a table and one JSON line. Flags: --mib N (per download, default 32) --rounds N (default 3)
 //   --round-trips N (default 200)
 #include <arpa/inet.h>
@@ -15,11 +16,14 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -221,6 +225,42 @@ struct Bench {
     return got == bytes ? static_cast<double>(got) / s / 1e6 : 0;
   }
 
+  // Guest CPU time so far in jiffies: user, system, softirq (the first line of the guest's /proc/stat, read
+  // with ExecSync in the idle container); zeros when it cannot be read.
+  std::array<double, 3> GuestCpu() {
+    v1::ExecSyncRequest request;
+    request.set_container_id(cat_container);
+    request.add_cmd("head");
+    request.add_cmd("-n1");
+    request.add_cmd("/proc/stat");
+    request.set_timeout(30);
+    v1::ExecSyncResponse response;
+    grpc::ClientContext ctx;
+    std::array<double, 3> out{};
+    if (!env->runtime().ExecSync(&ctx, request, &response).ok()) {
+      return out;
+    }
+    std::istringstream line(response.stdout());
+    std::string cpu;
+    double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0;
+    if (line >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq) {
+      out = {user + nice, system + irq, softirq};
+    }
+    return out;
+  }
+
+  // Runs `download` and adds the guest CPU it cost (ms per MiB: user, system, softirq) to `cost`.
+  double Costed(const std::function<double()>& download, std::array<std::vector<double>, 3>& cost) {
+    auto before = GuestCpu();
+    double mbps = download();
+    auto after = GuestCpu();
+    double mib = static_cast<double>(bytes) / (1 << 20);
+    for (size_t i = 0; i < 3; ++i) {
+      cost[i].push_back((after[i] - before[i]) * 1000.0 / static_cast<double>(::sysconf(_SC_CLK_TCK)) / mib);
+    }
+    return mbps;
+  }
+
   // Round trips of one line through an exec's stdin and stdout, in µs.
   std::vector<double> ExecRoundTrips(int n) {
     v1::ExecRequest request;
@@ -330,10 +370,12 @@ int Main(int argc, char** argv) {
   std::this_thread::sleep_for(std::chrono::seconds(1));  // nc listening
 
   std::vector<double> direct, websocket, spdy;
+  // Guest CPU per MiB moved, per path: what the guest's single vCPU spends is what bounds throughput under TCG.
+  std::array<std::vector<double>, 3> direct_cpu, websocket_cpu, spdy_cpu;
   for (int r = 0; r < rounds; ++r) {  // interleaved, so drift in the machine's load hits all three alike
-    direct.push_back(bench.Direct());
-    websocket.push_back(bench.WebSocket());
-    spdy.push_back(bench.Spdy());
+    direct.push_back(bench.Costed([&] { return bench.Direct(); }, direct_cpu));
+    websocket.push_back(bench.Costed([&] { return bench.WebSocket(); }, websocket_cpu));
+    spdy.push_back(bench.Costed([&] { return bench.Spdy(); }, spdy_cpu));
   }
   std::vector<double> exec_rt = bench.ExecRoundTrips(round_trips);
   std::vector<double> agent_rt = bench.AgentRoundTrips(round_trips);
@@ -348,6 +390,13 @@ int Main(int argc, char** argv) {
   std::printf("%-44s %9.1f MB/s %12s\n", "direct TCP host -> pod IP (peer)", d, "1.00x");
   std::printf("%-44s %9.1f MB/s %11.2fx\n", "port-forward WebSocket v4", w, d > 0 ? w / d : 0);
   std::printf("%-44s %9.1f MB/s %11.2fx\n", "port-forward SPDY portforward.k8s.io", s, d > 0 ? s / d : 0);
+  auto cpu_row = [](const char* what, const std::array<std::vector<double>, 3>& cost) {
+    std::printf("%-44s %6.1f user %6.1f sys %6.1f softirq\n", what, Median(cost[0]), Median(cost[1]), Median(cost[2]));
+  };
+  std::printf("guest CPU ms per MiB moved (median):\n");
+  cpu_row("  direct TCP", direct_cpu);
+  cpu_row("  port-forward WebSocket", websocket_cpu);
+  cpu_row("  port-forward SPDY", spdy_cpu);
   std::printf("%-44s %9.0f us p50 %6.0f us p99\n", "agent round trip via CRI ContainerStats (peer)", a50,
               Percentile(agent_rt, 0.99));
   std::printf("%-44s %9.0f us p50 %6.0f us p99\n", "exec stdin->stdout round trip (WebSocket)", e50,
@@ -364,7 +413,12 @@ int Main(int argc, char** argv) {
                         {"exec_round_trip_us_p99", Percentile(exec_rt, 0.99)},
                         {"agent_round_trip_us_p50", a50},
                         {"agent_round_trip_us_p99", Percentile(agent_rt, 0.99)},
-                        {"exec_added_us_p50", e50 - a50}};
+                        {"exec_added_us_p50", e50 - a50},
+                        {"guest_cpu_ms_per_mib",
+                         {{"direct", {Median(direct_cpu[0]), Median(direct_cpu[1]), Median(direct_cpu[2])}},
+                          {"websocket", {Median(websocket_cpu[0]), Median(websocket_cpu[1]), Median(websocket_cpu[2])}},
+                          {"spdy", {Median(spdy_cpu[0]), Median(spdy_cpu[1]), Median(spdy_cpu[2])}},
+                          {"fields", {"user", "sys", "softirq"}}}}};
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

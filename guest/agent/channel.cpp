@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <thread>
 
 #include "base/file_util.h"
@@ -34,7 +35,8 @@ struct Pending {
 
 // Reads what is available from `fd` into `q`. Returns false on EOF/error.
 bool FillFrom(int fd, Pending& q) {
-  char buf[16 << 10];
+  // Large reads: under TCG each syscall and poll round is many emulated instructions.
+  static thread_local char buf[64 << 10];
   ssize_t n = ::read(fd, buf, sizeof(buf));
   if (n > 0) {
     if (q.offset == q.data.size()) {
@@ -56,6 +58,68 @@ bool FlushTo(int fd, Pending& q) {
   }
   return n < 0 && (errno == EAGAIN || errno == EINTR);
 }
+
+// Guest → host bytes go socket → pipe → port by splice(2): the pages move between kernel buffers instead of
+// being read into this process and written back out (each copy is emulated guest work under TCG, and the
+// downloads of port-forward and logs are the bulk of what crosses the channel).
+class SplicePipe {
+ public:
+  // Empty (ok() false) when the kernel gives no pipe; the error names why.
+  SplicePipe() {
+    int fds[2];
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+      error_ = std::string("pipe: ") + std::strerror(errno);
+      return;
+    }
+    read_end_.Reset(fds[0]);
+    write_end_.Reset(fds[1]);
+    int size = ::fcntl(fds[1], F_GETPIPE_SZ);
+    capacity_ = size > 0 ? static_cast<size_t>(size) : 4096;
+  }
+  bool ok() const { return static_cast<bool>(read_end_); }
+  const std::string& error() const { return error_; }
+  bool empty() const { return bytes_ == 0; }
+  bool has_room() const { return bytes_ < capacity_; }
+
+  // Moves what `from` has (up to the free room) into the pipe. False on end-of-file or error.
+  bool FillFrom(int from) {
+    ssize_t n =
+        ::splice(from, nullptr, write_end_.get(), nullptr, capacity_ - bytes_, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n > 0) {
+      bytes_ += static_cast<size_t>(n);
+      return true;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      return true;
+    }
+    if (n < 0) {
+      error_ = std::string("splice from the socket: ") + std::strerror(errno);
+    }
+    return false;
+  }
+
+  // Moves what the pipe holds to `to`, adding the count to `moved`. False on error.
+  bool FlushTo(int to, uint64_t& moved) {
+    ssize_t n = ::splice(read_end_.get(), nullptr, to, nullptr, bytes_, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n > 0) {
+      bytes_ -= static_cast<size_t>(n);
+      moved += static_cast<uint64_t>(n);
+      return true;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      return true;
+    }
+    error_ = std::string("splice to the host channel: ") + (n < 0 ? std::strerror(errno) : "nothing moved");
+    return false;
+  }
+
+ private:
+  UniqueFd read_end_;
+  UniqueFd write_end_;
+  size_t capacity_ = 0;
+  size_t bytes_ = 0;
+  std::string error_;
+};
 
 // Opens a fresh connection to the agent's own gRPC listener: each host session becomes an ordinary
 // accepted connection there. (Connections handed to gRPC with AddInsecureChannelFromFd are read once and
@@ -107,7 +171,11 @@ struct PrefaceSync {
 
 const char* Bridge(int port, int sock, uint64_t& host_bytes, uint64_t& guest_bytes, PrefaceSync& sync) {
   Pending to_sock;
-  Pending to_port;
+  SplicePipe to_port;
+  if (!to_port.ok()) {
+    LogWarn("channel bridge: %s", to_port.error().c_str());
+    return "no pipe for the bridge";
+  }
   if (!sync.carry.empty()) {
     to_sock.data = std::move(sync.carry);  // starts with the preface
     sync.carry.clear();
@@ -172,18 +240,18 @@ const char* Bridge(int port, int sock, uint64_t& host_bytes, uint64_t& guest_byt
         }
       }
     }
-    if ((p[1].revents & POLLIN) && !FillFrom(sock, to_port)) {
+    if ((p[1].revents & POLLIN) && !to_port.FillFrom(sock)) {
+      if (!to_port.error().empty()) {
+        LogWarn("channel bridge: %s", to_port.error().c_str());
+      }
       return "gRPC closed the connection";
     }
     if ((p[1].revents & (POLLHUP | POLLERR)) && !(p[1].revents & POLLIN)) {
       return "gRPC side hung up";
     }
-    if (p[0].revents & POLLOUT) {
-      size_t before = to_port.offset;
-      if (!FlushTo(port, to_port)) {
-        return "port write failed";
-      }
-      guest_bytes += to_port.offset - before;
+    if ((p[0].revents & POLLOUT) && !to_port.FlushTo(port, guest_bytes)) {
+      LogWarn("channel bridge: %s", to_port.error().c_str());
+      return "port write failed";
     }
     if ((p[1].revents & POLLOUT) && !FlushTo(sock, to_sock)) {
       return "socket write failed";
