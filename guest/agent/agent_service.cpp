@@ -416,9 +416,8 @@ namespace {
 
 constexpr size_t kAttachChunk = 32 << 10;
 constexpr size_t kAttachBacklog = 1 << 20;
-// Large reads: under TCG every gRPC message and syscall costs emulated guest instructions, so fewer, bigger
-// frames carry more bytes per guest CPU second.
-constexpr size_t kForwardChunk = 256 << 10;
+// What one port-forward read takes: the coalescing mark, so that a bulk read fills the frame exactly.
+constexpr size_t kForwardChunk = 64 << 10;
 constexpr size_t kForwardMaxFrame = 64 << 10;
 constexpr int kMaxPortForwards = 64;
 
@@ -465,7 +464,7 @@ base::Result<base::UniqueFd> DialLoopback(uint32_t port) {
 // every byte at once.
 class StreamCoalescer {
  public:
-  static constexpr int kCoalesceBytes = 64 << 10;
+  static constexpr int kCoalesceBytes = static_cast<int>(kForwardChunk);
   static constexpr int kCoalesceWaitMs = 2;
   static constexpr int kBulkGapMs = 5;
   static constexpr int kIdlePollMs = 200;
@@ -623,8 +622,11 @@ grpc::Status AgentService::PortForward(grpc::ServerContext* ctx,
     uint64_t frames_out = 0;
     uint64_t bytes_out = 0;
     std::thread pump([&] {
-      std::string buf(kForwardChunk, '\0');
-      v1::PortForwardFrame out;  // reused: its data string keeps its capacity
+      // One frame for the whole stream, read into directly: no copy between the socket and the message. Its
+      // data is sized back to a full chunk after each send, which only touches the tail a short read left.
+      v1::PortForwardFrame out;
+      std::string& data = *out.mutable_data();
+      data.resize(kForwardChunk);
       StreamCoalescer coalescer(socket.get());
       while (!stopped()) {
         pollfd p{socket.get(), POLLIN, 0};
@@ -638,7 +640,7 @@ grpc::Status AgentService::PortForward(grpc::ServerContext* ctx,
         if (r < 0) {
           continue;
         }
-        ssize_t n = ::recv(socket.get(), buf.data(), buf.size(), MSG_DONTWAIT);
+        ssize_t n = ::recv(socket.get(), data.data(), kForwardChunk, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
           coalescer.Received(-1);
           continue;
@@ -650,13 +652,14 @@ grpc::Status AgentService::PortForward(grpc::ServerContext* ctx,
           stream->Write(out);
           break;
         }
-        out.set_data(buf.data(), static_cast<size_t>(n));
+        data.resize(static_cast<size_t>(n));
         ++frames_out;
         bytes_out += static_cast<uint64_t>(n);
         if (!stream->Write(out)) {
           stop = true;
           break;
         }
+        data.resize(kForwardChunk);
       }
       pod_output_done = true;
     });
