@@ -1,9 +1,11 @@
 // hal_bench: HAL image build time and boot phases under QEMU/TCG, disk boot (OVMF -> GRUB) beside measured
 // direct boot of the same image, timed from the console marks the initramfs prints with /proc/uptime.
-// Prints a table and one JSON line. Needs root.
+// Usage: hal_bench [ROUNDS] (boots of each kind, default 3; phases are medians). Prints a table and one JSON
+// line. Needs root.
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -56,10 +58,17 @@ std::map<std::string, double> Phases(const VmRun& run) {
   return p;
 }
 
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   using namespace chrys;
+  // Boots per kind (disk, direct), interleaved; phases are reported as medians (a shared machine is noisy).
+  int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;
   if (::geteuid() != 0) {
     std::fprintf(stderr, "hal_bench needs root\n");
     return 2;
@@ -83,30 +92,41 @@ int main() {
     (void)base::RemoveTree(root);
     return 1;
   }
-  std::map<std::string, std::map<std::string, double>> boots;
-  for (bool direct : {false, true}) {
-    std::string name = direct ? "direct" : "disk";
-    auto vm = e2e::hal::PrepareVmDir(root + "/vm-" + name, image->disk_image, "mode=selftest\n");
-    if (!vm.ok()) {
-      std::fprintf(stderr, "%s\n", vm.error().message().c_str());
-      (void)base::RemoveTree(root);
-      return 1;
+  std::map<std::string, std::map<std::string, std::vector<double>>> samples;  // boot kind -> phase -> seconds
+  for (int round = 0; round < rounds; ++round) {
+    for (bool direct : {false, true}) {
+      std::string name = direct ? "direct" : "disk";
+      (void)base::RemoveTree(root + "/vm-" + name);  // a fresh disk copy: every boot formats cocos anew
+      auto vm = e2e::hal::PrepareVmDir(root + "/vm-" + name, image->disk_image, "mode=selftest\n");
+      if (!vm.ok()) {
+        std::fprintf(stderr, "%s\n", vm.error().message().c_str());
+        (void)base::RemoveTree(root);
+        return 1;
+      }
+      auto launch = e2e::hal::TcgLaunchConfig(*vm, direct, *image, image->roothash);
+      launch.extra_cmdline = config.extra_cmdline;
+      auto qemu_argv = runtime::confidential::BuildCvmQemuArgs(launch);
+      // CHRYS_HAL_BENCH_CONSOLE_DIR keeps each boot's console (with every mark) for a closer look.
+      const char* console_dir = std::getenv("CHRYS_HAL_BENCH_CONSOLE_DIR");
+      std::string console_log = console_dir != nullptr ? std::string(console_dir) + "/console-" + name + ".log" : "";
+      auto run = qemu_argv.ok() ? e2e::hal::RunVmToExit(*qemu_argv, std::chrono::seconds(300), console_log)
+                                : base::Result<e2e::hal::VmRun>(qemu_argv.error());
+      if (!run.ok() || run->timed_out || !run->Report()) {
+        std::fprintf(stderr, "%s boot failed: %s\n", name.c_str(),
+                     run.ok() ? run->Tail().c_str() : run.error().message().c_str());
+        (void)base::RemoveTree(root);
+        return 1;
+      }
+      for (const auto& [phase, seconds] : Phases(*run)) {
+        samples[name][phase].push_back(seconds);
+      }
     }
-    auto launch = e2e::hal::TcgLaunchConfig(*vm, direct, *image, image->roothash);
-    launch.extra_cmdline = config.extra_cmdline;
-    auto argv = runtime::confidential::BuildCvmQemuArgs(launch);
-    // CHRYS_HAL_BENCH_CONSOLE_DIR keeps each boot's console (with every mark) for a closer look.
-    const char* console_dir = std::getenv("CHRYS_HAL_BENCH_CONSOLE_DIR");
-    std::string console_log = console_dir != nullptr ? std::string(console_dir) + "/console-" + name + ".log" : "";
-    auto run = argv.ok() ? e2e::hal::RunVmToExit(*argv, std::chrono::seconds(300), console_log)
-                         : base::Result<e2e::hal::VmRun>(argv.error());
-    if (!run.ok() || run->timed_out || !run->Report()) {
-      std::fprintf(stderr, "%s boot failed: %s\n", name.c_str(),
-                   run.ok() ? run->Tail().c_str() : run.error().message().c_str());
-      (void)base::RemoveTree(root);
-      return 1;
+  }
+  std::map<std::string, std::map<std::string, double>> boots;  // medians
+  for (const auto& [name, phases] : samples) {
+    for (const auto& [phase, values] : phases) {
+      boots[name][phase] = Median(values);
     }
-    boots[name] = Phases(*run);
   }
 
   std::printf("HAL image build (cocos %llu MiB, agent %s)\n", static_cast<unsigned long long>(config.cocos_mib),
@@ -115,7 +135,7 @@ int main() {
   for (const auto& step : image->steps) {
     std::printf("  %-24s %8.2f s\n", step.name.c_str(), step.seconds);
   }
-  std::printf("\nBoot phases under TCG, 1 vCPU, 1 GiB (seconds)\n");
+  std::printf("\nBoot phases under TCG, 1 vCPU, 1 GiB (seconds, median of %d boots each)\n", rounds);
   std::printf("  %-26s %12s %14s\n", "phase", "disk boot", "direct boot");
   const char* order[] = {"firmware",
                          "grub_load",
@@ -154,6 +174,8 @@ int main() {
   json["cocos_mib"] = config.cocos_mib;
   json["has_agent"] = image->has_agent;
   json["boot"] = boots;
+  json["boot_samples"] = samples;
+  json["rounds"] = rounds;
   std::printf("%s\n", json.dump().c_str());
   (void)base::RemoveTree(root);
   return 0;

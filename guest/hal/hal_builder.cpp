@@ -19,6 +19,7 @@
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
 #include "guest/hal/hal_scripts.h"
+#include "guest/kmod/module_signature.h"
 
 namespace chrys::guest::hal {
 
@@ -372,14 +373,21 @@ Status BuildRootTree(const HalImageConfig& c, Staging& root, bool* has_agent) {
 // Copies `wanted` and their dependencies below lib/modules/<release> of `tree`, with a modules.dep of their own
 // and the load list `list_rel` (paths relative to the release directory, dependencies first).
 Status AddModules(const std::vector<std::string>& wanted, const std::string& release, const std::string& modules_dir,
-                  const std::string& list_rel, Staging& tree) {
+                  const std::string& list_rel, bool strip_signatures, Staging& tree) {
   CHRYS_ASSIGN_OR_RETURN(std::string dep, base::ReadFile(modules_dir + "/modules.dep"));
   auto builtin = base::ReadFile(modules_dir + "/modules.builtin");
   CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> order,
                          ModuleLoadOrder(dep, wanted, builtin.ok() ? *builtin : std::string()));
   std::string list;
   for (const std::string& rel : order) {
-    CHRYS_RETURN_IF_ERROR(tree.CopyFile(modules_dir + "/" + rel, "lib/modules/" + release + "/" + rel, 0644));
+    std::string dst = "lib/modules/" + release + "/" + rel;
+    if (strip_signatures) {
+      CHRYS_ASSIGN_OR_RETURN(std::string module, base::ReadFile(modules_dir + "/" + rel, 256 << 20));
+      CHRYS_ASSIGN_OR_RETURN(module, kmod::StripModuleSignature(std::move(module), rel));
+      CHRYS_RETURN_IF_ERROR(tree.WriteText(dst, module));
+    } else {
+      CHRYS_RETURN_IF_ERROR(tree.CopyFile(modules_dir + "/" + rel, dst, 0644));
+    }
     list += rel + "\n";
   }
   // Its own modules.dep lets init load every module with one `modprobe -a` (one process instead of one or
@@ -404,7 +412,8 @@ Status BuildInitramfsTree(const HalImageConfig& c, const std::string& release, c
   if (::access("/etc/mke2fs.conf", R_OK) == 0) {
     CHRYS_RETURN_IF_ERROR(initrd.CopyFile("/etc/mke2fs.conf", "etc/mke2fs.conf", 0644));
   }
-  return AddModules(c.modules, release, modules_dir, "lib/modules/chrys-modules.load", initrd);
+  return AddModules(c.modules, release, modules_dir, "lib/modules/chrys-modules.load", c.strip_module_signatures,
+                    initrd);
 }
 
 nlohmann::json BuildInfoJson(const HalArtifacts& a, int64_t epoch) {
@@ -514,8 +523,8 @@ Result<HalArtifacts> BuildHalImage(const HalImageConfig& c) {
   Staging root(scratch.path() + "/root");
   CHRYS_RETURN_IF_ERROR(BuildRootTree(c, root, &a.has_agent));
   if (!c.root_modules.empty()) {
-    CHRYS_RETURN_IF_ERROR(
-        AddModules(c.root_modules, a.kernel_release, modules_dir, "lib/modules/chrys-root-modules.load", root));
+    CHRYS_RETURN_IF_ERROR(AddModules(c.root_modules, a.kernel_release, modules_dir,
+                                     "lib/modules/chrys-root-modules.load", c.strip_module_signatures, root));
   }
   CHRYS_RETURN_IF_ERROR(root.ClampTimes(epoch));
   auto [content, entries] = root.Measure();

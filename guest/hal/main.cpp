@@ -13,7 +13,9 @@ void Usage() {
   std::fprintf(stderr,
                "usage: chrys-hal-build --out DIR [--agent PATH] [--kernel /boot/vmlinuz-R] [--no-crun]\n"
                "                       [--esp-mib N] [--root-mib N] [--cocos-mib N] [--epoch SECONDS]\n"
-               "                       [--salt HEX64] [--extra-cmdline TEXT]\n");
+               "                       [--salt HEX64] [--extra-cmdline TEXT] [--keep-module-signatures]\n"
+               "  --keep-module-signatures  keep the kernel modules signed (for guests booted with Secure Boot and\n"
+               "                            lockdown; unsigned modules load ~0.3 s faster under TCG)\n");
 }
 
 bool ParseU64(const char* text, uint64_t* out) {
@@ -46,6 +48,8 @@ int main(int argc, char** argv) {
       config.agent_binary = value();
     } else if (arg == "--kernel") {
       config.kernel = value();
+    } else if (arg == "--keep-module-signatures") {
+      config.strip_module_signatures = false;
     } else if (arg == "--no-crun") {
       config.crun_binary.clear();
     } else if (arg == "--esp-mib" && ParseU64(value(), &n)) {

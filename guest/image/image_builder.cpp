@@ -14,6 +14,7 @@
 #include "base/subprocess.h"
 #include "guest/agent/guest_init.h"
 #include "guest/image/cpio_writer.h"
+#include "guest/kmod/module_signature.h"
 
 namespace chrys::guest {
 namespace {
@@ -324,6 +325,9 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
     } else {
       CHRYS_ASSIGN_OR_RETURN(data, base::ReadFile(src, 64 << 20));
     }
+    // Unsigned: the kernel would hash each module to check a signature the image's own integrity already
+    // covers (the host hands this initramfs to the VMM itself).
+    CHRYS_ASSIGN_OR_RETURN(data, kmod::StripModuleSignature(std::move(data), rel));
     CpioEntry e;
     e.mode = 0644;
     e.data = std::move(data);

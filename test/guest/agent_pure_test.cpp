@@ -2,6 +2,9 @@
 // module load order, cgroup parsing, and the image builder's cpio/ldd/modules.dep handling.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
+#include "base/file_util.h"
 #include "guest/agent/container_manager.h"
 #include "guest/agent/guest_init.h"
 #include "guest/agent/oci_spec.h"
@@ -10,6 +13,7 @@
 #include "guest/agent/validation.h"
 #include "guest/image/cpio_writer.h"
 #include "guest/image/image_builder.h"
+#include "guest/kmod/module_signature.h"
 
 namespace chrys::guest {
 namespace {
@@ -375,3 +379,84 @@ TEST(Cpio, NewcArchiveIsSortedAndReproducible) {
 
 }  // namespace
 }  // namespace chrys::guest
+
+namespace chrys::guest::kmod {
+namespace {
+
+std::string SignedModule(const std::string& body, const std::string& signature) {
+  std::string info(12, '\0');
+  uint32_t n = static_cast<uint32_t>(signature.size());
+  info[8] = static_cast<char>(n >> 24);
+  info[9] = static_cast<char>(n >> 16);
+  info[10] = static_cast<char>(n >> 8);
+  info[11] = static_cast<char>(n);
+  return body + signature + info + std::string(kSignatureMagic);
+}
+
+TEST(ModuleSignature, StripsTheAppendedSignature) {
+  std::string body = std::string(
+                         "\x7f"
+                         "ELF",
+                         4) +
+                     std::string(300, 'x');
+  auto stripped = StripModuleSignature(SignedModule(body, std::string(512, 's')), "test.ko");
+  ASSERT_TRUE(stripped.ok()) << stripped.error().message();
+  EXPECT_EQ(*stripped, body);
+  EXPECT_FALSE(HasModuleSignature(*stripped));
+}
+
+TEST(ModuleSignature, UnsignedModuleUnchanged) {
+  std::string body = std::string(
+                         "\x7f"
+                         "ELF",
+                         4) +
+                     std::string(100, 'y');
+  auto stripped = StripModuleSignature(body, "plain.ko");
+  ASSERT_TRUE(stripped.ok());
+  EXPECT_EQ(*stripped, body);
+}
+
+TEST(ModuleSignature, LengthBeyondTheFileIsAnErrorNamingTheModule) {
+  std::string module = SignedModule("tiny", "sig");
+  module[module.size() - kSignatureMagic.size() - 4] = '\x7f';  // signature length now ~2 GiB
+  auto stripped = StripModuleSignature(module, "broken.ko");
+  ASSERT_FALSE(stripped.ok());
+  EXPECT_NE(stripped.error().message().find("broken.ko"), std::string::npos);
+  EXPECT_NE(stripped.error().message().find("exceeds the file"), std::string::npos);
+  auto truncated = StripModuleSignature(std::string(kSignatureMagic), "stub.ko");
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_NE(truncated.error().message().find("stub.ko"), std::string::npos);
+}
+
+// A module of the installed kernel, when there is one: what the image builders really read.
+TEST(ModuleSignature, RealKernelModuleLosesOnlyItsSignature) {
+  std::string path;
+  for (const auto& entry : std::filesystem::directory_iterator(
+           "/lib/modules", std::filesystem::directory_options::skip_permission_denied)) {
+    std::string candidate = entry.path().string() + "/kernel/lib/crc16.ko";
+    if (std::filesystem::exists(candidate)) {
+      path = candidate;
+      break;
+    }
+  }
+  if (path.empty()) {
+    GTEST_SKIP() << "no /lib/modules/*/kernel/lib/crc16.ko on this machine";
+  }
+  auto module = base::ReadFile(path, 16 << 20);
+  ASSERT_TRUE(module.ok());
+  if (!HasModuleSignature(*module)) {
+    GTEST_SKIP() << path << " is not signed";
+  }
+  auto stripped = StripModuleSignature(*module, path);
+  ASSERT_TRUE(stripped.ok()) << stripped.error().message();
+  EXPECT_LT(stripped->size(), module->size());
+  EXPECT_EQ(stripped->compare(0, 4,
+                              "\x7f"
+                              "ELF"),
+            0);
+  EXPECT_EQ(module->compare(0, stripped->size(), *stripped), 0);
+  EXPECT_GT(module->size() - stripped->size(), 256u);  // an RSA signature and its trailer
+}
+
+}  // namespace
+}  // namespace chrys::guest::kmod
