@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <future>
 #include <sstream>
 
 #include "base/file_util.h"
+#include "base/unique_fd.h"
 #include "guest/agent/log.h"
 #include "guest/agent/oci_spec.h"
 #include "guest/agent/sandbox.h"
@@ -583,6 +585,37 @@ Result<uint32_t> ContainerManager::Create(const v1::ContainerConfig& config) {
   return static_cast<uint32_t>(*pid);
 }
 
+namespace {
+
+// What `crun start` does for a container without poststart hooks (our specs never carry hooks): open the
+// container's exec FIFO, whose read end its init holds while it waits, unlink it (crun reports "running" once it
+// is gone) and write one byte. Done here it spares a crun process per start, ~120 ms under TCG, most of it
+// spent loading crun's shared libraries. Returns false, having changed nothing, when the FIFO is not there or
+// has no reader: the caller then runs `crun start`, which reports why.
+bool ReleaseExecFifo(const std::string& id) {
+  std::string fifo = std::string(kCrunRoot) + "/" + id + "/exec.fifo";
+  base::UniqueFd fd(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) {
+    return false;  // ENOENT: another layout; ENXIO: no reader (the init is gone)
+  }
+  if (::unlink(fifo.c_str()) != 0) {
+    return false;
+  }
+  char zero = 0;
+  ssize_t n;
+  do {
+    n = ::write(fd.get(), &zero, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n == 1) {
+    return true;
+  }
+  LogWarn("container %s: writing its exec FIFO failed (%s); falling back to crun start", id.c_str(),
+          std::strerror(errno));
+  return false;
+}
+
+}  // namespace
+
 Status ContainerManager::Start(const std::string& id) {
   std::shared_ptr<Container> c;
   {
@@ -599,9 +632,11 @@ Status ContainerManager::Start(const std::string& id) {
       return base::FailedPrecondition("container " + id + " already exited");
     }
   }
-  CHRYS_ASSIGN_OR_RETURN(auto result, Crun({"start", id}, std::chrono::seconds(30)));
-  if (!result.ok()) {
-    return base::FailedPrecondition("crun start " + id + " failed: " + result.output.substr(0, 1024));
+  if (!ReleaseExecFifo(id)) {
+    CHRYS_ASSIGN_OR_RETURN(auto result, Crun({"start", id}, std::chrono::seconds(30)));
+    if (!result.ok()) {
+      return base::FailedPrecondition("crun start " + id + " failed: " + result.output.substr(0, 1024));
+    }
   }
   std::lock_guard lock(mu_);
   c->init->started = true;
