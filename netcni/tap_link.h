@@ -50,6 +50,7 @@ struct TapLinkState {
 
   bool veth_ingress_qdisc = false;
   bool tap_ingress_qdisc = false;
+  std::string tap_root_qdisc;                // "noqueue": no per-queue qdisc rings on the 256 tx queues
   std::vector<RedirectFilter> veth_filters;  // on the veth's ingress
   std::vector<RedirectFilter> tap_filters;   // on the tap's ingress
 };

@@ -124,6 +124,7 @@ TEST_F(PodNetworkE2E, SetupWiresTapAndPingIsAnsweredThroughIt) {
   EXPECT_EQ(itf.guest_mac, state->veth_mac);
   EXPECT_TRUE(state->veth_ingress_qdisc);
   EXPECT_TRUE(state->tap_ingress_qdisc);
+  EXPECT_EQ(state->tap_root_qdisc, "noqueue");
   ASSERT_EQ(state->veth_filters.size(), 1u);
   ASSERT_EQ(state->tap_filters.size(), 1u);
   for (const auto& [filters, target] :
