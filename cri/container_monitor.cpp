@@ -17,6 +17,19 @@ ContainerMonitor::ContainerMonitor(PodStore& pods, runtime::GrpcAgentConnector& 
                                    std::function<void(const std::string&)> on_exit)
     : pods_(pods), agents_(agents), on_exit_(std::move(on_exit)) {}
 
+namespace {
+
+// A retry pause that a stopping follower cuts short.
+template <typename W>
+void PauseUnlessStopped(const W& watched, std::chrono::milliseconds pause) {
+  constexpr auto kStep = std::chrono::milliseconds(20);
+  for (auto waited = std::chrono::milliseconds(0); waited < pause && !watched.stop; waited += kStep) {
+    std::this_thread::sleep_for(kStep);
+  }
+}
+
+}  // namespace
+
 ContainerMonitor::~ContainerMonitor() {
   std::map<std::string, std::unique_ptr<Watched>> all;
   {
@@ -24,7 +37,7 @@ ContainerMonitor::~ContainerMonitor() {
     all.swap(watched_);
   }
   for (auto& [id, w] : all) {
-    w->stop = true;
+    w->Stop();
   }
   for (auto& [id, w] : all) {
     if (w->thread.joinable()) {
@@ -60,7 +73,7 @@ void ContainerMonitor::Follow(const std::string& container_id, const std::string
                      client.error().message());
         return;
       }
-      std::this_thread::sleep_for(std::chrono::seconds(1));
+      PauseUnlessStopped(*watched, std::chrono::seconds(1));
       continue;
     }
     auto sink = [&](runtime::agent::v1::OutputChunk::Stream stream, std::string_view data) {
@@ -73,7 +86,7 @@ void ContainerMonitor::Follow(const std::string& container_id, const std::string
       }
       return !watched->stop.load();
     };
-    auto read = (*client)->ReadOutput(process, sink, kReadSlice);
+    auto read = (*client)->ReadOutput(process, sink, kReadSlice, &watched->canceller);
     if (read.ok()) {
       break;  // both streams closed: the process is done writing
     }
@@ -87,7 +100,7 @@ void ContainerMonitor::Follow(const std::string& container_id, const std::string
       spdlog::warn("container {}: output stream failed: {}", container_id, read.error().message());
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    PauseUnlessStopped(*watched, std::chrono::milliseconds(200));
   }
   if (watched->stop) {
     return;
@@ -101,10 +114,13 @@ void ContainerMonitor::Follow(const std::string& container_id, const std::string
     if (!client.ok()) {
       break;
     }
-    auto status = (*client)->WaitProcess(process, kReadSlice);
+    auto status = (*client)->WaitProcess(process, kReadSlice, &watched->canceller);
     if (status.ok() && status->exited()) {
       RecordExit(container_id, *status);
       return;
+    }
+    if (!status.ok() && watched->stop) {
+      return;  // cancelled by a stop
     }
     if (!status.ok() && status.error().code() != base::ErrorCode::kDeadlineExceeded) {
       spdlog::warn("container {}: wait failed: {}", container_id, status.error().message());
@@ -171,7 +187,7 @@ void ContainerMonitor::Forget(const std::string& container_id) {
     watched = std::move(it->second);
     watched_.erase(it);
   }
-  watched->stop = true;
+  watched->Stop();
   if (watched->thread.joinable()) {
     watched->thread.join();
   }

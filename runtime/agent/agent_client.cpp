@@ -205,9 +205,62 @@ Status AgentClient::SignalProcess(const v1::ProcessRef& process, int signal) {
   return Status::Ok();
 }
 
-Result<v1::ExitStatus> AgentClient::WaitProcess(const v1::ProcessRef& process, std::chrono::milliseconds timeout) {
+void CallCanceller::Cancel() {
+  std::lock_guard lock(mu_);
+  cancelled_ = true;
+  if (call_ != nullptr) {
+    call_->TryCancel();
+  }
+}
+
+bool CallCanceller::cancelled() const {
+  std::lock_guard lock(mu_);
+  return cancelled_;
+}
+
+bool CallCanceller::Attach(grpc::ClientContext* ctx) {
+  std::lock_guard lock(mu_);
+  if (cancelled_) {
+    return false;
+  }
+  call_ = ctx;
+  return true;
+}
+
+void CallCanceller::Detach() {
+  std::lock_guard lock(mu_);
+  call_ = nullptr;
+}
+
+// Keeps `ctx` registered with `canceller` (when given) for the life of one call.
+class CancelScope {
+ public:
+  CancelScope(CallCanceller* canceller, grpc::ClientContext* ctx, bool& refused)
+      : canceller_(canceller), attached_(canceller != nullptr && canceller->Attach(ctx)) {
+    refused = canceller != nullptr && !attached_;
+  }
+  ~CancelScope() {
+    if (attached_) {
+      canceller_->Detach();
+    }
+  }
+  CancelScope(const CancelScope&) = delete;
+  CancelScope& operator=(const CancelScope&) = delete;
+
+ private:
+  CallCanceller* canceller_;
+  bool attached_;
+};
+
+Result<v1::ExitStatus> AgentClient::WaitProcess(const v1::ProcessRef& process, std::chrono::milliseconds timeout,
+                                                CallCanceller* canceller) {
   grpc::ClientContext ctx;
   SetDeadline(ctx, timeout);
+  bool refused = false;
+  CancelScope scope(canceller, &ctx, refused);
+  if (refused) {
+    return base::MakeError(base::ErrorCode::kCancelled, "agent WaitProcess " + process.container_id() + ": cancelled");
+  }
   v1::WaitProcessRequest req;
   *req.mutable_process() = process;
   v1::WaitProcessResponse resp;
@@ -304,10 +357,15 @@ Status AgentClient::ResizeTty(const v1::ProcessRef& process, uint32_t rows, uint
   return Status::Ok();
 }
 
-Status AgentClient::ReadOutput(const v1::ProcessRef& process, const OutputSink& sink,
-                               std::chrono::milliseconds timeout) {
+Status AgentClient::ReadOutput(const v1::ProcessRef& process, const OutputSink& sink, std::chrono::milliseconds timeout,
+                               CallCanceller* canceller) {
   grpc::ClientContext ctx;
   SetDeadline(ctx, timeout);
+  bool refused = false;
+  CancelScope scope(canceller, &ctx, refused);
+  if (refused) {
+    return base::MakeError(base::ErrorCode::kCancelled, "agent ReadOutput " + process.container_id() + ": cancelled");
+  }
   v1::ReadOutputRequest req;
   *req.mutable_process() = process;
   auto reader = stub_->ReadOutput(&ctx, req);

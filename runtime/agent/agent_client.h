@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,12 +16,31 @@
 
 namespace grpc {
 class Channel;
+class ClientContext;
 class Status;
 }  // namespace grpc
 
 namespace chrys::runtime::agent {
 
 namespace v1 = ::chrys::agent::v1;
+
+// Lets another thread end a long agent call early (a follower waiting on a container's output while chrysd
+// stops). Cancel() cancels the call in flight, if any, and every later call made with this canceller.
+class CallCanceller {
+ public:
+  void Cancel();
+  bool cancelled() const;
+
+ private:
+  friend class CancelScope;
+  // Registers `ctx` as the call in flight; false (and nothing registered) when already cancelled.
+  bool Attach(grpc::ClientContext* ctx);
+  void Detach();
+
+  mutable std::mutex mu_;
+  grpc::ClientContext* call_ = nullptr;
+  bool cancelled_ = false;
+};
 
 struct AgentClientOptions {
   // Deadline of ordinary calls (not Wait/ReadOutput/WatchEvents, which block until their event).
@@ -60,7 +80,8 @@ class AgentClient {
   base::Status StartContainer(const std::string& container_id);
   base::Status SignalProcess(const v1::ProcessRef& process, int signal);
   // Blocks until the process exits or `timeout` passes (kDeadlineExceeded).
-  base::Result<v1::ExitStatus> WaitProcess(const v1::ProcessRef& process, std::chrono::milliseconds timeout);
+  base::Result<v1::ExitStatus> WaitProcess(const v1::ProcessRef& process, std::chrono::milliseconds timeout,
+                                           CallCanceller* canceller = nullptr);
   // The current state without blocking (status.exited() false while it runs).
   base::Result<v1::ExitStatus> ProcessStatus(const v1::ProcessRef& process);
   base::Status DeleteContainer(const std::string& container_id, bool force);
@@ -75,7 +96,9 @@ class AgentClient {
   using OutputSink = std::function<bool(v1::OutputChunk::Stream stream, std::string_view data)>;
   // Streams the process's stdout/stderr into `sink` until both are closed (OK), the sink stops, or
   // `timeout` passes (kDeadlineExceeded). Data flows with backpressure: a slow sink slows the process.
-  base::Status ReadOutput(const v1::ProcessRef& process, const OutputSink& sink, std::chrono::milliseconds timeout);
+  // A cancelled `canceller` ends it with kCancelled.
+  base::Status ReadOutput(const v1::ProcessRef& process, const OutputSink& sink, std::chrono::milliseconds timeout,
+                          CallCanceller* canceller = nullptr);
 
   base::Result<v1::ContainerStatsResponse> ContainerStats(const std::string& container_id);
   base::Result<v1::SandboxStatsResponse> SandboxStats();
