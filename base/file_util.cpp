@@ -4,8 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <system_error>
 
 #include "base/unique_fd.h"
@@ -142,6 +146,44 @@ Status RemoveTree(const std::string& path) {
     return Internal("remove " + path + ": " + ec.message());
   }
   return Status::Ok();
+}
+
+namespace {
+
+// mountinfo writes space, tab, newline and backslash in paths as \ooo.
+std::string DecodeMountinfoPath(const std::string& field) {
+  std::string out;
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size() && std::isdigit(static_cast<unsigned char>(field[i + 1])) &&
+        std::isdigit(static_cast<unsigned char>(field[i + 2])) &&
+        std::isdigit(static_cast<unsigned char>(field[i + 3]))) {
+      out += static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 + (field[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += field[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> MountPointsAtOrBelow(const std::string& dir) {
+  std::vector<std::string> out;
+  std::ifstream info("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(info, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devs, root, mount_point;
+    fields >> id >> parent >> devs >> root >> mount_point;
+    mount_point = DecodeMountinfoPath(mount_point);
+    if (mount_point == dir || mount_point.rfind(dir + "/", 0) == 0) {
+      out.push_back(mount_point);
+    }
+  }
+  std::stable_sort(out.begin(), out.end(),
+                   [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  return out;
 }
 
 }  // namespace chrys::base

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 
@@ -27,5 +28,9 @@ Status RemoveFileIfExists(const std::string& path);
 
 // Removes a directory tree; a missing tree is not an error. Does not follow symlinks or cross mounts.
 Status RemoveTree(const std::string& path);
+
+// Mount points at or below `dir` (from /proc/self/mountinfo, octal escapes decoded), deepest first: the order
+// to unmount them in.
+std::vector<std::string> MountPointsAtOrBelow(const std::string& dir);
 
 }  // namespace chrys::base

@@ -5,9 +5,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "base/file_util.h"
@@ -15,30 +12,9 @@
 
 namespace chrys::cri {
 
-namespace {
-
-// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo.
-std::vector<std::string> MountsBelow(const std::string& dir) {
-  std::vector<std::string> out;
-  std::ifstream info("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(info, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, devs, root, mount_point;
-    fields >> id >> parent >> devs >> root >> mount_point;
-    if (mount_point == dir || mount_point.rfind(dir + "/", 0) == 0) {
-      out.push_back(mount_point);
-    }
-  }
-  std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  return out;
-}
-
-}  // namespace
-
 base::Status PrepareSharedDir(const std::string& dir) {
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(dir, 0700));
-  if (!MountsBelow(dir).empty()) {
+  if (!base::MountPointsAtOrBelow(dir).empty()) {
     return base::Status::Ok();  // prepared by an earlier run
   }
   if (::mount(dir.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) != 0) {
@@ -57,7 +33,7 @@ base::Status ReleaseSharedDir(const std::string& dir) {
   if (::lstat(dir.c_str(), &st) != 0) {
     return errno == ENOENT ? base::Status::Ok() : base::SystemError("stat " + dir);
   }
-  for (const auto& mount_point : MountsBelow(dir)) {
+  for (const auto& mount_point : base::MountPointsAtOrBelow(dir)) {
     if (::umount2(mount_point.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
       return base::SystemError("unmount " + mount_point);
     }
@@ -85,8 +61,7 @@ base::Status BindIntoSharedDir(const std::string& source, const std::string& tar
   if (::mount(source.c_str(), target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
     return base::SystemError("bind-mount " + source + " at " + target);
   }
-  if (read_only &&
-      ::mount(nullptr, target.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr) != 0) {
+  if (read_only && ::mount(nullptr, target.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr) != 0) {
     base::Error error = base::SystemError("make " + target + " read-only");
     ::umount2(target.c_str(), MNT_DETACH);
     return error;
@@ -95,7 +70,7 @@ base::Status BindIntoSharedDir(const std::string& source, const std::string& tar
 }
 
 base::Status UnbindFromSharedDir(const std::string& target) {
-  for (const auto& mount_point : MountsBelow(target)) {
+  for (const auto& mount_point : base::MountPointsAtOrBelow(target)) {
     if (::umount2(mount_point.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
       return base::SystemError("unmount " + mount_point);
     }

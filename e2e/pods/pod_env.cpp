@@ -82,23 +82,6 @@ base::Status RunQuiet(const std::vector<std::string>& argv) {
   return base::Status::Ok();
 }
 
-// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo.
-std::vector<std::string> MountsBelow(const std::string& dir) {
-  std::vector<std::string> out;
-  std::ifstream info("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(info, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, devs, root, mount_point;
-    fields >> id >> parent >> devs >> root >> mount_point;
-    if (mount_point == dir || mount_point.rfind(dir + "/", 0) == 0) {
-      out.push_back(mount_point);
-    }
-  }
-  std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  return out;
-}
-
 }  // namespace
 
 std::string NewTraces(const HostTraces& before, const HostTraces& after) {
@@ -303,7 +286,7 @@ PodEnv::~PodEnv() {
   // Pod shared dirs and volume binds a failed stop left mounted would keep the run dir from going.
   for (const std::string& dir : {chrysd_ ? chrysd_->state_dir() : std::string(), run_dir_}) {
     if (!dir.empty()) {
-      for (const auto& mount_point : MountsBelow(dir)) {
+      for (const auto& mount_point : base::MountPointsAtOrBelow(dir)) {
         (void)::umount2(mount_point.c_str(), MNT_DETACH);
       }
     }
@@ -541,7 +524,7 @@ HostTraces PodEnv::Traces() const {
   auto run = RegularFiles(run_dir_ + "/sandboxes", "run/sandboxes/");
   traces.records.insert(run.begin(), run.end());
   for (const std::string& dir : {chrysd_->state_dir(), run_dir_}) {
-    for (auto& mount_point : MountsBelow(dir)) {
+    for (auto& mount_point : base::MountPointsAtOrBelow(dir)) {
       traces.mounts.insert(std::move(mount_point));
     }
   }

@@ -1,7 +1,9 @@
 #include "base/file_util.h"
 
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -58,6 +60,32 @@ TEST_F(FileUtilTest, MakeDirsAndRemoveTree) {
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/a"));
   EXPECT_TRUE(RemoveTree(dir_ + "/a").ok());
   EXPECT_TRUE(RemoveFileIfExists(dir_ + "/none").ok());
+}
+
+TEST_F(FileUtilTest, MountPointsAtOrBelowDeepestFirstWithEscapedNames) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "mounting needs root";
+  }
+  const std::string top = dir_ + "/top";
+  const std::string inner = top + "/with space";
+  struct Unmount {  // also when an assertion below fails
+    std::string top, inner;
+    ~Unmount() {
+      ::umount2(inner.c_str(), MNT_DETACH);
+      ::umount2(top.c_str(), MNT_DETACH);
+    }
+  } unmount{top, inner};
+  ASSERT_TRUE(MakeDirs(top).ok());
+  ASSERT_EQ(::mount("tmpfs", top.c_str(), "tmpfs", 0, "size=1m"), 0);
+  ASSERT_TRUE(MakeDirs(inner).ok());
+  ASSERT_EQ(::mount("tmpfs", inner.c_str(), "tmpfs", 0, "size=1m"), 0);
+  auto mounts = MountPointsAtOrBelow(top);
+  std::vector<std::string> sibling = MountPointsAtOrBelow(top + "/with");  // a prefix, not a parent
+  ::umount2(inner.c_str(), MNT_DETACH);
+  ::umount2(top.c_str(), MNT_DETACH);
+  EXPECT_EQ(mounts, (std::vector<std::string>{inner, top}));
+  EXPECT_TRUE(sibling.empty());
+  EXPECT_TRUE(MountPointsAtOrBelow(top).empty());
 }
 
 }  // namespace
