@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
 
@@ -458,14 +459,16 @@ base::Result<base::UniqueFd> DialLoopback(uint32_t port) {
 // Batches a fast stream's small writes into large frames. A server writing in small pieces (stdio's 4 KiB
 // buffers) would otherwise cost one gRPC message, one channel crossing and one wakeup per piece, and that
 // per-piece work is what bounds port-forward throughput on a busy (or emulated) guest vCPU. Once reads come
-// close together (within kBulkGapMs), the kernel wakes us only when kCoalesceBytes are queued (SO_RCVLOWAT) and
-// what is queued goes out at the latest kCoalesceWaitMs later; a wait that finds nothing queued ends bulk
-// mode. A stream that is quiet between messages (request/response traffic) stays at a 1-byte mark and sees
-// every byte at once.
+// close together (within kBulkGapMs), the kernel wakes us only when kCoalesceBytes are queued (SO_RCVLOWAT);
+// every kCoalesceWaitMs we look whether the queue still grows: while it does (and for at most kMaxHoldMs) we
+// keep collecting, and as soon as a wait adds nothing, what is queued goes out. A wait that finds nothing
+// queued ends bulk mode. A stream that is quiet between messages (request/response traffic) stays at a 1-byte
+// mark and sees every byte at once; a bulk stream's last bytes wait at most kCoalesceWaitMs after they came.
 class StreamCoalescer {
  public:
   static constexpr int kCoalesceBytes = static_cast<int>(kForwardChunk);
   static constexpr int kCoalesceWaitMs = 2;
+  static constexpr int kMaxHoldMs = 20;
   static constexpr int kBulkGapMs = 5;
   static constexpr int kIdlePollMs = 200;
 
@@ -473,12 +476,28 @@ class StreamCoalescer {
 
   int poll_timeout_ms() const { return bulk_ ? kCoalesceWaitMs : kIdlePollMs; }
 
-  // The poll timed out: true when a bulk stream may hold data below the mark (read and send it now).
-  bool TimedOut() const { return bulk_; }
+  // The poll timed out: true when the data queued below the mark should be read and sent now.
+  bool TimedOut() {
+    if (!bulk_) {
+      return false;
+    }
+    int queued = 0;
+    if (::ioctl(fd_, FIONREAD, &queued) != 0 || queued <= 0) {
+      return true;  // nothing came: the read finds nothing and ends bulk mode
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (held_bytes_ == 0) {
+      holding_since_ = now;
+    }
+    bool growing = queued > held_bytes_;
+    held_bytes_ = queued;
+    return !growing || now - holding_since_ >= std::chrono::milliseconds(kMaxHoldMs);
+  }
 
   // A read returned `n` bytes, or nothing (-1 with EAGAIN) after a bulk wait.
   void Received(ssize_t n) {
     auto now = std::chrono::steady_clock::now();
+    held_bytes_ = 0;
     if (n <= 0) {
       SetBulk(false);  // the stream paused: back to byte-at-once
     } else if (now - last_read_ < std::chrono::milliseconds(kBulkGapMs)) {
@@ -500,6 +519,8 @@ class StreamCoalescer {
 
   int fd_;
   bool bulk_ = false;
+  int held_bytes_ = 0;  // queued at the last wait of the current hold (0: not holding)
+  std::chrono::steady_clock::time_point holding_since_{};
   std::chrono::steady_clock::time_point last_read_{};
 };
 
