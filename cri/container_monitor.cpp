@@ -20,10 +20,9 @@ ContainerMonitor::ContainerMonitor(PodStore& pods, runtime::GrpcAgentConnector& 
 namespace {
 
 // A retry pause that a stopping follower cuts short.
-template <typename W>
-void PauseUnlessStopped(const W& watched, std::chrono::milliseconds pause) {
+void PauseUnlessStopped(const std::atomic<bool>& stop, std::chrono::milliseconds pause) {
   constexpr auto kStep = std::chrono::milliseconds(20);
-  for (auto waited = std::chrono::milliseconds(0); waited < pause && !watched.stop; waited += kStep) {
+  for (auto waited = std::chrono::milliseconds(0); waited < pause && !stop; waited += kStep) {
     std::this_thread::sleep_for(kStep);
   }
 }
@@ -73,7 +72,7 @@ void ContainerMonitor::Follow(const std::string& container_id, const std::string
                      client.error().message());
         return;
       }
-      PauseUnlessStopped(*watched, std::chrono::seconds(1));
+      PauseUnlessStopped(watched->stop, std::chrono::seconds(1));
       continue;
     }
     auto sink = [&](runtime::agent::v1::OutputChunk::Stream stream, std::string_view data) {
@@ -100,7 +99,7 @@ void ContainerMonitor::Follow(const std::string& container_id, const std::string
       spdlog::warn("container {}: output stream failed: {}", container_id, read.error().message());
       break;
     }
-    PauseUnlessStopped(*watched, std::chrono::milliseconds(200));
+    PauseUnlessStopped(watched->stop, std::chrono::milliseconds(200));
   }
   if (watched->stop) {
     return;

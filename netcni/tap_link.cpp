@@ -119,19 +119,27 @@ std::string MacOf(rtnl_link* link) {
   return buf;
 }
 
-Status AddIngressQdisc(nl_sock* sock, int ifindex, const std::string& dev) {
+// A qdisc of `kind` on `ifindex` under `parent` (handle 0: the kernel picks one).
+base::Result<Qdisc> MakeQdisc(int ifindex, uint32_t parent, uint32_t handle, const char* kind) {
   Qdisc qdisc(rtnl_qdisc_alloc());
   if (!qdisc) {
     return base::Internal("rtnl_qdisc_alloc failed");
   }
   rtnl_tc_set_ifindex(TC_CAST(qdisc.get()), ifindex);
-  rtnl_tc_set_parent(TC_CAST(qdisc.get()), TC_H_INGRESS);
-  rtnl_tc_set_handle(TC_CAST(qdisc.get()), kIngressHandle);
-  int err = rtnl_tc_set_kind(TC_CAST(qdisc.get()), "ingress");
-  if (err < 0) {
-    return NlError("select ingress qdisc", err);
+  rtnl_tc_set_parent(TC_CAST(qdisc.get()), parent);
+  if (handle != 0) {
+    rtnl_tc_set_handle(TC_CAST(qdisc.get()), handle);
   }
-  err = rtnl_qdisc_add(sock, qdisc.get(), NLM_F_CREATE | NLM_F_EXCL);
+  int err = rtnl_tc_set_kind(TC_CAST(qdisc.get()), kind);
+  if (err < 0) {
+    return NlError(std::string("select ") + kind + " qdisc", err);
+  }
+  return qdisc;
+}
+
+Status AddIngressQdisc(nl_sock* sock, int ifindex, const std::string& dev) {
+  CHRYS_ASSIGN_OR_RETURN(Qdisc qdisc, MakeQdisc(ifindex, TC_H_INGRESS, kIngressHandle, "ingress"));
+  int err = rtnl_qdisc_add(sock, qdisc.get(), NLM_F_CREATE | NLM_F_EXCL);
   if (err < 0) {
     return NlError("add ingress qdisc on " + dev, err);
   }
@@ -144,17 +152,8 @@ Status AddIngressQdisc(nl_sock* sock, int ifindex, const std::string& dev) {
 // per-queue ring, sized by the same txqueuelen), so a qdisc there only adds a copy of that queue: the tap gets
 // "noqueue" as its root while still down, and no default qdisc is ever built.
 Status AddRootNoqueue(nl_sock* sock, int ifindex, const std::string& dev) {
-  Qdisc qdisc(rtnl_qdisc_alloc());
-  if (!qdisc) {
-    return base::Internal("rtnl_qdisc_alloc failed");
-  }
-  rtnl_tc_set_ifindex(TC_CAST(qdisc.get()), ifindex);
-  rtnl_tc_set_parent(TC_CAST(qdisc.get()), TC_H_ROOT);
-  int err = rtnl_tc_set_kind(TC_CAST(qdisc.get()), "noqueue");
-  if (err < 0) {
-    return NlError("select noqueue qdisc", err);
-  }
-  err = rtnl_qdisc_add(sock, qdisc.get(), NLM_F_CREATE | NLM_F_REPLACE);
+  CHRYS_ASSIGN_OR_RETURN(Qdisc qdisc, MakeQdisc(ifindex, TC_H_ROOT, 0, "noqueue"));
+  int err = rtnl_qdisc_add(sock, qdisc.get(), NLM_F_CREATE | NLM_F_REPLACE);
   if (err < 0) {
     return NlError("set the root qdisc of " + dev + " to noqueue", err);
   }
@@ -162,14 +161,7 @@ Status AddRootNoqueue(nl_sock* sock, int ifindex, const std::string& dev) {
 }
 
 Status DeleteIngressQdisc(nl_sock* sock, int ifindex, const std::string& dev) {
-  Qdisc qdisc(rtnl_qdisc_alloc());
-  if (!qdisc) {
-    return base::Internal("rtnl_qdisc_alloc failed");
-  }
-  rtnl_tc_set_ifindex(TC_CAST(qdisc.get()), ifindex);
-  rtnl_tc_set_parent(TC_CAST(qdisc.get()), TC_H_INGRESS);
-  rtnl_tc_set_handle(TC_CAST(qdisc.get()), kIngressHandle);
-  (void)rtnl_tc_set_kind(TC_CAST(qdisc.get()), "ingress");
+  CHRYS_ASSIGN_OR_RETURN(Qdisc qdisc, MakeQdisc(ifindex, TC_H_INGRESS, kIngressHandle, "ingress"));
   int err = rtnl_qdisc_delete(sock, qdisc.get());
   // No qdisc there is what we want; the kernel says ENOENT or EINVAL depending on version.
   if (err < 0 && !IsNotFound(err) && -err != NLE_INVAL && err != -NLE_MSGTYPE_NOSUPPORT) {

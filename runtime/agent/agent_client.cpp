@@ -235,10 +235,8 @@ void CallCanceller::Detach() {
 // Keeps `ctx` registered with `canceller` (when given) for the life of one call.
 class CancelScope {
  public:
-  CancelScope(CallCanceller* canceller, grpc::ClientContext* ctx, bool& refused)
-      : canceller_(canceller), attached_(canceller != nullptr && canceller->Attach(ctx)) {
-    refused = canceller != nullptr && !attached_;
-  }
+  CancelScope(CallCanceller* canceller, grpc::ClientContext* ctx)
+      : canceller_(canceller), attached_(canceller != nullptr && canceller->Attach(ctx)) {}
   ~CancelScope() {
     if (attached_) {
       canceller_->Detach();
@@ -246,6 +244,8 @@ class CancelScope {
   }
   CancelScope(const CancelScope&) = delete;
   CancelScope& operator=(const CancelScope&) = delete;
+  // The canceller was cancelled already: the call must not start.
+  bool refused() const { return canceller_ != nullptr && !attached_; }
 
  private:
   CallCanceller* canceller_;
@@ -256,9 +256,8 @@ Result<v1::ExitStatus> AgentClient::WaitProcess(const v1::ProcessRef& process, s
                                                 CallCanceller* canceller) {
   grpc::ClientContext ctx;
   SetDeadline(ctx, timeout);
-  bool refused = false;
-  CancelScope scope(canceller, &ctx, refused);
-  if (refused) {
+  CancelScope scope(canceller, &ctx);
+  if (scope.refused()) {
     return base::MakeError(base::ErrorCode::kCancelled, "agent WaitProcess " + process.container_id() + ": cancelled");
   }
   v1::WaitProcessRequest req;
@@ -361,9 +360,8 @@ Status AgentClient::ReadOutput(const v1::ProcessRef& process, const OutputSink& 
                                CallCanceller* canceller) {
   grpc::ClientContext ctx;
   SetDeadline(ctx, timeout);
-  bool refused = false;
-  CancelScope scope(canceller, &ctx, refused);
-  if (refused) {
+  CancelScope scope(canceller, &ctx);
+  if (scope.refused()) {
     return base::MakeError(base::ErrorCode::kCancelled, "agent ReadOutput " + process.container_id() + ": cancelled");
   }
   v1::ReadOutputRequest req;
