@@ -16,6 +16,7 @@ build_pkgs=(
   libcurl4-openssl-dev libssl-dev
   libgtest-dev libgmock-dev googletest
   nlohmann-json3-dev libarchive-dev zlib1g-dev
+  libcryptsetup-dev
   clang-format clang-tidy ccache
 )
 runtime_pkgs=(

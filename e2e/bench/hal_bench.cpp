@@ -41,10 +41,10 @@ std::map<std::string, double> Phases(const VmRun& run) {
   diff("modules", "init", "modules");
   diff("disk_wait", "modules", "disk");
   diff("verity_open", "disk", "verity-open");
-  diff("root_mount", "verity-open", "root-mounted");
-  diff("luks_format", "root-mounted", "luks-format");
+  diff("luks_format", "verity-open", "luks-format");
   diff("luks_open", "luks-format", "luks-open");
-  diff("mkfs", "luks-open", "mkfs");
+  diff("root_mount", "luks-open", "root-mounted");
+  diff("mkfs", "root-mounted", "mkfs");
   diff("cocos_mount", "mkfs", "cocos-mounted");
   diff("shares", "cocos-mounted", "shares");
   diff("switch_root", "switch-root", "root-init");
@@ -144,9 +144,9 @@ int main(int argc, char** argv) {
                          "modules",
                          "disk_wait",
                          "verity_open",
-                         "root_mount",
                          "luks_format",
                          "luks_open",
+                         "root_mount",
                          "mkfs",
                          "cocos_mount",
                          "shares",

@@ -155,8 +155,10 @@ TEST_F(HalBootTest, DiskBootVerifiesRootEncryptsCocosMountsSharesAndEachBootHasI
 
   // The cocos partition holds a LUKS2 volume and the marker never reached the disk in plaintext.
   const auto& cocos = image_->layout.partitions.at(3);
-  auto uuid1 = CocosLuksUuid(vm->disk, image_->layout, vm->dir);
-  ASSERT_TRUE(uuid1.ok()) << uuid1.error().message();
+  auto header1 = ReadCocosLuksHeader(vm->disk, image_->layout, vm->dir);
+  ASSERT_TRUE(header1.ok()) << header1.error().message();
+  // No keyslot: no passphrase or key file can reopen the volume; its key died with the boot.
+  EXPECT_EQ(header1->keyslots, 0u);
   auto plaintext = FileRangeContains(vm->disk, cocos.offset_bytes(), cocos.size_bytes(), token);
   ASSERT_TRUE(plaintext.ok());
   EXPECT_FALSE(*plaintext) << "the /cocos marker is readable on the raw partition";
@@ -169,9 +171,9 @@ TEST_F(HalBootTest, DiskBootVerifiesRootEncryptsCocosMountsSharesAndEachBootHasI
   EXPECT_EQ((*report2)["marker_present"], false) << "boot 2 can read boot 1's /cocos data";
   EXPECT_EQ((*report2)["cocos_dm_uuid"].get<std::string>().rfind("CRYPT-LUKS2-", 0), 0u);
   EXPECT_NE((*report2)["cocos_dm_uuid"], r["cocos_dm_uuid"]);
-  auto uuid2 = CocosLuksUuid(vm->disk, image_->layout, vm->dir);
-  ASSERT_TRUE(uuid2.ok()) << uuid2.error().message();
-  EXPECT_NE(*uuid1, *uuid2) << "the second boot reused the first boot's LUKS volume";
+  auto header2 = ReadCocosLuksHeader(vm->disk, image_->layout, vm->dir);
+  ASSERT_TRUE(header2.ok()) << header2.error().message();
+  EXPECT_NE(header1->uuid, header2->uuid) << "the second boot reused the first boot's LUKS volume";
 }
 
 TEST_F(HalBootTest, FlippedByteInTheRootPartitionRefusesTheBoot) {
@@ -220,7 +222,7 @@ TEST_F(HalBootTest, WrongRootHashStopsBeforeSwitchRoot) {
   EXPECT_EQ(run.Marks().count("switch-root"), 0u);
   EXPECT_FALSE(run.Report().has_value());
   // Nothing was provisioned: the cocos partition was never formatted.
-  EXPECT_FALSE(CocosLuksUuid(vm->disk, image_->layout, vm->dir).ok());
+  EXPECT_FALSE(ReadCocosLuksHeader(vm->disk, image_->layout, vm->dir).ok());
 }
 
 }  // namespace

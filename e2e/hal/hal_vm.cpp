@@ -267,8 +267,8 @@ runtime::confidential::CvmLaunchConfig TcgLaunchConfig(const VmDir& vm, bool dir
   return c;
 }
 
-base::Result<std::string> CocosLuksUuid(const std::string& disk, const guest::hal::DiskLayout& layout,
-                                        const std::string& scratch_dir) {
+base::Result<CocosLuksHeader> ReadCocosLuksHeader(const std::string& disk, const guest::hal::DiskLayout& layout,
+                                                  const std::string& scratch_dir) {
   const guest::hal::PartitionSpec& cocos = layout.partitions.at(3);
   std::string header = scratch_dir + "/cocos-header.img";
   base::CommandSpec dd;
@@ -284,18 +284,28 @@ base::Result<std::string> CocosLuksUuid(const std::string& disk, const guest::ha
   if (!copied.success()) {
     return base::Internal("dd of the cocos header: " + copied.stderr_data);
   }
+  base::CommandSpec dump;
+  dump.argv = {"cryptsetup", "luksDump", "--dump-json-metadata", header};
+  CHRYS_ASSIGN_OR_RETURN(base::CommandResult result, base::RunCommand(dump));
   base::CommandSpec uuid;
   uuid.argv = {"cryptsetup", "luksUUID", header};
-  CHRYS_ASSIGN_OR_RETURN(base::CommandResult result, base::RunCommand(uuid));
+  CHRYS_ASSIGN_OR_RETURN(base::CommandResult uuid_result, base::RunCommand(uuid));
   (void)base::RemoveFileIfExists(header);
-  if (!result.success()) {
-    return base::NotFound("no LUKS header on the cocos partition: " + base::Tail(result.stderr_data, 300));
+  if (!result.success() || !uuid_result.success()) {
+    return base::NotFound("no LUKS2 header on the cocos partition: " +
+                          base::Tail(result.stderr_data + uuid_result.stderr_data, 300));
   }
-  std::string text = result.stdout_data;
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) {
-    text.pop_back();
+  auto metadata = nlohmann::json::parse(result.stdout_data, nullptr, false);
+  if (metadata.is_discarded() || !metadata.contains("keyslots")) {
+    return base::Internal("cryptsetup luksDump printed no LUKS2 JSON metadata: " + base::Tail(result.stdout_data, 300));
   }
-  return text;
+  CocosLuksHeader parsed;
+  parsed.keyslots = metadata["keyslots"].size();
+  parsed.uuid = uuid_result.stdout_data;
+  while (!parsed.uuid.empty() && (parsed.uuid.back() == '\n' || parsed.uuid.back() == ' ')) {
+    parsed.uuid.pop_back();
+  }
+  return parsed;
 }
 
 base::Result<bool> FileRangeContains(const std::string& file, uint64_t offset, uint64_t length,

@@ -61,9 +61,13 @@ runtime::confidential::CvmLaunchConfig TcgLaunchConfig(const VmDir& vm, bool dir
                                                        const guest::hal::HalArtifacts& image,
                                                        const std::string& roothash);
 
-// The cryptsetup LUKS2 UUID at the start of the cocos partition of `disk` (read into a scratch header file).
-base::Result<std::string> CocosLuksUuid(const std::string& disk, const guest::hal::DiskLayout& layout,
-                                        const std::string& scratch_dir);
+// The LUKS2 header at the start of the cocos partition of `disk` (read into a scratch header file).
+struct CocosLuksHeader {
+  std::string uuid;
+  size_t keyslots = 0;  // anything that could reopen the volume after this boot
+};
+base::Result<CocosLuksHeader> ReadCocosLuksHeader(const std::string& disk, const guest::hal::DiskLayout& layout,
+                                                  const std::string& scratch_dir);
 
 // True when `needle` occurs anywhere in [offset, offset+length) of `file`.
 base::Result<bool> FileRangeContains(const std::string& file, uint64_t offset, uint64_t length,

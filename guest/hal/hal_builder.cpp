@@ -405,9 +405,12 @@ Status BuildInitramfsTree(const HalImageConfig& c, const std::string& release, c
   }
   CHRYS_RETURN_IF_ERROR(initrd.AddBusybox(c.busybox));
   CHRYS_RETURN_IF_ERROR(initrd.WriteText("init", kInitramfsScript, 0755));
-  for (const char* tool : {"/usr/sbin/cryptsetup", "/usr/sbin/veritysetup", "/usr/sbin/mke2fs"}) {
-    CHRYS_RETURN_IF_ERROR(initrd.AddProgram(tool, tool));
+  if (c.dm_helper.empty() || ::access(c.dm_helper.c_str(), X_OK) != 0) {
+    return base::NotFound("the initramfs needs chrys-hal-dm (dm-verity and LUKS2 setup), not found at '" + c.dm_helper +
+                          "': build it (target chrys-hal-dm) or pass its path");
   }
+  CHRYS_RETURN_IF_ERROR(initrd.AddProgram(c.dm_helper, "usr/sbin/chrys-hal-dm"));
+  CHRYS_RETURN_IF_ERROR(initrd.AddProgram("/usr/sbin/mke2fs", "/usr/sbin/mke2fs"));
   CHRYS_RETURN_IF_ERROR(initrd.Symlink("mke2fs", "usr/sbin/mkfs.ext4"));
   if (::access("/etc/mke2fs.conf", R_OK) == 0) {
     CHRYS_RETURN_IF_ERROR(initrd.CopyFile("/etc/mke2fs.conf", "etc/mke2fs.conf", 0644));
@@ -446,6 +449,10 @@ nlohmann::json BuildInfoJson(const HalArtifacts& a, int64_t epoch) {
 std::vector<std::string> DefaultInitramfsModules() {
   return {"virtio_pci",     "virtio_scsi",    "sd_mod", "dm-mod",       "dm-verity", "dm-crypt", "ecb",     "xts",
           "algif_skcipher", "crc32c_generic", "ext4",   "9pnet_virtio", "9p",        "overlay",  "configfs"};
+}
+
+std::string DefaultDmHelper() {
+  return CHRYS_HAL_DM_DEFAULT;
 }
 
 std::vector<std::string> DefaultRootModules() {

@@ -23,6 +23,8 @@ std::vector<std::string> DefaultInitramfsModules();
 // Modules the root's /sbin/init loads before the agent (with dependencies not loaded already): virtio-net,
 // virtio-serial, vsock, the SEV guest driver. Keeping them out of the initramfs keeps its phase short.
 std::vector<std::string> DefaultRootModules();
+// chrys-hal-dm as this build made it (the initramfs's dm-verity and LUKS2 step).
+std::string DefaultDmHelper();
 
 struct HalImageConfig {
   std::string output_dir;
@@ -32,6 +34,7 @@ struct HalImageConfig {
   std::string busybox = "/bin/busybox";
   std::string agent_binary;                   // empty: an image without chrys-agent (boot checks only)
   std::string crun_binary = "/usr/bin/crun";  // empty: none
+  std::string dm_helper = DefaultDmHelper();
   std::vector<std::string> modules = DefaultInitramfsModules();
   std::vector<std::string> root_modules = DefaultRootModules();
   // Drop the modules' appended signatures (see kmod::StripModuleSignature: ~0.3 s of TCG boot). Keep them

@@ -15,9 +15,6 @@ export DM_DISABLE_UDEV
 SYSFS=${SYSFS:-/sys}
 PROC=${PROC:-/proc}
 NEWROOT=/root
-KEY_DIR=${KEY_DIR:-/run/chrys-key}
-KEY_FILE=$KEY_DIR/cocos.key
-PASS_FILE=$KEY_DIR/cocos.pass
 DEVICE_WAIT_TENTHS=${DEVICE_WAIT_TENTHS:-300}
 
 # mark NAME: a boot phase mark with the guest uptime, read by tests and the benchmark.
@@ -28,10 +25,9 @@ mark() {
 
 log() { echo "chrys-hal: $*"; }
 
-# fail MESSAGE: never returns. Wipes the key if it exists, then powers off.
+# fail MESSAGE: never returns: powers off (the /cocos key lives only in chrys-hal-dm and dm-crypt).
 fail() {
   echo "CHRYS-HAL-FATAL: $*"
-  wipe_key >/dev/null 2>&1
   sync
   if [ "${CHRYS_INIT_LIB:-0}" = 1 ]; then
     exit 1
@@ -119,25 +115,6 @@ dm_uuid() {
   return 1
 }
 
-# wipe_key: overwrites and removes the volume key and the keyslot passphrase, unmounts their tmpfs.
-wipe_key() {
-  for secret in "$KEY_FILE" "$PASS_FILE"; do
-    if [ -f "$secret" ]; then
-      dd if=/dev/zero of="$secret" bs=64 count=1 conv=notrunc,fsync 2>/dev/null
-      rm -f "$secret"
-    fi
-  done
-  if [ -r "$PROC/mounts" ]; then
-    while read -r _ mountpoint _; do
-      if [ "$mountpoint" = "$KEY_DIR" ]; then
-        umount "$KEY_DIR"
-        break
-      fi
-    done <"$PROC/mounts"
-  fi
-  [ ! -e "$KEY_FILE" ] && [ ! -e "$PASS_FILE" ]
-}
-
 early_mounts() {
   mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
   exec </dev/console >/dev/console 2>&1
@@ -187,18 +164,27 @@ wait_for_partitions() {
   done
 }
 
-open_verified_root() {
+# open_devices: one chrys-hal-dm run opens the dm-verity root and provisions /cocos as LUKS2 under a fresh random
+# key that exists only in that process and in dm-crypt (no key file, no keyslot, no KDF). It opens verity first,
+# reads the root's first block through it (dm-verity checks lazily, so a wrong roothash shows here) and touches
+# /cocos only after both succeeded. It prints the verity-open, luks-format and luks-open marks.
+open_devices() {
   roothash=$(cmdline_value roothash) || fail "no roothash= on the kernel command line: refusing to boot an unverified root"
   valid_roothash "$roothash" || fail "roothash= is not a 64-digit hex sha256 root hash: refusing to boot"
   [ "$ROOT_DEV" != "$VERITY_DEV" ] || fail "root and verity partitions are the same device"
-  veritysetup open "$ROOT_DEV" root_verity "$VERITY_DEV" "$roothash" ||
-    fail "veritysetup open failed for $ROOT_DEV with hash device $VERITY_DEV"
-  # dm-verity checks lazily: read the first block now so a wrong roothash stops here with a clear message.
-  if ! dd if=/dev/mapper/root_verity of=/dev/null bs=4096 count=1 2>/dev/null; then
-    veritysetup close root_verity 2>/dev/null
-    fail "dm-verity: the root partition does not match roothash=$roothash (wrong root hash or tampered image); refusing to switch_root"
-  fi
-  mark verity-open
+  [ "$COCOS_DEV" != "$ROOT_DEV" ] && [ "$COCOS_DEV" != "$VERITY_DEV" ] ||
+    fail "the cocos partition resolves to the root or verity partition; refusing to format it"
+  chrys-hal-dm --verity "$ROOT_DEV" "$VERITY_DEV" "$roothash" root_verity --luks "$COCOS_DEV" cocos_crypt chrys-cocos
+  case $? in
+    0) ;;
+    3) fail "dm-verity open failed for $ROOT_DEV with hash device $VERITY_DEV" ;;
+    5) fail "dm-verity: the root partition does not match roothash=$roothash (wrong root hash or tampered image); refusing to switch_root" ;;
+    4) fail "LUKS2 format or open of $COCOS_DEV failed: /cocos would be unencrypted" ;;
+    *) fail "chrys-hal-dm failed (root $ROOT_DEV, verity $VERITY_DEV, cocos $COCOS_DEV)" ;;
+  esac
+}
+
+mount_verified_root() {
   mkdir -p "$NEWROOT"
   mount -t ext4 -o ro,nodev /dev/mapper/root_verity "$NEWROOT" ||
     fail "cannot mount /dev/mapper/root_verity read-only (dm-verity I/O error: root corrupted?)"
@@ -209,29 +195,7 @@ open_verified_root() {
   mark root-mounted
 }
 
-provision_cocos() {
-  [ "$COCOS_DEV" != "$ROOT_DEV" ] && [ "$COCOS_DEV" != "$VERITY_DEV" ] ||
-    fail "the cocos partition resolves to the root or verity partition; refusing to format it"
-  mkdir -p "$KEY_DIR"
-  mount -t tmpfs -o size=64k,mode=0700,nosuid,nodev,noexec tmpfs "$KEY_DIR" || fail "cannot mount the key tmpfs"
-  # The volume key and the keyslot passphrase: 512 random bits each, in RAM only.
-  (umask 077 && dd if=/dev/urandom of="$KEY_FILE" bs=64 count=1 2>/dev/null &&
-    dd if=/dev/urandom of="$PASS_FILE" bs=64 count=1 2>/dev/null) || fail "cannot generate the /cocos key"
-  [ "$(wc -c <"$KEY_FILE")" -eq 64 ] || fail "short read from /dev/urandom for the /cocos key"
-  # Random keys need no slow KDF: LUKS2's minimum PBKDF2 cost. The small metadata/keyslot areas and a 2 MiB data
-  # offset keep the header writes and wipes short.
-  cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 \
-    --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --sector-size 4096 --label chrys-cocos \
-    --luks2-metadata-size 16k --luks2-keyslots-size 1m --offset 4096 --disable-locks \
-    --volume-key-file "$KEY_FILE" --key-file "$PASS_FILE" "$COCOS_DEV" ||
-    fail "LUKS2 format of $COCOS_DEV failed: /cocos would be unencrypted"
-  mark luks-format
-  # Opening with the volume key itself skips the keyslot's anti-forensic merge (hundreds of milliseconds under
-  # TCG); LUKS2 still checks the key against the header's digest.
-  cryptsetup open --type luks2 --disable-locks --volume-key-file "$KEY_FILE" "$COCOS_DEV" cocos_crypt ||
-    fail "cannot open the LUKS2 volume on $COCOS_DEV"
-  wipe_key || fail "the /cocos key could not be wiped"
-  mark luks-open
+make_cocos() {
   case "$(dm_uuid cocos_crypt)" in
     CRYPT-LUKS2-*) ;;
     *) fail "/dev/mapper/cocos_crypt is not a LUKS2 dm-crypt mapping" ;;
@@ -306,8 +270,9 @@ main() {
   wait_for_partitions
   log "root=$ROOT_DEV verity=$VERITY_DEV cocos=$COCOS_DEV"
   mark disk
-  open_verified_root
-  provision_cocos
+  open_devices
+  mount_verified_root
+  make_cocos
   runtime_mounts
   mount_shares
   switch_to_root

@@ -1,8 +1,11 @@
 // chrys-hal-build: builds the disk-backed HAL image (disk.img, rootfs.ext4, rootfs.verity, rootfs.roothash,
 // rootfs.cpio.gz) for confidential pods.
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 
 #include "guest/hal/hal_builder.h"
@@ -14,6 +17,9 @@ void Usage() {
                "usage: chrys-hal-build --out DIR [--agent PATH] [--kernel /boot/vmlinuz-R] [--no-crun]\n"
                "                       [--esp-mib N] [--root-mib N] [--cocos-mib N] [--epoch SECONDS]\n"
                "                       [--salt HEX64] [--extra-cmdline TEXT] [--keep-module-signatures]\n"
+               "                       [--dm-helper PATH]\n"
+               "  --dm-helper PATH          chrys-hal-dm for the initramfs (default: the one next to this program,\n"
+               "                            else the one this build made)\n"
                "  --keep-module-signatures  keep the kernel modules signed (for guests booted with Secure Boot and\n"
                "                            lockdown; unsigned modules load ~0.3 s faster under TCG)\n");
 }
@@ -32,6 +38,12 @@ bool ParseU64(const char* text, uint64_t* out) {
 
 int main(int argc, char** argv) {
   chrys::guest::hal::HalImageConfig config;
+  // Installed side by side, chrys-hal-build uses its sibling chrys-hal-dm.
+  std::error_code ec;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (std::string sibling = exe.parent_path().string() + "/chrys-hal-dm"; !ec && ::access(sibling.c_str(), X_OK) == 0) {
+    config.dm_helper = sibling;
+  }
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> const char* {
@@ -46,6 +58,8 @@ int main(int argc, char** argv) {
       config.output_dir = value();
     } else if (arg == "--agent") {
       config.agent_binary = value();
+    } else if (arg == "--dm-helper") {
+      config.dm_helper = value();
     } else if (arg == "--kernel") {
       config.kernel = value();
     } else if (arg == "--keep-module-signatures") {

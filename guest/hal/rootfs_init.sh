@@ -63,8 +63,11 @@ report() {
   env_type=$(mount_field /etc/cocos 3)
   root_write_refused=false
   if ! (: >/.chrys-write-probe) 2>/dev/null; then root_write_refused=true; else rm -f /.chrys-write-probe; fi
-  key_gone=$(bool test ! -e /run/chrys-key/cocos.key -a ! -e /run/chrys-key/cocos.pass)
-  if grep -q " /run/chrys-key " "$PROC/mounts"; then key_gone=false; fi
+  # The /cocos volume key lived only in chrys-hal-dm and lives on only inside dm-crypt: no key file anywhere in
+  # RAM-backed storage, no cryptsetup key left in a keyring, no keyslot that could unwrap it (checked by the host).
+  key_gone=true
+  if [ -n "$(find /run /tmp /var -name '*.key' -o -name '*.pass' 2>/dev/null | head -n 1)" ]; then key_gone=false; fi
+  if [ -r "$PROC/keys" ] && grep -q "cryptsetup:" "$PROC/keys"; then key_gone=false; fi
   marker_written=false
   if token=$(conf_value write_marker); then
     echo "$token" >"/cocos/marker-$token" && sync && marker_written=true

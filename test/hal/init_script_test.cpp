@@ -1,5 +1,5 @@
 // The logic of the HAL init scripts (the exact text embedded in the image), run with busybox sh on the host
-// against fake /sys and /proc trees: command-line parsing, partition discovery, dm checks, key wiping.
+// against fake /sys and /proc trees: command-line parsing, partition discovery, dm checks, the device step's failures.
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -123,16 +123,60 @@ TEST_F(InitScriptTest, FailPrintsAClearFatalLine) {
   EXPECT_EQ(r.stdout_data.find("not-reached"), std::string::npos);
 }
 
-TEST_F(InitScriptTest, WipesTheKeyFile) {
-  std::string key_dir = dir_ + "/key";
-  ASSERT_TRUE(base::MakeDirs(key_dir).ok());
-  ASSERT_TRUE(base::WriteFileAtomic(key_dir + "/cocos.key", std::string(64, 'k')).ok());
-  ASSERT_TRUE(base::WriteFileAtomic(key_dir + "/cocos.pass", std::string(64, 'p')).ok());
-  auto r = Sh("init", "wipe_key && echo wiped", {"KEY_DIR=" + key_dir});
-  EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
-  EXPECT_EQ(r.stdout_data, "wiped\n");
-  EXPECT_NE(::access((key_dir + "/cocos.key").c_str(), F_OK), 0);
-  EXPECT_NE(::access((key_dir + "/cocos.pass").c_str(), F_OK), 0);
+// open_devices runs chrys-hal-dm (a stand-in on PATH here) and turns each of its exit statuses into the
+// message that stops the boot; /cocos must never be touched before the root checked out.
+TEST_F(InitScriptTest, OpenDevicesStopsTheBootOnEachHelperFailure) {
+  std::string hash(64, 'a');
+  ASSERT_TRUE(base::WriteFileAtomic(dir_ + "/proc/cmdline", "console=ttyS0 roothash=" + hash + "\n").ok());
+  ASSERT_TRUE(base::MakeDirs(dir_ + "/bin").ok());
+  struct Case {
+    int status;
+    const char* message;
+  } cases[] = {{3, "dm-verity open failed for /dev/sda2 with hash device /dev/sda3"},
+               {5, "does not match roothash=aaaa"},
+               {4, "LUKS2 format or open of /dev/sda4 failed: /cocos would be unencrypted"},
+               {2, "chrys-hal-dm failed"}};
+  std::string devices = "ROOT_DEV=/dev/sda2 VERITY_DEV=/dev/sda3 COCOS_DEV=/dev/sda4; ";
+  for (const Case& c : cases) {
+    ASSERT_TRUE(base::WriteFileAtomic(
+                    dir_ + "/bin/chrys-hal-dm",
+                    "#!/bin/sh\necho \"$@\" >" + dir_ + "/helper-args\nexit " + std::to_string(c.status) + "\n", 0755)
+                    .ok());
+    auto r = Sh("init", "PATH=" + dir_ + "/bin:$PATH; " + devices + "open_devices; echo not-reached");
+    EXPECT_EQ(r.exit_code, 1) << c.status;
+    EXPECT_NE(r.stdout_data.find("CHRYS-HAL-FATAL: "), std::string::npos) << r.stdout_data;
+    EXPECT_NE(r.stdout_data.find(c.message), std::string::npos) << r.stdout_data;
+    EXPECT_EQ(r.stdout_data.find("not-reached"), std::string::npos);
+  }
+  auto args = base::ReadFile(dir_ + "/helper-args");
+  ASSERT_TRUE(args.ok());
+  EXPECT_EQ(*args, "--verity /dev/sda2 /dev/sda3 " + hash + " root_verity --luks /dev/sda4 cocos_crypt chrys-cocos\n");
+}
+
+TEST_F(InitScriptTest, OpenDevicesRefusesBadInputBeforeRunningTheHelper) {
+  ASSERT_TRUE(base::MakeDirs(dir_ + "/bin").ok());
+  ASSERT_TRUE(
+      base::WriteFileAtomic(dir_ + "/bin/chrys-hal-dm", "#!/bin/sh\ntouch " + dir_ + "/helper-ran\n", 0755).ok());
+  std::string path = "PATH=" + dir_ + "/bin:$PATH; ";
+  std::string hash(64, 'b');
+  struct Case {
+    std::string cmdline;
+    std::string devices;
+    const char* message;
+  } cases[] = {
+      {"quiet", "ROOT_DEV=/dev/sda2 VERITY_DEV=/dev/sda3 COCOS_DEV=/dev/sda4",
+       "no roothash= on the kernel command line"},
+      {"roothash=xyz", "ROOT_DEV=/dev/sda2 VERITY_DEV=/dev/sda3 COCOS_DEV=/dev/sda4", "not a 64-digit hex"},
+      {"roothash=" + hash, "ROOT_DEV=/dev/sda2 VERITY_DEV=/dev/sda2 COCOS_DEV=/dev/sda4", "are the same device"},
+      {"roothash=" + hash, "ROOT_DEV=/dev/sda2 VERITY_DEV=/dev/sda3 COCOS_DEV=/dev/sda3", "refusing to format it"},
+  };
+  for (const Case& c : cases) {
+    ASSERT_TRUE(base::WriteFileAtomic(dir_ + "/proc/cmdline", c.cmdline + "\n").ok());
+    auto r = Sh("init", path + c.devices + "; open_devices; echo not-reached");
+    EXPECT_EQ(r.exit_code, 1) << c.cmdline;
+    EXPECT_NE(r.stdout_data.find(c.message), std::string::npos) << r.stdout_data;
+    EXPECT_NE(::access((dir_ + "/helper-ran").c_str(), F_OK), 0) << "the helper ran on bad input: " << c.message;
+  }
 }
 
 TEST_F(InitScriptTest, MarksCarryTheUptime) {
