@@ -118,6 +118,15 @@ base::Status Daemon::OpenSandboxes() {
       options.kernel_path = config_.vmm.guest_dir + "/" + manifest["kernel"].value("file", "vmlinuz");
       options.initramfs_path = config_.vmm.guest_dir + "/" + manifest["initramfs"].value("file", "");
       options.kernel_cmdline = manifest.value("cmdline", options.kernel_cmdline);
+      // crun and mkfs.ext4 are on the image's tools disk; without it containers cannot be created.
+      if (manifest.contains("tools_disk") && manifest["tools_disk"].is_object()) {
+        const auto& tools = manifest["tools_disk"];
+        options.boot_disks.push_back(
+            {tools.value("serial", ""), config_.vmm.guest_dir + "/" + tools.value("file", ""), /*read_only=*/true});
+      } else {
+        spdlog::warn("guest manifest {}/manifest.json names no tools disk: pods start but containers cannot",
+                     config_.vmm.guest_dir);
+      }
     } else {
       spdlog::error("guest manifest {}/manifest.json is not valid; pods cannot start", config_.vmm.guest_dir);
     }

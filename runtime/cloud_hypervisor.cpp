@@ -52,6 +52,9 @@ json CloudHypervisorVmm::BuildVmConfig(const VmLaunchSpec& spec) const {
     config["payload"] = {{"firmware", spec.firmware_path}};
     config["disks"] = json::array({{{"path", spec.disk_path}, {"readonly", false}, {"id", "bootdisk"}}});
   }
+  for (const DiskSpec& disk : spec.disks) {
+    config["disks"].push_back(BuildDiskConfig(disk));
+  }
   config["cpus"] = {{"boot_vcpus", spec.vcpus}, {"max_vcpus", spec.vcpus}};
   json memory = {{"size", static_cast<int64_t>(spec.memory_mib) << 20}};
   if (spec.hugepages) {

@@ -162,6 +162,13 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
     add({"-drive", "if=none,id=bootdisk,format=raw,file=" + QemuEscape(spec.disk_path)});
     add({"-device", "virtio-blk-pci,drive=bootdisk,bootindex=0"});
   }
+  for (size_t i = 0; i < spec.disks.size(); ++i) {
+    const DiskSpec& disk = spec.disks[i];
+    std::string id = "cdisk" + std::to_string(i);
+    add({"-drive",
+         "if=none,id=" + id + ",format=raw,file=" + QemuEscape(disk.path) + (disk.read_only ? ",readonly=on" : "")});
+    add({"-device", "virtio-blk-pci,drive=" + id + ",serial=" + disk.serial});
+  }
   // No virtio-rng: the guest image does not load its driver (the kernel seeds from RDRAND/jitter), so the device
   // only cost firmware and kernel enumeration time on every boot.
   int next_fd = 3;

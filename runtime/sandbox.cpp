@@ -302,6 +302,7 @@ Result<SandboxStatus> SandboxManager::Create(const SandboxRequest& request) {
   spec.memory_mib = MemoryMibFor(request.resources, options_.sizing);
   spec.interfaces = request.interfaces;
   spec.fs_shares = request.fs_shares;
+  spec.disks = options_.boot_disks;
   spec.agent_channel = kind == VmmKind::kCloudHypervisor ? AgentChannelKind::kHybridVsock : options_.agent_channel;
   spec.run_dir = SandboxRunDir(request.id);
   spec.console_log_path = SandboxStateDir(request.id) + "/console.log";

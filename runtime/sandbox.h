@@ -77,6 +77,8 @@ struct SandboxManagerOptions {
   std::string kernel_path;
   std::string initramfs_path;
   std::string kernel_cmdline = "console=ttyS0 panic=-1 quiet";
+  // Disks every microVM boots with (the guest image's read-only tools disk).
+  std::vector<DiskSpec> boot_disks;
   VmSizing sizing;
   AgentChannelKind agent_channel = AgentChannelKind::kVirtioSerial;
   std::chrono::milliseconds boot_timeout{std::chrono::seconds(60)};

@@ -65,6 +65,18 @@ Status ValidateLaunchSpec(const VmLaunchSpec& spec) {
   } else if (!IsRegularFile(spec.disk_path)) {
     return base::InvalidArgument("disk_path \"" + spec.disk_path + "\" is not a readable file");
   }
+  for (size_t i = 0; i < spec.disks.size(); ++i) {
+    Status disk = ValidateDiskSpec(spec.disks[i]);
+    if (!disk.ok()) {
+      return disk.error().Wrap("disks[" + std::to_string(i) + "]");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (spec.disks[j].serial == spec.disks[i].serial) {
+        return base::InvalidArgument("disks[" + std::to_string(i) + "]: serial \"" + spec.disks[i].serial +
+                                     "\" is used twice");
+      }
+    }
+  }
   if (spec.run_dir.empty() || spec.run_dir[0] != '/') {
     return base::InvalidArgument("run_dir must be an absolute path");
   }

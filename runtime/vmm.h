@@ -42,6 +42,12 @@ struct FsShareSpec {
   bool read_only = false;
 };
 
+struct DiskSpec {
+  std::string serial;  // guest-visible identifier, [A-Za-z0-9_-]{1,20}
+  std::string path;
+  bool read_only = true;
+};
+
 // Everything needed to launch one VM. Direct kernel boot (kernel + initramfs + cmdline) or disk + firmware.
 struct VmLaunchSpec {
   std::string sandbox_id;
@@ -55,6 +61,9 @@ struct VmLaunchSpec {
   bool hugepages = false;
   std::vector<NetInterfaceSpec> interfaces;
   std::vector<FsShareSpec> fs_shares;
+  // virtio-blk disks present from the first instruction (the guest image's tools disk); hot-plugged ones
+  // come later through Vmm::HotplugDisk.
+  std::vector<DiskSpec> disks;
   AgentChannelKind agent_channel = AgentChannelKind::kVirtioSerial;
   uint32_t vsock_cid = 0;  // for vsock channels; 0 lets the driver derive one
   // Directory for this VM's sockets, pid and VMM log (created by the caller, removed on stop).
@@ -94,12 +103,6 @@ struct VmmProcessState {
   std::vector<std::string> cgroup_dirs;  // every cgroup directory created for the VMM
   AgentEndpoint agent;
   std::vector<PluggedDisk> plugged_disks;
-};
-
-struct DiskSpec {
-  std::string serial;  // guest-visible identifier, [A-Za-z0-9_-]{1,20}
-  std::string path;
-  bool read_only = true;
 };
 
 enum class VmRunState { kRunning, kPaused, kShutdown, kUnknown };

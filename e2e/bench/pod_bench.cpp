@@ -110,7 +110,8 @@ struct VmShape {
 };
 
 // Bare QEMU: the guest's kernel, initramfs and command line, the pod VM's machine/cpu/smp/memory, the agent's
-// virtio-serial port; no NIC, no disks, no chrysd. Time from launch to the agent's ready line on the console.
+// virtio-serial port and tools disk; no NIC, no other disks, no chrysd. Time from launch to the agent's ready line on
+// the console.
 class BareBoot {
  public:
   BareBoot(std::string guest_dir, VmShape shape, std::string work_dir)
@@ -125,6 +126,10 @@ class BareBoot {
     kernel_ = guest_dir_ + "/" + manifest["kernel"].value("file", "vmlinuz");
     initramfs_ = guest_dir_ + "/" + manifest["initramfs"].value("file", "");
     cmdline_ = manifest.value("cmdline", "console=ttyS0");
+    if (manifest.contains("tools_disk")) {
+      tools_disk_ = guest_dir_ + "/" + manifest["tools_disk"].value("file", "");
+      tools_serial_ = manifest["tools_disk"].value("serial", "");
+    }
     return base::Status::Ok();
   }
 
@@ -170,6 +175,10 @@ class BareBoot {
       if (!shape_.firmware.empty()) {
         argv.insert(argv.end(), {"-bios", shape_.firmware});
       }
+      if (!tools_disk_.empty()) {
+        argv.insert(argv.end(), {"-drive", "if=none,id=tools,format=raw,readonly=on,file=" + tools_disk_, "-device",
+                                 "virtio-blk-pci,drive=tools,serial=" + tools_serial_});
+      }
       started.push_back(Clock::now());
       CHRYS_ASSIGN_OR_RETURN(ChildProcess vm, ChildProcess::Start(argv, work_dir_ + "/bare-" + tag + ".log"));
       vms.push_back(std::move(vm));
@@ -209,6 +218,8 @@ class BareBoot {
   std::string work_dir_;
   std::string kernel_;
   std::string initramfs_;
+  std::string tools_disk_;  // the image's tools disk: part of the guest, plugged as chrysd plugs it
+  std::string tools_serial_;
   std::string cmdline_;
   int round_ = 0;
 };

@@ -7,8 +7,10 @@
 
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "base/subprocess.h"
 #include "e2e/guest/qemu_guest.h"
 #include "runtime/agent/agent_client.h"
 
@@ -329,6 +331,52 @@ TEST_F(GuestE2E, HostReconnectGetsAFreshSession) {
   client_ = again->release();
   auto ping = client_->Ping(std::chrono::seconds(10));
   EXPECT_TRUE(ping.ok());
+}
+
+// The image: the same inputs give the same bytes, and crun with its libraries sits on the tools disk (the
+// initramfs, loaded on every boot, only links there).
+TEST(GuestImage, IsReproducibleAndKeepsCrunOnTheToolsDisk) {
+  char tmpl[] = "/tmp/chrys-guest-image-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  base::CommandSpec build;
+  build.argv = {CHRYS_GUEST_IMAGE_TOOL, "--agent", CHRYS_AGENT_BINARY, "--out", dir};
+  build.timeout = std::chrono::seconds(300);
+  auto built = base::RunCommand(build);
+  ASSERT_TRUE(built.ok() && built->success()) << (built.ok() ? built->stderr_data : built.error().message());
+  auto read_manifest = [](const std::string& d) {
+    auto text = base::ReadFile(d + "/manifest.json", 1 << 20);
+    return text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+  };
+  nlohmann::json ours = read_manifest(CHRYS_GUEST_DIR);
+  nlohmann::json again = read_manifest(dir);
+  ASSERT_TRUE(again.contains("tools_disk")) << again.dump();
+  EXPECT_EQ(again["tools_disk"]["serial"], "chrys-tools");
+  EXPECT_EQ(again["tools_disk"]["sha256"], ours["tools_disk"]["sha256"]) << "tools disk not reproducible";
+  EXPECT_EQ(again["initramfs"]["sha256"], ours["initramfs"]["sha256"]) << "initramfs not reproducible";
+  EXPECT_EQ(again["tools_disk"]["bytes"], ours["tools_disk"]["bytes"]);
+
+  // What the initramfs holds for crun and the libraries: links into /tools, no file of their own.
+  base::CommandSpec list;
+  list.argv = {"sh", "-c", "lz4 -dc \"$0\" | cpio -tv 2>/dev/null",
+               dir + "/" + again["initramfs"]["file"].get<std::string>()};
+  auto listed = base::RunCommand(list);
+  ASSERT_TRUE(listed.ok() && listed->success());
+  EXPECT_NE(listed->stdout_data.find("usr/bin/crun -> /tools/usr/bin/crun"), std::string::npos) << listed->stdout_data;
+  EXPECT_NE(listed->stdout_data.find("lib64 -> /tools/lib64"), std::string::npos);
+  EXPECT_EQ(listed->stdout_data.find("libc.so.6"), std::string::npos) << "a shared library is still in the initramfs";
+
+  // And the tools disk has them (listed with the erofs tools, no mount needed).
+  for (const auto& [directory, file] :
+       {std::pair{"/usr/bin", "crun"}, std::pair{"/lib64", "ld-linux-x86-64.so.2"},
+        std::pair{"/lib/x86_64-linux-gnu", "libc.so.6"}, std::pair{"/sbin", "mkfs.ext4"}}) {
+    base::CommandSpec dump;
+    dump.argv = {"dump.erofs", "--ls", std::string("--path=") + directory, dir + "/tools.erofs"};
+    auto dumped = base::RunCommand(dump);
+    ASSERT_TRUE(dumped.ok() && dumped->success());
+    EXPECT_NE(dumped->stdout_data.find(file), std::string::npos) << directory << ":\n" << dumped->stdout_data;
+  }
+  (void)base::RemoveTree(dir);
 }
 
 }  // namespace

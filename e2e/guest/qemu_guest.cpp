@@ -26,6 +26,10 @@ base::Result<QemuGuestOptions> OptionsFromManifest(const std::string& guest_dir,
   o.kernel = guest_dir + "/" + manifest["kernel"]["file"].get<std::string>();
   o.initrd = guest_dir + "/" + manifest["initramfs"]["file"].get<std::string>();
   o.cmdline = manifest["cmdline"].get<std::string>();
+  if (manifest.contains("tools_disk")) {
+    o.tools_disk = GuestDisk{guest_dir + "/" + manifest["tools_disk"]["file"].get<std::string>(),
+                             manifest["tools_disk"]["serial"].get<std::string>(), true};
+  }
   o.work_dir = work_dir;
   return o;
 }
@@ -93,8 +97,12 @@ base::Status QemuGuest::Start(const QemuGuestOptions& o) {
     argv_.insert(argv_.end(), {"-chardev", "socket,id=agent,path=" + agent_socket_ + ",server=on,wait=off", "-device",
                                "virtio-serial-pci", "-device", "virtserialport,chardev=agent,name=chrys.agent"});
   }
+  std::vector<GuestDisk> disks = o.disks;
+  if (o.tools_disk) {
+    disks.insert(disks.begin(), *o.tools_disk);
+  }
   int n = 0;
-  for (const auto& d : o.disks) {
+  for (const auto& d : disks) {
     std::string id = "disk" + std::to_string(n++);
     argv_.insert(
         argv_.end(),

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,8 @@ struct QemuGuestOptions {
   std::string kernel;
   std::string initrd;
   std::string cmdline;
-  std::string work_dir;  // sockets and the console log go here
+  std::string work_dir;                 // sockets and the console log go here
+  std::optional<GuestDisk> tools_disk;  // the image's read-only tools disk (crun), plugged first
   std::vector<GuestDisk> disks;
   std::string nic_mac;  // empty: no NIC
   int memory_mib = 512;

@@ -88,6 +88,7 @@ TEST(RealGuestE2eTest, AgentReadyHotplugRunContainerStop) {
   o.kernel_path = manifest["kernel"]["path"];
   o.initramfs_path = manifest["initramfs"]["path"];
   o.kernel_cmdline = manifest["cmdline"];
+  o.boot_disks = {{manifest["tools_disk"]["serial"], manifest["tools_disk"]["path"], true}};
   o.sizing.default_memory_mib = 512;
   o.sizing.overhead_memory_mib = 0;
   o.boot_timeout = 180s;

@@ -13,6 +13,7 @@
 
 #include "base/file_util.h"
 #include "base/unique_fd.h"
+#include "guest/agent/guest_init.h"
 #include "guest/agent/log.h"
 #include "guest/agent/oci_spec.h"
 #include "guest/agent/sandbox.h"
@@ -23,6 +24,10 @@ namespace {
 using base::Result;
 using base::Status;
 using nlohmann::json;
+
+// crun lives on the tools disk, which the agent mounts right after boot; the first container may be asked for
+// before that finished.
+constexpr std::chrono::seconds kToolsWait{90};
 
 int64_t UnixNanos(std::chrono::system_clock::time_point t) {
   if (t.time_since_epoch().count() == 0) {
@@ -371,6 +376,7 @@ ContainerManager::~ContainerManager() {
 
 Result<ChildReaper::RunResult> ContainerManager::Crun(const std::vector<std::string>& args,
                                                       std::chrono::milliseconds timeout) {
+  CHRYS_RETURN_IF_ERROR(WaitForGuestTools(kToolsWait));
   std::vector<std::string> argv = {crun_, "--root", kCrunRoot};
   argv.insert(argv.end(), args.begin(), args.end());
   return ChildReaper::Instance().Run(argv, timeout);
@@ -378,6 +384,7 @@ Result<ChildReaper::RunResult> ContainerManager::Crun(const std::vector<std::str
 
 Result<pid_t> ContainerManager::CrunWithStdio(const std::vector<std::string>& args, ProcessIo& io,
                                               const std::string& log_path, std::chrono::milliseconds timeout) {
+  CHRYS_RETURN_IF_ERROR(WaitForGuestTools(kToolsWait));
   SpawnSpec spec;
   spec.argv = {crun_, "--root", kCrunRoot, "--log", log_path};
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());

@@ -21,6 +21,7 @@
 #include "base/file_util.h"
 #include "base/unique_fd.h"
 #include "guest/agent/log.h"
+#include "guest/agent/storage.h"
 
 namespace chrys::guest {
 namespace {
@@ -196,6 +197,63 @@ base::Status WaitForBootModules(std::chrono::milliseconds timeout) {
 base::Status WaitForDeferredModules(std::chrono::milliseconds timeout) {
   return WaitForLoader(LoaderState::kDone, timeout,
                        "deferred modules (virtio block and net, erofs, overlay, fuse, virtiofs)");
+}
+
+namespace {
+
+std::mutex tools_mu;
+std::condition_variable tools_cv;
+enum class ToolsState { kNotStarted, kMounting, kDone } tools_state = ToolsState::kNotStarted;
+base::Status tools_result = base::Status::Ok();
+
+base::Status MountGuestTools() {
+  CHRYS_RETURN_IF_ERROR(WaitForDeferredModules(std::chrono::seconds(60)));
+  auto disk = FindDiskBySerial(kGuestToolsSerial, std::chrono::seconds(20));
+  if (!disk.ok()) {
+    return base::NotFound(std::string("the guest tools disk (virtio-blk serial ") + kGuestToolsSerial +
+                          ", with crun) is not attached to this VM: the host must plug the image's tools disk");
+  }
+  CHRYS_RETURN_IF_ERROR(WaitUntilReadable(*disk, std::chrono::seconds(10)));
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(kGuestToolsDir));
+  if (::mount(disk->c_str(), kGuestToolsDir, "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID, nullptr) != 0) {
+    return base::SystemError("mounting the guest tools disk " + *disk + " (erofs) on " + kGuestToolsDir);
+  }
+  return base::Status::Ok();
+}
+
+}  // namespace
+
+void StartGuestToolsMount() {
+  {
+    std::lock_guard lock(tools_mu);
+    if (tools_state != ToolsState::kNotStarted) {
+      return;
+    }
+    tools_state = ToolsState::kMounting;
+  }
+  std::thread([] {
+    base::Status mounted = MountGuestTools();
+    if (mounted.ok()) {
+      LogInfo("guest tools mounted on %s", kGuestToolsDir);
+    } else {
+      LogWarn("%s", mounted.error().message().c_str());
+    }
+    {
+      std::lock_guard lock(tools_mu);
+      tools_result = mounted;
+      tools_state = ToolsState::kDone;
+    }
+    tools_cv.notify_all();
+  }).detach();
+}
+
+base::Status WaitForGuestTools(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(tools_mu);
+  if (!tools_cv.wait_for(lock, timeout, [] { return tools_state != ToolsState::kMounting; })) {
+    return base::DeadlineExceeded(std::string("the guest tools disk was not mounted on ") + kGuestToolsDir +
+                                  " within " + std::to_string(timeout.count()) + " ms");
+  }
+  return tools_result;
 }
 
 std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& hardware) {

@@ -13,6 +13,12 @@ namespace chrys::guest {
 // relative to /lib/modules/<release>/.
 inline constexpr const char* kModuleListPath = "/lib/modules/chrys-modules.load";
 
+// The read-only EROFS disk with crun, mkfs.ext4 and their shared libraries, mounted at kGuestToolsDir; the
+// initramfs only links to them there. Every byte of the initramfs is loaded and unpacked on every boot (under
+// TCG ~25 ms per MiB), while the tools are needed only once the first container is created.
+inline constexpr const char* kGuestToolsSerial = "chrys-tools";
+inline constexpr const char* kGuestToolsDir = "/tools";
+
 // Re-roots onto a bind mount of the initramfs so that pivot_root works for containers (it refuses the
 // initramfs root itself), then mounts /proc, /sys, /dev, /dev/pts, /dev/shm, /run, /tmp and cgroup2.
 base::Status MountBaseFilesystems();
@@ -66,5 +72,12 @@ base::Status EnableCgroupControllers();
 // `deps` maps a module path to its direct dependency paths. Pure; used by the image builder too.
 std::vector<std::string> ModuleLoadOrder(const std::vector<std::string>& wanted,
                                          const std::vector<std::pair<std::string, std::vector<std::string>>>& deps);
+
+// Mounts the tools disk (kGuestToolsSerial, EROFS, read-only) at kGuestToolsDir on its own thread once the
+// deferred modules (virtio_blk, erofs) are loaded.
+void StartGuestToolsMount();
+// Waits (bounded) until that mount is done; its error when it failed. OK at once when no mount was started
+// (the agent outside a VM, where crun is the host's).
+base::Status WaitForGuestTools(std::chrono::milliseconds timeout);
 
 }  // namespace chrys::guest

@@ -133,6 +133,7 @@ int main(int argc, char** argv) {
     // gRPC server: under TCG each takes ~100 ms of emulated time, and the guest has two vCPUs.
     hardware = ProbeGuestHardware();
     StartModuleLoader(hardware);
+    StartGuestToolsMount();
     auto cgroups = EnableCgroupControllers();
     if (!cgroups.ok()) {
       LogWarn("%s", cgroups.error().message().c_str());

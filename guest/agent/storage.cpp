@@ -15,6 +15,7 @@
 #include "base/file_util.h"
 #include "base/unique_fd.h"
 #include "guest/agent/child_reaper.h"
+#include "guest/agent/guest_init.h"
 #include "guest/agent/log.h"
 
 namespace chrys::guest {
@@ -165,6 +166,7 @@ base::Result<std::string> Storage::EnsureScratch(const std::string& serial) {
   }
   if (!HasExt4Superblock(header)) {
     LogInfo("formatting blank scratch disk %s (%s) as ext4", serial.c_str(), disk.c_str());
+    CHRYS_RETURN_IF_ERROR(WaitForGuestTools(std::chrono::seconds(90)));  // mkfs.ext4 is on the tools disk
     CHRYS_ASSIGN_OR_RETURN(
         auto mkfs, ChildReaper::Instance().Run({"/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-E",
                                                 "lazy_itable_init=1,lazy_journal_init=1", "-L", "chrys-scratch", disk},

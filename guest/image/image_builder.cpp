@@ -19,6 +19,9 @@
 namespace chrys::guest {
 namespace {
 
+// The tools image's filesystem UUID (fixed: reproducible builds).
+constexpr const char* kToolsUuid = "63687279-732d-746f-6f6c-732d76310001";
+
 using base::Result;
 using base::Status;
 
@@ -126,6 +129,13 @@ Status AddHostFile(CpioArchive& archive, const std::string& host_path, const std
   e.mode = mode;
   e.data = std::move(data);
   return archive.Add(archive_path.front() == '/' ? archive_path.substr(1) : archive_path, std::move(e));
+}
+
+// Copies a host program or library (stripped) to `dest` in a staging tree, creating its directories.
+Status CopyToTree(const std::string& host_path, const std::string& dest, const std::string& scratch_dir) {
+  CHRYS_ASSIGN_OR_RETURN(std::string data, StrippedBinary(host_path, scratch_dir));
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(dest.substr(0, dest.rfind('/'))));
+  return base::WriteFileAtomic(dest, data, 0755);
 }
 
 Status AddDir(CpioArchive& archive, const std::string& path, uint32_t mode = 0755) {
@@ -267,7 +277,8 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(scratch));
 
   CpioArchive archive;
-  for (const char* d : {"dev", "proc", "sys", "run", "tmp", "etc", "var", "root", "mnt", "usr/bin", "usr/sbin"}) {
+  for (const char* d :
+       {"dev", "proc", "sys", "run", "tmp", "etc", "var", "root", "mnt", "tools", "usr/bin", "usr/sbin"}) {
     CHRYS_RETURN_IF_ERROR(AddDir(archive, d, std::string(d) == "tmp" ? 01777 : 0755));
   }
   CpioEntry console;
@@ -283,14 +294,18 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
   group.data = "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n";
   CHRYS_RETURN_IF_ERROR(archive.Add("etc/group", group));
 
-  // Programs and their exact shared-library closure (ldd resolves transitively).
+  // The agent (static) and busybox (static) boot from the initramfs. crun, mkfs.ext4 and their shared libraries go
+  // on the tools disk (see kGuestToolsSerial); the initramfs links to them below kGuestToolsDir.
   CHRYS_RETURN_IF_ERROR(AddHostFile(archive, options.agent_path, "init", 0755, scratch, true));
-  CHRYS_RETURN_IF_ERROR(AddHostFile(archive, options.crun_path, "usr/bin/crun", 0755, scratch, true));
   CHRYS_RETURN_IF_ERROR(AddHostFile(archive, options.busybox_path, "bin/busybox", 0755, scratch, false));
-  CHRYS_RETURN_IF_ERROR(AddHostFile(archive, options.mkfs_ext4_path, "sbin/mkfs.ext4", 0755, scratch, true));
   CHRYS_RETURN_IF_ERROR(AddSymlink(archive, "bin/sh", "busybox"));
+  std::string tools_root = scratch + "/tools";
+  const std::string tools_dir = kGuestToolsDir;
   std::vector<std::string> libs;
-  for (const auto& program : {options.agent_path, options.crun_path, options.mkfs_ext4_path}) {
+  for (const auto& [program, at] : {std::pair{options.crun_path, std::string("/usr/bin/crun")},
+                                    std::pair{options.mkfs_ext4_path, std::string("/sbin/mkfs.ext4")}}) {
+    CHRYS_RETURN_IF_ERROR(CopyToTree(program, tools_root + at, scratch));
+    CHRYS_RETURN_IF_ERROR(AddSymlink(archive, at.substr(1), tools_dir + at));
     CHRYS_ASSIGN_OR_RETURN(auto found, SharedLibraryClosure(program));
     for (auto& lib : found) {
       if (std::find(libs.begin(), libs.end(), lib) == libs.end()) {
@@ -298,9 +313,30 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
       }
     }
   }
+  std::vector<std::string> lib_dirs;
   for (const auto& lib : libs) {
-    CHRYS_RETURN_IF_ERROR(AddHostFile(archive, lib, lib.substr(1), 0755, scratch, true));
+    CHRYS_RETURN_IF_ERROR(CopyToTree(lib, tools_root + lib, scratch));
+    std::string dir = lib.substr(0, lib.rfind('/'));
+    if (std::find(lib_dirs.begin(), lib_dirs.end(), dir) == lib_dirs.end()) {
+      lib_dirs.push_back(dir);
+    }
   }
+  // Whole library directories link to the disk (the dynamic loader's own path, /lib64, among them).
+  for (const auto& dir : lib_dirs) {
+    CHRYS_RETURN_IF_ERROR(AddSymlink(archive, dir.substr(1), tools_dir + dir));
+  }
+  std::string tools_name = "tools.erofs";
+  std::string tools_path = options.output_dir + "/" + tools_name;
+  // Fixed timestamps and UUID, every file root's: same inputs, same bytes.
+  CHRYS_RETURN_IF_ERROR(Run({"mkfs.erofs", "--quiet", "--all-root", "-T0", "--ignore-mtime",
+                             "-U" + std::string(kToolsUuid), tools_path + ".tmp", tools_root})
+                                .ok()
+                            ? Status::Ok()
+                            : Status(base::Internal("mkfs.erofs of the guest tools image failed")));
+  if (::rename((tools_path + ".tmp").c_str(), tools_path.c_str()) != 0) {
+    return base::SystemError("rename " + tools_path);
+  }
+  CHRYS_ASSIGN_OR_RETURN(std::string tools_image, base::ReadFile(tools_path, 512 << 20));
 
   // Kernel modules in load order.
   CHRYS_ASSIGN_OR_RETURN(std::string dep_text, base::ReadFile(module_dir + "/modules.dep", 16 << 20));
@@ -373,6 +409,9 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
   manifest["components"] = {{"crun", PackageVersionOf(options.crun_path)},
                             {"busybox", PackageVersionOf(options.busybox_path)},
                             {"e2fsprogs", PackageVersionOf(options.mkfs_ext4_path)}};
+  manifest["tools_disk"] = {{"file", tools_name},         {"path", tools_path},    {"serial", kGuestToolsSerial},
+                            {"mount", kGuestToolsDir},    {"filesystem", "erofs"}, {"sha256", Sha256Hex(tools_image)},
+                            {"bytes", tools_image.size()}};
   manifest["modules"] = order;
   manifest["libraries"] = libs;
   std::string manifest_path = options.output_dir + "/manifest.json";

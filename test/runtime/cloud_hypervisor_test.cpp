@@ -205,18 +205,26 @@ TEST_F(CloudHypervisorTest, BodiesWithSharesHugepagesAndDiskBootAreSchemaValid) 
   VmLaunchSpec spec = Spec();
   spec.hugepages = true;
   spec.fs_shares.push_back({"vol0", dir_, false});
+  spec.disks.push_back({"chrys-tools", dir_ + "/tools.erofs", true});
   json create = vmm.BuildVmConfig(spec);
   EXPECT_TRUE(Validator().ValidateNamed("VmConfig", create).empty())
       << Joined(Validator().ValidateNamed("VmConfig", create));
   EXPECT_TRUE(create["memory"]["shared"].get<bool>());
   EXPECT_TRUE(create["memory"]["hugepages"].get<bool>());
+  ASSERT_EQ(create["disks"].size(), 1u);
+  EXPECT_EQ(create["disks"][0]["serial"], "chrys-tools");
+  EXPECT_EQ(create["disks"][0]["readonly"], true);
   EXPECT_TRUE(Validator().ValidateNamed("FsConfig", CloudHypervisorVmm::BuildFsConfig(spec, 0)).empty());
   EXPECT_TRUE(Validator().ValidateNamed("DiskConfig", CloudHypervisorVmm::BuildDiskConfig({"s", "/x", false})).empty());
   VmLaunchSpec disk_boot = Spec();
   disk_boot.disk_path = dir_ + "/layer.erofs";
   disk_boot.firmware_path = "/usr/share/OVMF/OVMF_CODE.fd";
-  auto errors = Validator().ValidateNamed("VmConfig", vmm.BuildVmConfig(disk_boot));
+  disk_boot.disks.push_back({"chrys-tools", dir_ + "/tools.erofs", true});
+  json disk_boot_config = vmm.BuildVmConfig(disk_boot);
+  auto errors = Validator().ValidateNamed("VmConfig", disk_boot_config);
   EXPECT_TRUE(errors.empty()) << Joined(errors);
+  ASSERT_EQ(disk_boot_config["disks"].size(), 2u) << "the boot disk, then the boot-time disks";
+  EXPECT_EQ(disk_boot_config["disks"][0]["id"], "bootdisk");
 }
 
 TEST(OpenApiValidatorTest, RejectsBodiesThatViolateTheSchema) {

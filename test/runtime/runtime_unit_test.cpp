@@ -131,6 +131,8 @@ TEST(QemuTest, CommandLineHasEveryPart) {
   s.interfaces.push_back({{10, 11}, "02:00:00:00:00:01", 1400});
   s.interfaces.push_back({{12}, "02:00:00:00:00:02", 1500});
   s.fs_shares.push_back({"vol0", "/srv", false});
+  s.disks.push_back({"chrys-tools", "/g/tools,v1.erofs", true});
+  s.disks.push_back({"rw", "/g/rw.img", false});
   s.agent_channel = AgentChannelKind::kVhostVsock;  // falls back: no /dev/vhost-vsock
   auto a = vmm.BuildCommandLine(s, "tcg");
   auto has = [&](const std::string& flag, const std::string& value) {
@@ -167,6 +169,11 @@ TEST(QemuTest, CommandLineHasEveryPart) {
   EXPECT_TRUE(has("-device", "pcie-root-port,id=hp0,chassis=1,bus=pcie.0"));
   EXPECT_TRUE(has("-device", "pcie-root-port,id=hp1,chassis=2,bus=pcie.0"));
   EXPECT_EQ(std::count(a.begin(), a.end(), "-no-reboot"), 1);
+  // Boot disks: present from the start, by serial, read-only where asked (commas in paths doubled).
+  EXPECT_TRUE(has("-drive", "if=none,id=cdisk0,format=raw,file=/g/tools,,v1.erofs,readonly=on"));
+  EXPECT_TRUE(has("-device", "virtio-blk-pci,drive=cdisk0,serial=chrys-tools"));
+  EXPECT_TRUE(has("-drive", "if=none,id=cdisk1,format=raw,file=/g/rw.img"));
+  EXPECT_TRUE(has("-device", "virtio-blk-pci,drive=cdisk1,serial=rw"));
 }
 
 TEST(QemuTest, AccelResolution) {
@@ -208,6 +215,13 @@ TEST(LaunchSpecTest, BadInputNamesTheField) {
   bad([](VmLaunchSpec& t) { t.fs_shares.push_back({"bad tag", "/tmp", false}); }, "tag");
   bad([](VmLaunchSpec& t) { t.fs_shares.push_back({"t", "/nonexistent-dir", false}); }, "host_dir");
   bad([](VmLaunchSpec& t) { t.run_dir = "/tmp/" + std::string(100, 'r'); }, "run_dir");
+  bad([&](VmLaunchSpec& t) { t.disks.push_back({"chrys-tools", dir + "/missing.erofs", true}); }, "disks[0]");
+  bad([&](VmLaunchSpec& t) { t.disks.push_back({"bad serial", dir + "/k", true}); }, "disks[0]");
+  bad(
+      [&](VmLaunchSpec& t) {
+        t.disks = {{"same", dir + "/k", true}, {"same", dir + "/k", true}};
+      },
+      "disks[1]: serial \"same\" is used twice");
   EXPECT_FALSE(ValidateDiskSpec({"has space", dir + "/k", true}).ok());
   EXPECT_FALSE(ValidateDiskSpec({"serial-that-is-way-too-long", dir + "/k", true}).ok());
   EXPECT_FALSE(ValidateDiskSpec({"ok", dir + "/missing", true}).ok());
