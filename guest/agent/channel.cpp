@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 #include <thread>
 
 #include "base/file_util.h"
@@ -33,11 +34,12 @@ struct Pending {
   bool has_room() const { return data.size() - offset < kBridgeBuffer; }
 };
 
-// Reads what is available from `fd` into `q`. Returns false on EOF/error.
-bool FillFrom(int fd, Pending& q) {
-  // Large reads: under TCG each syscall and poll round is many emulated instructions.
-  static thread_local char buf[64 << 10];
-  ssize_t n = ::read(fd, buf, sizeof(buf));
+// Reads what is available from `fd` into `q` through `buf` (kBridgeBuffer bytes). Returns false on EOF/error.
+// Large reads: under TCG each syscall and poll round is many emulated instructions. The buffer is the bridge's
+// own: a thread_local one would sit in the static TLS block of every thread the agent starts (gRPC's too), and
+// each thread start would zero it.
+bool FillFrom(int fd, Pending& q, char* buf) {
+  ssize_t n = ::read(fd, buf, kBridgeBuffer);
   if (n > 0) {
     if (q.offset == q.data.size()) {
       q.data.clear();
@@ -171,6 +173,7 @@ struct PrefaceSync {
 
 const char* Bridge(int port, int sock, uint64_t& host_bytes, uint64_t& guest_bytes, PrefaceSync& sync) {
   Pending to_sock;
+  std::unique_ptr<char[]> read_buf(new char[kBridgeBuffer]);  // uninitialised: only read() writes it
   SplicePipe to_port;
   if (!to_port.ok()) {
     LogWarn("channel bridge: %s", to_port.error().c_str());
@@ -207,7 +210,7 @@ const char* Bridge(int port, int sock, uint64_t& host_bytes, uint64_t& guest_byt
     }
     if (p[0].revents & POLLIN) {
       size_t before = to_sock.data.size();
-      if (!FillFrom(port, to_sock)) {
+      if (!FillFrom(port, to_sock, read_buf.get())) {
         return "port read failed";
       }
       if (to_sock.data.size() < before) {
