@@ -66,7 +66,7 @@ class GuestE2E : public ::testing::Test {
 
   void SetUp() override { ASSERT_NE(client_, nullptr) << "guest did not boot"; }
 
-  static v1::ContainerConfig Container(const std::string& id, std::vector<std::string> args) {
+  static v1::ContainerConfig Container(const std::string& id, const std::vector<std::string>& args) {
     v1::ContainerConfig c;
     c.set_id(id);
     c.mutable_rootfs()->add_layer_serials(kLayerSerial);

@@ -141,6 +141,7 @@ base::Result<VmRun> RunVmToExit(const std::vector<std::string>& argv, std::chron
   base::UniqueFd read_end(fds[0]);
   base::UniqueFd write_end(fds[1]);
   std::vector<char*> cargv;
+  cargv.reserve(argv.size() + 1);
   for (const std::string& a : argv) {
     cargv.push_back(const_cast<char*>(a.c_str()));
   }

@@ -51,7 +51,7 @@ TEST(RealGuestE2eTest, AgentReadyHotplugRunContainerStop) {
   std::string tag = "rg" + std::to_string(::getpid());
   std::string root = "/tmp/" + tag;
   ASSERT_TRUE(base::MakeDirs(root).ok());
-  std::string netns = tag;
+  const std::string& netns = tag;
   RunOrFail({"ip", "netns", "add", netns});
   struct Cleanup {
     std::string netns, root;
@@ -106,6 +106,7 @@ TEST(RealGuestE2eTest, AgentReadyHotplugRunContainerStop) {
   req.netns_path = "/run/netns/" + netns;
   req.cgroup_parent = "chrys-e2e-" + tag;
   std::vector<int> fds;
+  fds.reserve(queues.size());
   for (auto& q : queues) {
     fds.push_back(q.get());
   }

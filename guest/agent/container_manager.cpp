@@ -413,7 +413,7 @@ Result<pid_t> ContainerManager::CrunWithStdio(const std::vector<std::string>& ar
 }
 
 void ContainerManager::WatchProcess(const std::string& container_id, const std::string& exec_id,
-                                    std::shared_ptr<Process> process) {
+                                    const std::shared_ptr<Process>& process) {
   pid_t pid = process->pid;
   ChildReaper::Instance().Watch(
       pid, [this, container_id, exec_id, process](const ProcessExit& e) { OnExit(container_id, exec_id, process, e); });

@@ -134,7 +134,8 @@ class ContainerManager {
   base::Result<ChildReaper::RunResult> Crun(const std::vector<std::string>& args, std::chrono::milliseconds timeout);
   base::Result<pid_t> CrunWithStdio(const std::vector<std::string>& args, ProcessIo& io, const std::string& log_path,
                                     std::chrono::milliseconds timeout);
-  void WatchProcess(const std::string& container_id, const std::string& exec_id, std::shared_ptr<Process> process);
+  void WatchProcess(const std::string& container_id, const std::string& exec_id,
+                    const std::shared_ptr<Process>& process);
   void OnExit(const std::string& container_id, const std::string& exec_id, const std::shared_ptr<Process>& process,
               const ProcessExit& exit);
   uint64_t OomKills(const std::string& id);

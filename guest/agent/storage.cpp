@@ -88,8 +88,13 @@ base::Status WaitUntilReadable(const std::string& device, std::chrono::milliseco
       last = "size 0";
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      return base::Unavailable("disk " + device + " did not become readable within " + std::to_string(timeout.count()) +
-                               " ms of hot-plug (" + last + ")");
+      std::string message = "disk " + device;
+      message.append(" did not become readable within ")
+          .append(std::to_string(timeout.count()))
+          .append(" ms of hot-plug (")
+          .append(last)
+          .append(")");
+      return base::Unavailable(message);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

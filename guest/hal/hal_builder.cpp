@@ -380,13 +380,16 @@ Status AddModules(const std::vector<std::string>& wanted, const std::string& rel
                          ModuleLoadOrder(dep, wanted, builtin.ok() ? *builtin : std::string()));
   std::string list;
   for (const std::string& rel : order) {
-    std::string dst = "lib/modules/" + release + "/" + rel;
+    std::string dst = "lib/modules/";
+    dst.append(release).append("/").append(rel);
+    std::string src = modules_dir;
+    src.append("/").append(rel);
     if (strip_signatures) {
-      CHRYS_ASSIGN_OR_RETURN(std::string module, base::ReadFile(modules_dir + "/" + rel, 256 << 20));
+      CHRYS_ASSIGN_OR_RETURN(std::string module, base::ReadFile(src, 256 << 20));
       CHRYS_ASSIGN_OR_RETURN(module, kmod::StripModuleSignature(std::move(module), rel));
       CHRYS_RETURN_IF_ERROR(tree.WriteText(dst, module));
     } else {
-      CHRYS_RETURN_IF_ERROR(tree.CopyFile(modules_dir + "/" + rel, dst, 0644));
+      CHRYS_RETURN_IF_ERROR(tree.CopyFile(src, dst, 0644));
     }
     list += rel + "\n";
   }
@@ -581,6 +584,7 @@ Result<HalArtifacts> BuildHalImage(const HalImageConfig& c) {
   CHRYS_RETURN_IF_ERROR(initrd.ClampTimes(epoch));
   CHRYS_RETURN_IF_ERROR(RunStep("packing the initramfs with cpio/gzip failed",
                                 {"/bin/sh", "-c",
+                                 // NOLINTNEXTLINE(bugprone-suspicious-missing-comma): one script, split in two lines
                                  "set -e; cd \"$1\"; find . -print0 | LC_ALL=C sort -z | "
                                  "cpio --null --reproducible --quiet -o -H newc -R 0:0 | gzip -n -6 > \"$2\"",
                                  "sh", initrd.root(), a.initramfs},

@@ -349,7 +349,8 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
   std::vector<std::string> order = ModuleLoadOrder(wanted, deps);
   std::string load_list;
   for (const auto& rel : order) {
-    std::string src = module_dir + "/" + rel;
+    std::string src = module_dir;
+    src.append("/").append(rel);
     std::string data;
     std::string name = rel;
     if (rel.size() > 3 && rel.substr(rel.size() - 3) == ".xz") {
@@ -367,7 +368,9 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
     CpioEntry e;
     e.mode = 0644;
     e.data = std::move(data);
-    CHRYS_RETURN_IF_ERROR(archive.Add("lib/modules/" + release + "/" + name, std::move(e)));
+    std::string member = "lib/modules/";
+    member.append(release).append("/").append(name);
+    CHRYS_RETURN_IF_ERROR(archive.Add(member, std::move(e)));
     load_list += name + "\n";
   }
   CpioEntry list;

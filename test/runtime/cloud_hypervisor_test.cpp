@@ -176,6 +176,7 @@ TEST_F(CloudHypervisorTest, FullLifecycleSendsSchemaValidBodies) {
   ExpectAllBodiesValid();
   auto requests = Requests();
   std::vector<std::string> order;
+  order.reserve(requests.size());
   for (const auto& r : requests) {
     order.push_back(r["method"].get<std::string>() + " " + r["path"].get<std::string>());
   }
