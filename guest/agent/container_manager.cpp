@@ -376,7 +376,7 @@ ContainerManager::~ContainerManager() {
 
 Result<ChildReaper::RunResult> ContainerManager::Crun(const std::vector<std::string>& args,
                                                       std::chrono::milliseconds timeout) {
-  CHRYS_RETURN_IF_ERROR(WaitForGuestTools(kToolsWait));
+  CHRYS_RETURN_IF_ERROR(WaitForContainerSupport(kToolsWait));
   std::vector<std::string> argv = {crun_, "--root", kCrunRoot};
   argv.insert(argv.end(), args.begin(), args.end());
   return ChildReaper::Instance().Run(argv, timeout);
@@ -384,7 +384,7 @@ Result<ChildReaper::RunResult> ContainerManager::Crun(const std::vector<std::str
 
 Result<pid_t> ContainerManager::CrunWithStdio(const std::vector<std::string>& args, ProcessIo& io,
                                               const std::string& log_path, std::chrono::milliseconds timeout) {
-  CHRYS_RETURN_IF_ERROR(WaitForGuestTools(kToolsWait));
+  CHRYS_RETURN_IF_ERROR(WaitForContainerSupport(kToolsWait));
   SpawnSpec spec;
   spec.argv = {crun_, "--root", kCrunRoot, "--log", log_path};
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());

@@ -179,7 +179,6 @@ void StartModuleLoader(const GuestHardware& hardware) {
     if (!failed.empty()) {
       LogWarn("%zu boot modules failed to load", failed.size());
     }
-    LogInfo("boot modules loaded");
     AdvanceLoader(LoaderState::kLoadingDeferred);
     failed = LoadModules(ModulePhase::kDeferred, hardware);
     if (!failed.empty()) {
@@ -223,7 +222,7 @@ base::Status MountGuestTools() {
 
 }  // namespace
 
-void StartGuestToolsMount() {
+void StartContainerSupport() {
   {
     std::lock_guard lock(tools_mu);
     if (tools_state != ToolsState::kNotStarted) {
@@ -232,6 +231,9 @@ void StartGuestToolsMount() {
     tools_state = ToolsState::kMounting;
   }
   std::thread([] {
+    if (auto cgroups = EnableCgroupControllers(); !cgroups.ok()) {
+      LogWarn("%s", cgroups.error().message().c_str());
+    }
     base::Status mounted = MountGuestTools();
     if (mounted.ok()) {
       LogInfo("guest tools mounted on %s", kGuestToolsDir);
@@ -247,7 +249,7 @@ void StartGuestToolsMount() {
   }).detach();
 }
 
-base::Status WaitForGuestTools(std::chrono::milliseconds timeout) {
+base::Status WaitForContainerSupport(std::chrono::milliseconds timeout) {
   std::unique_lock lock(tools_mu);
   if (!tools_cv.wait_for(lock, timeout, [] { return tools_state != ToolsState::kMounting; })) {
     return base::DeadlineExceeded(std::string("the guest tools disk was not mounted on ") + kGuestToolsDir +

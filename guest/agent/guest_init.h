@@ -73,11 +73,12 @@ base::Status EnableCgroupControllers();
 std::vector<std::string> ModuleLoadOrder(const std::vector<std::string>& wanted,
                                          const std::vector<std::pair<std::string, std::vector<std::string>>>& deps);
 
-// Mounts the tools disk (kGuestToolsSerial, EROFS, read-only) at kGuestToolsDir on its own thread once the
+// What containers need beyond the boot, done on its own thread off the boot path: enables the cgroup
+// controllers, then mounts the tools disk (kGuestToolsSerial, EROFS, read-only) at kGuestToolsDir once the
 // deferred modules (virtio_blk, erofs) are loaded.
-void StartGuestToolsMount();
-// Waits (bounded) until that mount is done; its error when it failed. OK at once when no mount was started
+void StartContainerSupport();
+// Waits (bounded) until that is done; the mount's error when it failed. OK at once when it was never started
 // (the agent outside a VM, where crun is the host's).
-base::Status WaitForGuestTools(std::chrono::milliseconds timeout);
+base::Status WaitForContainerSupport(std::chrono::milliseconds timeout);
 
 }  // namespace chrys::guest
