@@ -300,6 +300,7 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
   CHRYS_RETURN_IF_ERROR(AddHostFile(archive, options.busybox_path, "bin/busybox", 0755, scratch, false));
   CHRYS_RETURN_IF_ERROR(AddSymlink(archive, "bin/sh", "busybox"));
   std::string tools_root = scratch + "/tools";
+  (void)base::RemoveTree(tools_root);  // a failed earlier build may have left a staging tree
   const std::string tools_dir = kGuestToolsDir;
   std::vector<std::string> libs;
   for (const auto& [program, at] : {std::pair{options.crun_path, std::string("/usr/bin/crun")},
