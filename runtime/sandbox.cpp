@@ -123,6 +123,10 @@ json LaunchSpecToJson(const VmLaunchSpec& s) {
   for (const auto& f : s.fs_shares) {
     shares.push_back({{"tag", f.tag}, {"host_dir", f.host_dir}, {"read_only", f.read_only}});
   }
+  json disks = json::array();
+  for (const auto& d : s.disks) {
+    disks.push_back({{"serial", d.serial}, {"path", d.path}, {"read_only", d.read_only}});
+  }
   return {{"sandbox_id", s.sandbox_id},
           {"kernel", s.kernel_path},
           {"initramfs", s.initramfs_path},
@@ -134,6 +138,7 @@ json LaunchSpecToJson(const VmLaunchSpec& s) {
           {"netns", s.netns_path},
           {"cgroup_parent", s.cgroup_parent},
           {"fs_shares", shares},
+          {"disks", disks},
           {"vsock_cid", s.vsock_cid}};
 }
 
@@ -152,6 +157,9 @@ VmLaunchSpec LaunchSpecFromJson(const json& j) {
   s.vsock_cid = j.value("vsock_cid", 0u);
   for (const auto& f : j.value("fs_shares", json::array())) {
     s.fs_shares.push_back({f.value("tag", ""), f.value("host_dir", ""), f.value("read_only", false)});
+  }
+  for (const auto& d : j.value("disks", json::array())) {
+    s.disks.push_back({d.value("serial", ""), d.value("path", ""), d.value("read_only", true)});
   }
   return s;
 }

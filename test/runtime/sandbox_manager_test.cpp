@@ -22,6 +22,7 @@ struct FakeWorld {
   bool adopt_fails = false;
   int starts = 0, kills = 0, shutdowns = 0, adopts = 0;
   std::vector<std::string> hotplugged;
+  std::vector<DiskSpec> boot_disks;  // what the last Start was given
 };
 
 class FakeVmm : public Vmm {
@@ -30,6 +31,7 @@ class FakeVmm : public Vmm {
   VmmKind kind() const override { return VmmKind::kQemu; }
   Status Start(const VmLaunchSpec& spec) override {
     ++world_->starts;
+    world_->boot_disks = spec.disks;
     if (world_->fail_start) {
       return base::Unavailable("fake start failure");
     }
@@ -147,7 +149,10 @@ class SandboxManagerTest : public ::testing::Test {
 int SandboxManagerTest::counter_ = 0;
 
 TEST_F(SandboxManagerTest, CreateStopRemoveAndRecords) {
-  SandboxManager m(Options());
+  SandboxManagerOptions options = Options();
+  ASSERT_TRUE(base::WriteFileAtomic(root_ + "/tools.erofs", "tools").ok());
+  options.boot_disks = {{"chrys-tools", root_ + "/tools.erofs", true}};
+  SandboxManager m(options);
   ASSERT_TRUE(m.Recover().ok());
   auto created = m.Create(Request("pod1"));
   ASSERT_TRUE(created.ok()) << created.error().message();
@@ -157,6 +162,12 @@ TEST_F(SandboxManagerTest, CreateStopRemoveAndRecords) {
   EXPECT_EQ(rec["spec"]["vcpus"], 3);
   EXPECT_EQ(rec["spec"]["memory_mib"], 1024 + 128);
   EXPECT_EQ(rec["process"]["pid"], 4242);
+  // Every VM boots with the image's tools disk, and the record says so.
+  ASSERT_EQ(world_.boot_disks.size(), 1u);
+  EXPECT_EQ(world_.boot_disks[0].serial, "chrys-tools");
+  EXPECT_TRUE(world_.boot_disks[0].read_only);
+  EXPECT_EQ(rec["spec"]["disks"][0]["serial"], "chrys-tools");
+  EXPECT_EQ(rec["spec"]["disks"][0]["path"], root_ + "/tools.erofs");
   ASSERT_TRUE(m.AttachLayerDisk("pod1", "l1", root_ + "/layer.img").ok());
   EXPECT_EQ(Record("pod1")["process"]["disks"][0]["serial"], "l1");
   auto scratch = m.AttachScratchDisk("pod1", "s1", 1 << 20);
