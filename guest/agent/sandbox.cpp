@@ -247,7 +247,9 @@ base::Status ApplySandboxSetup(const v1::SetupSandboxRequest& request) {
     bool ok = std::fputs(value.c_str(), f) >= 0;
     ok = std::fclose(f) == 0 && ok;
     if (!ok) {
-      return base::SystemError("writing sysctl " + key + "=" + value);
+      std::string what = "writing sysctl ";
+      what.append(key).append("=").append(value);
+      return base::SystemError(what);
     }
   }
   return base::Status::Ok();
