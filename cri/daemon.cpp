@@ -18,6 +18,7 @@
 #include "cri/readiness.h"
 #include "runtime/cloud_hypervisor.h"
 #include "runtime/confidential/cvm_sandbox.h"
+#include "runtime/guest_manifest.h"
 #include "runtime/qemu.h"
 
 namespace chrys::cri {
@@ -111,25 +112,22 @@ base::Status Daemon::OpenSandboxes() {
   options.boot_timeout = std::chrono::seconds(config_.vmm.boot_timeout_seconds);
   // The guest manifest names the kernel, initramfs and command line; without it pods cannot start (and
   // Status says so), but chrysd still serves.
-  auto manifest_text = base::ReadFile(config_.vmm.guest_dir + "/manifest.json");
-  if (manifest_text.ok()) {
-    auto manifest = nlohmann::json::parse(*manifest_text, nullptr, false);
-    if (manifest.is_object() && manifest.contains("kernel") && manifest.contains("initramfs")) {
-      options.kernel_path = config_.vmm.guest_dir + "/" + manifest["kernel"].value("file", "vmlinuz");
-      options.initramfs_path = config_.vmm.guest_dir + "/" + manifest["initramfs"].value("file", "");
-      options.kernel_cmdline = manifest.value("cmdline", options.kernel_cmdline);
-      // crun and mkfs.ext4 are on the image's tools disk; without it containers cannot be created.
-      if (manifest.contains("tools_disk") && manifest["tools_disk"].is_object()) {
-        const auto& tools = manifest["tools_disk"];
-        options.boot_disks.push_back(
-            {tools.value("serial", ""), config_.vmm.guest_dir + "/" + tools.value("file", ""), /*read_only=*/true});
-      } else {
-        spdlog::warn("guest manifest {}/manifest.json names no tools disk: pods start but containers cannot",
-                     config_.vmm.guest_dir);
-      }
-    } else {
-      spdlog::error("guest manifest {}/manifest.json is not valid; pods cannot start", config_.vmm.guest_dir);
+  auto guest = runtime::ReadGuestManifest(config_.vmm.guest_dir);
+  if (guest.ok()) {
+    options.kernel_path = guest->kernel;
+    options.initramfs_path = guest->initramfs;
+    if (!guest->cmdline.empty()) {
+      options.kernel_cmdline = guest->cmdline;
     }
+    // crun and mkfs.ext4 are on the image's tools disk; without it containers cannot be created.
+    if (guest->tools_disk) {
+      options.boot_disks.push_back(*guest->tools_disk);
+    } else {
+      spdlog::warn("guest manifest {}/manifest.json names no tools disk: pods start but containers cannot",
+                   config_.vmm.guest_dir);
+    }
+  } else if (guest.error().code() != base::ErrorCode::kNotFound) {
+    spdlog::error("{}; pods cannot start", guest.error().message());
   }
   std::string qemu = FindExecutable(config_.vmm.qemu_binary);
   std::string accel = config_.vmm.accel;

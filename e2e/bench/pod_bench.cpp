@@ -25,6 +25,7 @@
 #include "base/file_util.h"
 #include "e2e/fixtures/child_process.h"
 #include "e2e/pods/pod_env.h"
+#include "runtime/guest_manifest.h"
 #include "runtime/qemu_cpu.h"
 
 namespace chrys::e2e {
@@ -118,17 +119,13 @@ class BareBoot {
       : guest_dir_(std::move(guest_dir)), shape_(std::move(shape)), work_dir_(std::move(work_dir)) {}
 
   base::Status Load() {
-    CHRYS_ASSIGN_OR_RETURN(std::string text, base::ReadFile(guest_dir_ + "/manifest.json"));
-    auto manifest = json::parse(text, nullptr, false);
-    if (!manifest.is_object() || !manifest.contains("kernel") || !manifest.contains("initramfs")) {
-      return base::InvalidArgument(guest_dir_ + "/manifest.json names no kernel and initramfs");
-    }
-    kernel_ = guest_dir_ + "/" + manifest["kernel"].value("file", "vmlinuz");
-    initramfs_ = guest_dir_ + "/" + manifest["initramfs"].value("file", "");
-    cmdline_ = manifest.value("cmdline", "console=ttyS0");
-    if (manifest.contains("tools_disk")) {
-      tools_disk_ = guest_dir_ + "/" + manifest["tools_disk"].value("file", "");
-      tools_serial_ = manifest["tools_disk"].value("serial", "");
+    CHRYS_ASSIGN_OR_RETURN(runtime::GuestImageFiles files, runtime::ReadGuestManifest(guest_dir_));
+    kernel_ = files.kernel;
+    initramfs_ = files.initramfs;
+    cmdline_ = files.cmdline.empty() ? "console=ttyS0" : files.cmdline;
+    if (files.tools_disk) {
+      tools_disk_ = files.tools_disk->path;
+      tools_serial_ = files.tools_disk->serial;
     }
     return base::Status::Ok();
   }

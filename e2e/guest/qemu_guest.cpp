@@ -5,11 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "base/file_util.h"
 #include "base/subprocess.h"
+#include "runtime/guest_manifest.h"
 #include "runtime/qemu_cpu.h"
 
 extern char** environ;
@@ -17,18 +17,13 @@ extern char** environ;
 namespace chrys::guest::testing {
 
 base::Result<QemuGuestOptions> OptionsFromManifest(const std::string& guest_dir, const std::string& work_dir) {
-  CHRYS_ASSIGN_OR_RETURN(std::string text, base::ReadFile(guest_dir + "/manifest.json", 1 << 20));
-  auto manifest = nlohmann::json::parse(text, nullptr, false);
-  if (manifest.is_discarded()) {
-    return base::Internal("bad manifest.json in " + guest_dir);
-  }
+  CHRYS_ASSIGN_OR_RETURN(runtime::GuestImageFiles files, runtime::ReadGuestManifest(guest_dir));
   QemuGuestOptions o;
-  o.kernel = guest_dir + "/" + manifest["kernel"]["file"].get<std::string>();
-  o.initrd = guest_dir + "/" + manifest["initramfs"]["file"].get<std::string>();
-  o.cmdline = manifest["cmdline"].get<std::string>();
-  if (manifest.contains("tools_disk")) {
-    o.tools_disk = GuestDisk{guest_dir + "/" + manifest["tools_disk"]["file"].get<std::string>(),
-                             manifest["tools_disk"]["serial"].get<std::string>(), true};
+  o.kernel = files.kernel;
+  o.initrd = files.initramfs;
+  o.cmdline = files.cmdline;
+  if (files.tools_disk) {
+    o.tools_disk = GuestDisk{files.tools_disk->path, files.tools_disk->serial, true};
   }
   o.work_dir = work_dir;
   return o;

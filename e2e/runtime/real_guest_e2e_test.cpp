@@ -5,13 +5,12 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
-
 #include "base/file_util.h"
 #include "base/subprocess.h"
 #include "e2e/runtime/test_guest.h"
 #include "runtime/cgroup.h"
 #include "runtime/grpc_agent_connector.h"
+#include "runtime/guest_manifest.h"
 #include "runtime/qemu.h"
 #include "runtime/sandbox.h"
 #ifdef CHRYS_HAVE_NETCNI
@@ -45,9 +44,8 @@ TEST(RealGuestE2eTest, AgentReadyHotplugRunContainerStop) {
     GTEST_SKIP() << "needs root";
   }
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
-  auto manifest_text = base::ReadFile(std::string(CHRYS_GUEST_IMAGE_DIR) + "/manifest.json");
-  ASSERT_TRUE(manifest_text.ok()) << "build the guest-image target first: " << manifest_text.error().message();
-  auto manifest = nlohmann::json::parse(*manifest_text);
+  auto guest = ReadGuestManifest(CHRYS_GUEST_IMAGE_DIR);
+  ASSERT_TRUE(guest.ok()) << "build the guest-image target first: " << guest.error().message();
   std::string tag = "rg" + std::to_string(::getpid());
   std::string root = "/tmp/" + tag;
   ASSERT_TRUE(base::MakeDirs(root).ok());
@@ -85,10 +83,11 @@ TEST(RealGuestE2eTest, AgentReadyHotplugRunContainerStop) {
   SandboxManagerOptions o;
   o.state_dir = root + "/state";
   o.run_dir = root + "/run";
-  o.kernel_path = manifest["kernel"]["path"];
-  o.initramfs_path = manifest["initramfs"]["path"];
-  o.kernel_cmdline = manifest["cmdline"];
-  o.boot_disks = {{manifest["tools_disk"]["serial"], manifest["tools_disk"]["path"], true}};
+  o.kernel_path = guest->kernel;
+  o.initramfs_path = guest->initramfs;
+  o.kernel_cmdline = guest->cmdline;
+  ASSERT_TRUE(guest->tools_disk.has_value()) << "the guest image has no tools disk";
+  o.boot_disks = {*guest->tools_disk};
   o.sizing.default_memory_mib = 512;
   o.sizing.overhead_memory_mib = 0;
   o.boot_timeout = 180s;

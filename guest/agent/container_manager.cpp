@@ -25,10 +25,6 @@ using base::Result;
 using base::Status;
 using nlohmann::json;
 
-// crun lives on the tools disk, which the agent mounts right after boot; the first container may be asked for
-// before that finished.
-constexpr std::chrono::seconds kToolsWait{90};
-
 int64_t UnixNanos(std::chrono::system_clock::time_point t) {
   if (t.time_since_epoch().count() == 0) {
     return 0;
@@ -376,7 +372,7 @@ ContainerManager::~ContainerManager() {
 
 Result<ChildReaper::RunResult> ContainerManager::Crun(const std::vector<std::string>& args,
                                                       std::chrono::milliseconds timeout) {
-  CHRYS_RETURN_IF_ERROR(WaitForContainerSupport(kToolsWait));
+  CHRYS_RETURN_IF_ERROR(WaitForContainerSupport(kContainerSupportWait));  // crun is on the tools disk
   std::vector<std::string> argv = {crun_, "--root", kCrunRoot};
   argv.insert(argv.end(), args.begin(), args.end());
   return ChildReaper::Instance().Run(argv, timeout);
@@ -384,7 +380,7 @@ Result<ChildReaper::RunResult> ContainerManager::Crun(const std::vector<std::str
 
 Result<pid_t> ContainerManager::CrunWithStdio(const std::vector<std::string>& args, ProcessIo& io,
                                               const std::string& log_path, std::chrono::milliseconds timeout) {
-  CHRYS_RETURN_IF_ERROR(WaitForContainerSupport(kToolsWait));
+  CHRYS_RETURN_IF_ERROR(WaitForContainerSupport(kContainerSupportWait));
   SpawnSpec spec;
   spec.argv = {crun_, "--root", kCrunRoot, "--log", log_path};
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());

@@ -200,10 +200,10 @@ base::Status WaitForDeferredModules(std::chrono::milliseconds timeout) {
 
 namespace {
 
-std::mutex tools_mu;
-std::condition_variable tools_cv;
-enum class ToolsState { kNotStarted, kMounting, kDone } tools_state = ToolsState::kNotStarted;
-base::Status tools_result = base::Status::Ok();
+std::mutex support_mu;
+std::condition_variable support_cv;
+enum class SupportState { kNotStarted, kRunning, kDone } support_state = SupportState::kNotStarted;
+base::Status support_result = base::Status::Ok();
 
 base::Status MountGuestTools() {
   CHRYS_RETURN_IF_ERROR(WaitForDeferredModules(std::chrono::seconds(60)));
@@ -224,11 +224,11 @@ base::Status MountGuestTools() {
 
 void StartContainerSupport() {
   {
-    std::lock_guard lock(tools_mu);
-    if (tools_state != ToolsState::kNotStarted) {
+    std::lock_guard lock(support_mu);
+    if (support_state != SupportState::kNotStarted) {
       return;
     }
-    tools_state = ToolsState::kMounting;
+    support_state = SupportState::kRunning;
   }
   std::thread([] {
     if (auto cgroups = EnableCgroupControllers(); !cgroups.ok()) {
@@ -241,21 +241,21 @@ void StartContainerSupport() {
       LogWarn("%s", mounted.error().message().c_str());
     }
     {
-      std::lock_guard lock(tools_mu);
-      tools_result = mounted;
-      tools_state = ToolsState::kDone;
+      std::lock_guard lock(support_mu);
+      support_result = mounted;
+      support_state = SupportState::kDone;
     }
-    tools_cv.notify_all();
+    support_cv.notify_all();
   }).detach();
 }
 
 base::Status WaitForContainerSupport(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(tools_mu);
-  if (!tools_cv.wait_for(lock, timeout, [] { return tools_state != ToolsState::kMounting; })) {
+  std::unique_lock lock(support_mu);
+  if (!support_cv.wait_for(lock, timeout, [] { return support_state != SupportState::kRunning; })) {
     return base::DeadlineExceeded(std::string("the guest tools disk was not mounted on ") + kGuestToolsDir +
                                   " within " + std::to_string(timeout.count()) + " ms");
   }
-  return tools_result;
+  return support_result;
 }
 
 std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& hardware) {

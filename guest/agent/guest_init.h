@@ -77,6 +77,8 @@ std::vector<std::string> ModuleLoadOrder(const std::vector<std::string>& wanted,
 // controllers, then mounts the tools disk (kGuestToolsSerial, EROFS, read-only) at kGuestToolsDir once the
 // deferred modules (virtio_blk, erofs) are loaded.
 void StartContainerSupport();
+// How long container work waits for it: the deferred modules' and the disk's own bounds, with room to spare.
+inline constexpr std::chrono::seconds kContainerSupportWait{90};
 // Waits (bounded) until that is done; the mount's error when it failed. OK at once when it was never started
 // (the agent outside a VM, where crun is the host's).
 base::Status WaitForContainerSupport(std::chrono::milliseconds timeout);

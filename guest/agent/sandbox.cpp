@@ -83,13 +83,7 @@ bool TryLinkSetInProcess(const std::vector<std::string>& args, base::Status* res
       rc = ::ioctl(sock.get(), SIOCSIFFLAGS, &req);
     }
   } else if (what == "mtu") {
-    char* end = nullptr;
-    long mtu = std::strtol(args[6].c_str(), &end, 10);
-    if (end == args[6].c_str() || *end != '\0' || mtu < 68 || mtu > 65535) {
-      *result = base::InvalidArgument("mtu '" + args[6] + "' for " + dev + " is not a number in 68..65535");
-      return true;
-    }
-    req.ifr_mtu = static_cast<int>(mtu);
+    req.ifr_mtu = std::atoi(args[6].c_str());  // written by NetworkCommands from the validated request (68..65535)
     rc = ::ioctl(sock.get(), SIOCSIFMTU, &req);
   } else {
     std::memcpy(req.ifr_newname, args[6].c_str(), args[6].size() + 1);

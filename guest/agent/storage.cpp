@@ -171,7 +171,7 @@ base::Result<std::string> Storage::EnsureScratch(const std::string& serial) {
   }
   if (!HasExt4Superblock(header)) {
     LogInfo("formatting blank scratch disk %s (%s) as ext4", serial.c_str(), disk.c_str());
-    CHRYS_RETURN_IF_ERROR(WaitForContainerSupport(std::chrono::seconds(90)));  // mkfs.ext4 is on the tools disk
+    CHRYS_RETURN_IF_ERROR(WaitForContainerSupport(kContainerSupportWait));  // mkfs.ext4 is on the tools disk
     CHRYS_ASSIGN_OR_RETURN(
         auto mkfs, ChildReaper::Instance().Run({"/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-E",
                                                 "lazy_itable_init=1,lazy_journal_init=1", "-L", "chrys-scratch", disk},

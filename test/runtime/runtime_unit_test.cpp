@@ -11,6 +11,7 @@
 
 #include "base/file_util.h"
 #include "runtime/cgroup.h"
+#include "runtime/guest_manifest.h"
 #include "runtime/process.h"
 #include "runtime/qemu.h"
 #include "runtime/qemu_cpu.h"
@@ -174,6 +175,40 @@ TEST(QemuTest, CommandLineHasEveryPart) {
   EXPECT_TRUE(has("-device", "virtio-blk-pci,drive=cdisk0,serial=chrys-tools"));
   EXPECT_TRUE(has("-drive", "if=none,id=cdisk1,format=raw,file=/g/rw.img"));
   EXPECT_TRUE(has("-device", "virtio-blk-pci,drive=cdisk1,serial=rw"));
+}
+
+TEST(GuestManifestTest, ReadsFilesUnderTheGuestDirAndRefusesOthers) {
+  std::string dir = TempDir("manifest");
+  ASSERT_TRUE(base::WriteFileAtomic(dir + "/manifest.json",
+                                    R"({"kernel": {"file": "vmlinuz", "path": "/build/vmlinuz"},
+                                        "initramfs": {"file": "initramfs.cpio.lz4"}, "cmdline": "console=ttyS0",
+                                        "tools_disk": {"file": "tools.erofs", "serial": "chrys-tools"}})")
+                  .ok());
+  auto files = ReadGuestManifest(dir);
+  ASSERT_TRUE(files.ok()) << files.error().message();
+  EXPECT_EQ(files->kernel, dir + "/vmlinuz") << "the file name under the guest dir, not the build path";
+  EXPECT_EQ(files->initramfs, dir + "/initramfs.cpio.lz4");
+  EXPECT_EQ(files->cmdline, "console=ttyS0");
+  ASSERT_TRUE(files->tools_disk.has_value());
+  EXPECT_EQ(files->tools_disk->serial, "chrys-tools");
+  EXPECT_EQ(files->tools_disk->path, dir + "/tools.erofs");
+  EXPECT_TRUE(files->tools_disk->read_only);
+
+  ASSERT_TRUE(
+      base::WriteFileAtomic(dir + "/manifest.json", R"({"kernel": {"file": "k"}, "initramfs": {"file": "i"}})").ok());
+  files = ReadGuestManifest(dir);
+  ASSERT_TRUE(files.ok());
+  EXPECT_FALSE(files->tools_disk.has_value()) << "an older image without a tools disk";
+
+  for (const char* bad : {"not json", R"({"kernel": {"file": "k"}})", R"({"kernel": "k", "initramfs": "i"})"}) {
+    ASSERT_TRUE(base::WriteFileAtomic(dir + "/manifest.json", bad).ok());
+    auto refused = ReadGuestManifest(dir);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.error().code(), base::ErrorCode::kInvalidArgument);
+    EXPECT_NE(refused.error().message().find(dir + "/manifest.json"), std::string::npos) << refused.error().message();
+  }
+  EXPECT_EQ(ReadGuestManifest(dir + "/missing").error().code(), base::ErrorCode::kNotFound);
+  (void)base::RemoveTree(dir);
 }
 
 TEST(QemuTest, AccelResolution) {
