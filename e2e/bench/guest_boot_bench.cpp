@@ -1,5 +1,6 @@
 // guest_boot_bench: boot-to-agent-ready of the built guest beside the floor (the same kernel and QEMU flags
 // booting a bare busybox initramfs to a shell marker), initramfs size, agent idle RSS. Table + JSON line.
+// Usage: guest_boot_bench [[--rounds] N] [--guest DIR]
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,14 +59,26 @@ double Median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;
+  // Flags: N or --rounds N; --guest DIR boots another built guest (an A/B of two agents) instead of this build's.
+  int rounds = 3;
+  std::string guest_dir = CHRYS_GUEST_DIR;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--rounds" && i + 1 < argc) {
+      rounds = std::max(1, std::atoi(argv[++i]));
+    } else if (arg == "--guest" && i + 1 < argc) {
+      guest_dir = argv[++i];
+    } else {
+      rounds = std::max(1, std::atoi(arg.c_str()));
+    }
+  }
   char tmpl[] = "/tmp/chrys-guest-bench-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) {
     std::perror("mkdtemp");
     return 1;
   }
   std::string dir = tmpl;
-  auto options = guest::testing::OptionsFromManifest(CHRYS_GUEST_DIR, dir);
+  auto options = guest::testing::OptionsFromManifest(guest_dir, dir);
   if (!options.ok()) {
     std::fprintf(stderr, "%s\n", options.error().message().c_str());
     return 1;
@@ -85,64 +98,81 @@ int main(int argc, char** argv) {
   std::vector<double> ready_line_ms;
   uint64_t rss = 0;
   uint64_t guest_ready_ms = 0;
-  for (int i = 0; i < rounds; ++i) {
-    {
-      auto o = *options;
-      o.initrd = floor_initrd;
-      guest::testing::QemuGuest vm;
-      auto start = Clock::now();
-      if (!vm.Start(o).ok()) {
-        return 1;
+  // One floor boot; false when QEMU did not start.
+  auto boot_floor = [&]() -> bool {
+    auto o = *options;
+    o.initrd = floor_initrd;
+    guest::testing::QemuGuest vm;
+    auto start = Clock::now();
+    if (!vm.Start(o).ok()) {
+      return false;
+    }
+    while (vm.Console().find(kMarker) == std::string::npos) {
+      if (Clock::now() - start > std::chrono::seconds(120)) {
+        std::fprintf(stderr, "the floor guest printed no %s within 120 s\n", kMarker);
+        return false;
       }
-      while (vm.Console().find(kMarker) == std::string::npos && Clock::now() - start < std::chrono::seconds(120)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    floor_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    return true;
+  };
+  // One boot of our guest to a Ping answered as ready; false when it did not get there.
+  auto boot_agent = [&]() -> bool {
+    guest::testing::QemuGuest vm;
+    auto start = Clock::now();
+    if (!vm.Start(*options).ok()) {
+      return false;
+    }
+    // The agent's "ready" console line, watched as the floor's marker is, tells the guest's share apart from the
+    // host's detection (a Ping answered over virtio-serial), which is what chrysd waits for.
+    double line_ms = -1;
+    std::thread line_watcher([&] {
+      while (Clock::now() - start < std::chrono::seconds(120)) {
+        if (vm.Console().find("chrys-agent info: ready") != std::string::npos) {
+          line_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+          return;
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
-      floor_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    });
+    auto client = runtime::agent::AgentClient::ConnectWhenReady(
+        runtime::agent::AgentEndpoint::VirtioSerial(vm.agent_socket()), std::chrono::seconds(120));
+    agent_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    line_watcher.join();
+    ready_line_ms.push_back(line_ms);
+    if (!client.ok()) {
+      std::fprintf(stderr, "agent not ready: %s\n", client.error().message().c_str());
+      return false;
     }
-    {
-      guest::testing::QemuGuest vm;
-      auto start = Clock::now();
-      if (!vm.Start(*options).ok()) {
-        return 1;
-      }
-      // The agent's "ready" console line, watched as the floor's marker is, tells the guest's share apart from the
-      // host's detection (a Ping answered over virtio-serial), which is what chrysd waits for.
-      double line_ms = -1;
-      std::thread line_watcher([&] {
-        while (Clock::now() - start < std::chrono::seconds(120)) {
-          if (vm.Console().find("chrys-agent info: ready") != std::string::npos) {
-            line_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-            return;
-          }
-          std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        }
-      });
-      auto client = runtime::agent::AgentClient::ConnectWhenReady(
-          runtime::agent::AgentEndpoint::VirtioSerial(vm.agent_socket()), std::chrono::seconds(120));
-      agent_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
-      line_watcher.join();
-      ready_line_ms.push_back(line_ms);
-      if (!client.ok()) {
-        std::fprintf(stderr, "agent not ready: %s\n", client.error().message().c_str());
-        return 1;
-      }
-      // Idle RSS: let the agent settle, then ask it for its own VmRSS.
-      std::this_thread::sleep_for(std::chrono::seconds(1));
-      auto ping = (*client)->Ping(std::chrono::seconds(10));
-      if (ping.ok()) {
-        rss = ping->agent_rss_bytes();
-        guest_ready_ms = ping->boot_to_ready_ms();
-      }
+    // Idle RSS: let the agent settle, then ask it for its own VmRSS.
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    auto ping = (*client)->Ping(std::chrono::seconds(10));
+    if (ping.ok()) {
+      rss = ping->agent_rss_bytes();
+      guest_ready_ms = ping->boot_to_ready_ms();
     }
+    return true;
+  };
+  // Rounds alternate which side boots first (ABBA), and each round's two boots make one paired ratio: this host's
+  // speed drifts by tens of percent within minutes, and a pair taken back to back sees the same host.
+  std::vector<double> paired;
+  for (int i = 0; i < rounds; ++i) {
+    bool ok = (i % 2 == 0) ? (boot_floor() && boot_agent()) : (boot_agent() && boot_floor());
+    if (!ok) {
+      return 1;
+    }
+    paired.push_back(agent_ms.back() / floor_ms.back());
   }
   struct stat st {};
   ::stat(options->initrd.c_str(), &st);
   double floor = Median(floor_ms);
   double agent = Median(agent_ms);
-  double ratio = floor > 0 ? agent / floor : 0;
+  double ratio = Median(paired);
   std::printf("%-38s %14s %14s\n", "metric (median of runs)", "chrysalis", "floor/target");
   std::printf("%-38s %14.0f %14.0f\n", "boot to ready, ms (QEMU TCG)", agent, floor);
-  std::printf("%-38s %14.3f %14.3f\n", "ready / floor", ratio, 1.15);
+  std::printf("%-38s %14.3f %14.3f\n", "ready / floor (median of paired rounds)", ratio, 1.15);
+  std::printf("%-38s %14.3f %14s\n", "ratio of the medians", floor > 0 ? agent / floor : 0, "-");
   std::printf("%-38s %14.0f %14.0f\n", "agent ready line on console, ms", Median(ready_line_ms), floor);
   std::printf("%-38s %14.2f %14.2f\n", "initramfs, MiB (compressed)", st.st_size / 1048576.0, 16.0);
   std::printf("%-38s %14.2f %14.2f\n", "agent idle RSS, MiB", rss / 1048576.0, 10.0);
@@ -155,6 +185,7 @@ int main(int argc, char** argv) {
                    {"agent_ready_ms", agent},
                    {"floor_marker_ms", floor},
                    {"ready_over_floor", ratio},
+                   {"ready_over_floor_samples", paired},
                    {"initramfs_bytes", st.st_size},
                    {"agent_idle_rss_bytes", rss},
                    {"agent_ready_guest_uptime_ms", guest_ready_ms},

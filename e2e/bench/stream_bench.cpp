@@ -5,7 +5,8 @@
 //   - Exec round trip: a line written to a running exec's stdin (`cat`) until it comes back on stdout, through
 //     the streaming server (WebSocket v5); beside an agent round trip through chrysd (CRI ContainerStats →
 //     agent ContainerStats → back), so "added" is what the streaming path costs on top of reaching the agent.
-// Also the guest CPU each path costs per MiB (user/sys/softirq from the guest's /proc/stat).
+// Also the guest CPU each path costs per MiB (user/sys/softirq/idle from the guest's /proc/stat: idle shows
+// whether a path is bound by the guest's CPU or by waiting).
 // Prints a table and one JSON line. Flags: --mib N (per download, default 32) --rounds N (default 3)
 //   --round-trips N (default 200)
 #include <arpa/inet.h>
@@ -225,9 +226,9 @@ struct Bench {
     return got == bytes ? static_cast<double>(got) / s / 1e6 : 0;
   }
 
-  // Guest CPU time so far in jiffies: user, system, softirq (the first line of the guest's /proc/stat, read
+  // Guest CPU time so far in jiffies: user, system, softirq, idle (the first line of the guest's /proc/stat, read
   // with ExecSync in the idle container); zeros when it cannot be read.
-  std::array<double, 3> GuestCpu() {
+  std::array<double, 4> GuestCpu() {
     v1::ExecSyncRequest request;
     request.set_container_id(cat_container);
     request.add_cmd("head");
@@ -236,7 +237,7 @@ struct Bench {
     request.set_timeout(30);
     v1::ExecSyncResponse response;
     grpc::ClientContext ctx;
-    std::array<double, 3> out{};
+    std::array<double, 4> out{};
     if (!env->runtime().ExecSync(&ctx, request, &response).ok()) {
       return out;
     }
@@ -244,18 +245,18 @@ struct Bench {
     std::string cpu;
     double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0;
     if (line >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq) {
-      out = {user + nice, system + irq, softirq};
+      out = {user + nice, system + irq, softirq, idle + iowait};
     }
     return out;
   }
 
   // Runs `download` and adds the guest CPU it cost (ms per MiB: user, system, softirq) to `cost`.
-  double Costed(const std::function<double()>& download, std::array<std::vector<double>, 3>& cost) {
+  double Costed(const std::function<double()>& download, std::array<std::vector<double>, 4>& cost) {
     auto before = GuestCpu();
     double mbps = download();
     auto after = GuestCpu();
     double mib = static_cast<double>(bytes) / (1 << 20);
-    for (size_t i = 0; i < 3; ++i) {
+    for (size_t i = 0; i < 4; ++i) {
       cost[i].push_back((after[i] - before[i]) * 1000.0 / static_cast<double>(::sysconf(_SC_CLK_TCK)) / mib);
     }
     return mbps;
@@ -371,7 +372,7 @@ int Main(int argc, char** argv) {
 
   std::vector<double> direct, websocket, spdy;
   // Guest CPU per MiB moved, per path: what the guest's single vCPU spends is what bounds throughput under TCG.
-  std::array<std::vector<double>, 3> direct_cpu, websocket_cpu, spdy_cpu;
+  std::array<std::vector<double>, 4> direct_cpu, websocket_cpu, spdy_cpu;
   for (int r = 0; r < rounds; ++r) {  // interleaved, so drift in the machine's load hits all three alike
     direct.push_back(bench.Costed([&] { return bench.Direct(); }, direct_cpu));
     websocket.push_back(bench.Costed([&] { return bench.WebSocket(); }, websocket_cpu));
@@ -390,8 +391,9 @@ int Main(int argc, char** argv) {
   std::printf("%-44s %9.1f MB/s %12s\n", "direct TCP host -> pod IP (peer)", d, "1.00x");
   std::printf("%-44s %9.1f MB/s %11.2fx\n", "port-forward WebSocket v4", w, d > 0 ? w / d : 0);
   std::printf("%-44s %9.1f MB/s %11.2fx\n", "port-forward SPDY portforward.k8s.io", s, d > 0 ? s / d : 0);
-  auto cpu_row = [](const char* what, const std::array<std::vector<double>, 3>& cost) {
-    std::printf("%-44s %6.1f user %6.1f sys %6.1f softirq\n", what, Median(cost[0]), Median(cost[1]), Median(cost[2]));
+  auto cpu_row = [](const char* what, const std::array<std::vector<double>, 4>& cost) {
+    std::printf("%-44s %6.1f user %6.1f sys %6.1f softirq %6.1f idle\n", what, Median(cost[0]), Median(cost[1]),
+                Median(cost[2]), Median(cost[3]));
   };
   std::printf("guest CPU ms per MiB moved (median):\n");
   cpu_row("  direct TCP", direct_cpu);
@@ -402,23 +404,25 @@ int Main(int argc, char** argv) {
   std::printf("%-44s %9.0f us p50 %6.0f us p99\n", "exec stdin->stdout round trip (WebSocket)", e50,
               Percentile(exec_rt, 0.99));
   std::printf("%-44s %9.0f us (target <= 2000)\n", "exec round trip added over agent round trip", e50 - a50);
-  nlohmann::json out = {{"bench", "stream"},
-                        {"mib_per_download", mib},
-                        {"direct_mbps", direct},
-                        {"portforward_ws_mbps", websocket},
-                        {"portforward_spdy_mbps", spdy},
-                        {"ws_vs_direct", d > 0 ? w / d : 0},
-                        {"spdy_vs_direct", d > 0 ? s / d : 0},
-                        {"exec_round_trip_us_p50", e50},
-                        {"exec_round_trip_us_p99", Percentile(exec_rt, 0.99)},
-                        {"agent_round_trip_us_p50", a50},
-                        {"agent_round_trip_us_p99", Percentile(agent_rt, 0.99)},
-                        {"exec_added_us_p50", e50 - a50},
-                        {"guest_cpu_ms_per_mib",
-                         {{"direct", {Median(direct_cpu[0]), Median(direct_cpu[1]), Median(direct_cpu[2])}},
-                          {"websocket", {Median(websocket_cpu[0]), Median(websocket_cpu[1]), Median(websocket_cpu[2])}},
-                          {"spdy", {Median(spdy_cpu[0]), Median(spdy_cpu[1]), Median(spdy_cpu[2])}},
-                          {"fields", {"user", "sys", "softirq"}}}}};
+  nlohmann::json out = {
+      {"bench", "stream"},
+      {"mib_per_download", mib},
+      {"direct_mbps", direct},
+      {"portforward_ws_mbps", websocket},
+      {"portforward_spdy_mbps", spdy},
+      {"ws_vs_direct", d > 0 ? w / d : 0},
+      {"spdy_vs_direct", d > 0 ? s / d : 0},
+      {"exec_round_trip_us_p50", e50},
+      {"exec_round_trip_us_p99", Percentile(exec_rt, 0.99)},
+      {"agent_round_trip_us_p50", a50},
+      {"agent_round_trip_us_p99", Percentile(agent_rt, 0.99)},
+      {"exec_added_us_p50", e50 - a50},
+      {"guest_cpu_ms_per_mib",
+       {{"direct", {Median(direct_cpu[0]), Median(direct_cpu[1]), Median(direct_cpu[2]), Median(direct_cpu[3])}},
+        {"websocket",
+         {Median(websocket_cpu[0]), Median(websocket_cpu[1]), Median(websocket_cpu[2]), Median(websocket_cpu[3])}},
+        {"spdy", {Median(spdy_cpu[0]), Median(spdy_cpu[1]), Median(spdy_cpu[2]), Median(spdy_cpu[3])}},
+        {"fields", {"user", "sys", "softirq", "idle"}}}}};
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

@@ -62,6 +62,8 @@ base::Status QemuGuest::Start(const QemuGuestOptions& o) {
   agent_socket_ = o.work_dir + "/agent.sock";
   console_log_ = o.work_dir + "/console.log";
   ::unlink(agent_socket_.c_str());
+  // A guest started again in the same work dir must not see the last one's console before QEMU truncates it.
+  ::unlink(console_log_.c_str());
   argv_ = {"qemu-system-x86_64",
            "-machine",
            "q35,accel=tcg",
