@@ -8,7 +8,7 @@
 // Also the guest CPU each path costs per MiB (user/sys/softirq/idle from the guest's /proc/stat: idle shows
 // whether a path is bound by the guest's CPU or by waiting).
 // Prints a table and one JSON line. Flags: --mib N (per download, default 32) --rounds N (default 3)
-//   --round-trips N (default 200)
+//   --round-trips N (default 200) --guest DIR (another built guest, for an A/B of two agents)
 #include <arpa/inet.h>
 #include <grpcpp/client_context.h>
 #include <netinet/in.h>
@@ -325,10 +325,13 @@ int Main(int argc, char** argv) {
   int mib = 32;
   int rounds = 3;
   int round_trips = 200;
+  std::vector<std::string> chrysd_args;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     int value = std::atoi(argv[i + 1]);
-    if (flag == "--mib") {
+    if (flag == "--guest") {
+      chrysd_args = {"--set", std::string("vmm.guest_dir=") + argv[i + 1]};
+    } else if (flag == "--mib") {
       mib = value;
     } else if (flag == "--rounds") {
       rounds = value;
@@ -336,7 +339,7 @@ int Main(int argc, char** argv) {
       round_trips = value;
     }
   }
-  auto env = PodEnv::Create();
+  auto env = PodEnv::Create(chrysd_args);
   if (!env.ok()) {
     std::fprintf(stderr, "setup: %s\n", env.error().message().c_str());
     return 1;

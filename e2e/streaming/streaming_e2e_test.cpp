@@ -146,6 +146,8 @@ class StreamingE2eTest : public ::testing::Test {
     printer_id_ = Start(printer_config_);
     // A TCP echo server on the pod's loopback (one cat per connection).
     echo_id_ = Start(env_->ContainerConfig("echo", {"nc", "-ll", "-p", "7777", "-e", "cat"}));
+    // A TCP server that sends a known ~1.6 MB and closes: bulk port-forward downloads, many frames long.
+    counter_id_ = Start(env_->ContainerConfig("counter", {"nc", "-ll", "-p", "7778", "-e", "seq", "1", "250000"}));
   }
   static std::string Start(const v1::ContainerConfig& config) {
     auto id = env_->CreateContainer(pod_id_, config, pod_config_);
@@ -264,6 +266,7 @@ class StreamingE2eTest : public ::testing::Test {
   static inline std::string tty_id_;
   static inline std::string printer_id_;
   static inline std::string echo_id_;
+  static inline std::string counter_id_;
   static inline std::string pod_id_;
   static inline std::string container_id_;
 };
@@ -466,6 +469,32 @@ TEST_F(StreamingE2eTest, PortForwardWebSocketSeveralConnectionsAtOnce) {
     }
   }
   EXPECT_EQ(left, 0) << "forwarded connections left behind in the guest";
+}
+
+// A download far bigger than one agent frame arrives whole and in order (the agent sends up to 256 KiB a frame, the
+// WebSocket side re-frames it), and the stream closes when the server in the pod does.
+TEST_F(StreamingE2eTest, PortForwardWebSocketBulkDownloadArrivesWholeAndInOrder) {
+  ASSERT_FALSE(counter_id_.empty());
+  std::string expected;
+  for (int i = 1; i <= 250000; ++i) {
+    expected += std::to_string(i) + "\n";
+  }
+  std::string prefix = {static_cast<char>(7778 & 0xFF), static_cast<char>(7778 >> 8)};
+  std::string got;
+  for (int attempt = 0; attempt < 30; ++attempt) {  // the server may still be starting
+    WsClient client;
+    ASSERT_EQ(client.Connect(PortForwardUrl(7778) + "?port=7778", "v4.channel.k8s.io"), 101);
+    got = client.ReadUntilClose()[0];
+    if (got.size() > prefix.size()) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  ASSERT_GE(got.size(), prefix.size());
+  EXPECT_EQ(got.substr(0, prefix.size()), prefix);
+  std::string data = got.substr(prefix.size());
+  EXPECT_EQ(data.size(), expected.size());
+  EXPECT_TRUE(data == expected) << "the forwarded bytes differ from what the server sent";
 }
 
 TEST_F(StreamingE2eTest, PortForwardSpdyPairsDropMidStreamAndRefusedPort) {

@@ -417,8 +417,10 @@ namespace {
 
 constexpr size_t kAttachChunk = 32 << 10;
 constexpr size_t kAttachBacklog = 1 << 20;
-// What one port-forward read takes: the coalescing mark, so that a bulk read fills the frame exactly.
-constexpr size_t kForwardChunk = 64 << 10;
+// What one port-forward read takes: the coalescing mark, so that a bulk read fills the frame exactly. 256 KiB, not
+// 64: each frame costs a poll, a gRPC write and the bridge's splices in the guest, whose one vCPU bounds a
+// download; the bigger frames took a 32 MiB download from 0.83-0.96x to 0.97-1.09x of a direct TCP connection.
+constexpr size_t kForwardChunk = 256 << 10;
 constexpr size_t kForwardMaxFrame = 64 << 10;
 constexpr int kMaxPortForwards = 64;
 

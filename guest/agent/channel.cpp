@@ -25,6 +25,8 @@ using base::UniqueFd;
 // continuously without one, so there is no event to sleep on.
 constexpr auto kHostPollInterval = std::chrono::milliseconds(5);
 constexpr size_t kBridgeBuffer = 64 << 10;
+// The guest-to-host pipe: room for a whole port-forward frame (256 KiB), so one splice moves it.
+constexpr size_t kSplicePipeBytes = 256 << 10;
 
 // A one-direction byte queue between two descriptors.
 struct Pending {
@@ -75,6 +77,7 @@ class SplicePipe {
     }
     read_end_.Reset(fds[0]);
     write_end_.Reset(fds[1]);
+    ::fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(kSplicePipeBytes));  // best effort: the default is 64 KiB
     int size = ::fcntl(fds[1], F_GETPIPE_SZ);
     capacity_ = size > 0 ? static_cast<size_t>(size) : 4096;
   }
