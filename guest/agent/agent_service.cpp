@@ -133,8 +133,9 @@ grpc::Status AgentService::SetupSandbox(grpc::ServerContext*, const v1::SetupSan
     if (!valid.ok()) {
       return ToGrpc(valid.error());
     }
-    // The NICs appear when virtio_net (a deferred module) has loaded.
-    if (auto modules = WaitForDeferredModules(kDeferredModulesWait); !modules.ok()) {
+    // The NICs appear when virtio_net (a deferred module, loaded first of them) has loaded: the filesystems that
+    // load after it are not needed here.
+    if (auto modules = WaitForModule("virtio_net", kDeferredModulesWait); !modules.ok()) {
       return ToGrpc(modules.error());
     }
     std::lock_guard lock(setup_mu_);
@@ -153,7 +154,7 @@ grpc::Status AgentService::MountShare(grpc::ServerContext*, const v1::MountShare
     if (!valid.ok()) {
       return ToGrpc(valid.error());
     }
-    if (auto modules = WaitForDeferredModules(kDeferredModulesWait); !modules.ok()) {
+    if (auto modules = WaitForModule("virtiofs", kDeferredModulesWait); !modules.ok()) {
       return ToGrpc(modules.error());
     }
     auto path = containers_.storage().MountShare(req->tag(), req->name(), req->read_only());

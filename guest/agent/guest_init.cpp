@@ -9,6 +9,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
@@ -121,9 +122,18 @@ GuestHardware ProbeGuestHardware() {
   return hw;
 }
 
-ModulePhase PhaseOfModule(const std::string& module_path, const GuestHardware& hardware) {
+namespace {
+
+// "kernel/fs/erofs/erofs.ko.xz" -> "erofs"
+std::string ModuleName(const std::string& module_path) {
   std::string name = module_path.substr(module_path.rfind('/') + 1);
-  name = name.substr(0, name.find('.'));
+  return name.substr(0, name.find('.'));
+}
+
+}  // namespace
+
+ModulePhase PhaseOfModule(const std::string& module_path, const GuestHardware& hardware) {
+  std::string name = ModuleName(module_path);
   // Needed by requests (SetupSandbox, disks, mounts), not by the host channel; they load while the agent serves.
   static const std::set<std::string> kDeferred = {"virtio_blk", "failover", "net_failover", "virtio_net", "libcrc32c",
                                                   "erofs",      "overlay",  "fuse",         "virtiofs"};
@@ -145,6 +155,15 @@ std::mutex loader_mu;
 std::condition_variable loader_cv;
 // How far the loader thread got; kNotStarted also means "nothing to wait for" (the agent is not PID 1).
 enum class LoaderState { kNotStarted, kLoadingBoot, kLoadingDeferred, kDone } loader_state = LoaderState::kNotStarted;
+std::set<std::string> modules_tried;  // by name, whether or not they loaded
+
+void NoteModuleTried(const std::string& module_path) {
+  {
+    std::lock_guard lock(loader_mu);
+    modules_tried.insert(ModuleName(module_path));
+  }
+  loader_cv.notify_all();
+}
 
 void AdvanceLoader(LoaderState next) {
   {
@@ -191,6 +210,18 @@ void StartModuleLoader(const GuestHardware& hardware) {
 
 base::Status WaitForBootModules(std::chrono::milliseconds timeout) {
   return WaitForLoader(LoaderState::kLoadingDeferred, timeout, "boot modules (virtio PCI, console)");
+}
+
+base::Status WaitForModule(const std::string& name, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(loader_mu);
+  if (!loader_cv.wait_for(lock, timeout, [&name] {
+        return loader_state == LoaderState::kNotStarted || loader_state == LoaderState::kDone ||
+               modules_tried.count(name) != 0;
+      })) {
+    return base::DeadlineExceeded("the guest's module " + name + " did not load within " +
+                                  std::to_string(timeout.count()) + " ms");
+  }
+  return base::Status::Ok();
 }
 
 base::Status WaitForDeferredModules(std::chrono::milliseconds timeout) {
@@ -258,6 +289,38 @@ base::Status WaitForContainerSupport(std::chrono::milliseconds timeout) {
   return support_result;
 }
 
+std::vector<std::string> ModuleLoadOrder(const std::string& list_text, ModulePhase phase,
+                                         const GuestHardware& hardware) {
+  std::vector<std::string> order;
+  size_t start = 0;
+  while (start < list_text.size()) {
+    size_t end = list_text.find('\n', start);
+    if (end == std::string::npos) {
+      end = list_text.size();
+    }
+    std::string rel = list_text.substr(start, end - start);
+    start = end + 1;
+    if (!rel.empty() && PhaseOfModule(rel, hardware) == phase) {
+      order.push_back(rel);
+    }
+  }
+  if (phase == ModulePhase::kDeferred) {
+    // In the order a pod's setup asks for them: the NIC (SetupSandbox), then virtio-fs (the pod's shared directory),
+    // then block devices and the filesystems of container rootfs (CreateContainer, which comes after the host's
+    // own preparation of the container, so these load while the host works). Stable: each group keeps the list's
+    // dependency order, and no group depends on a later one.
+    auto rank = [](const std::string& rel) {
+      static const std::set<std::string> kNetwork = {"failover", "net_failover", "virtio_net"};
+      static const std::set<std::string> kShares = {"fuse", "virtiofs"};
+      std::string name = ModuleName(rel);
+      return kNetwork.count(name) != 0 ? 0 : kShares.count(name) != 0 ? 1 : 2;
+    };
+    std::stable_sort(order.begin(), order.end(),
+                     [&rank](const std::string& a, const std::string& b) { return rank(a) < rank(b); });
+  }
+  return order;
+}
+
 std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& hardware) {
   std::vector<std::string> failed;
   utsname uts{};
@@ -268,28 +331,16 @@ std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& har
     LogWarn("no module list: %s", list.error().message().c_str());
     return failed;
   }
-  size_t start = 0;
-  const std::string& text = *list;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) {
-      end = text.size();
-    }
-    std::string rel = text.substr(start, end - start);
-    start = end + 1;
-    if (rel.empty() || PhaseOfModule(rel, hardware) != phase) {
-      continue;
-    }
+  for (const std::string& rel : ModuleLoadOrder(*list, phase, hardware)) {
     base::UniqueFd fd(::open((dir + rel).c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
       LogWarn("module %s: %s", rel.c_str(), std::strerror(errno));
       failed.push_back(rel);
-      continue;
-    }
-    if (::syscall(SYS_finit_module, fd.get(), "", 0) != 0 && errno != EEXIST) {
+    } else if (::syscall(SYS_finit_module, fd.get(), "", 0) != 0 && errno != EEXIST) {
       LogWarn("loading module %s: %s", rel.c_str(), std::strerror(errno));
       failed.push_back(rel);
     }
+    NoteModuleTried(rel);
   }
   return failed;
 }

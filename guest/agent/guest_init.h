@@ -49,7 +49,13 @@ enum class ModulePhase { kBoot, kDeferred, kSkip };
 // Pure: the phase of one module path from the load list (e.g. "kernel/fs/erofs/erofs.ko").
 ModulePhase PhaseOfModule(const std::string& module_path, const GuestHardware& hardware);
 
-// Loads the listed modules of `phase` with finit_module, in list order; a module already present is fine.
+// Pure: the module paths of `phase` from the load list's text, in the order they load: list order (dependencies
+// first), except that the deferred phase loads in the order a pod's setup needs them: network drivers (SetupSandbox),
+// then virtio-fs (the pod's shared directory), then block devices and container filesystems (CreateContainer).
+std::vector<std::string> ModuleLoadOrder(const std::string& list_text, ModulePhase phase,
+                                         const GuestHardware& hardware);
+
+// Loads the listed modules of `phase` with finit_module, in ModuleLoadOrder; a module already present is fine.
 // Returns the names that failed (logged, not fatal: a missing virtio driver shows later as a missing device).
 std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& hardware);
 
@@ -62,8 +68,11 @@ void StartModuleLoader(const GuestHardware& hardware);
 base::Status WaitForBootModules(std::chrono::milliseconds timeout);
 
 // Blocks until the deferred modules are loaded too (immediately when no loader was started). Requests that need
-// a NIC, a disk or a filesystem call this first.
+// a disk or a filesystem call this first.
 base::Status WaitForDeferredModules(std::chrono::milliseconds timeout);
+
+// Blocks until the loader has tried module `name` (e.g. "virtio_net"), or has finished, or was never started.
+base::Status WaitForModule(const std::string& name, std::chrono::milliseconds timeout);
 
 // Enables the cpu, memory, pids and io controllers for children of the root cgroup.
 base::Status EnableCgroupControllers();

@@ -339,6 +339,38 @@ TEST(Modules, PhaseKeepsTheBootPathToWhatTheChannelAndNicNeed) {
 
 TEST(Modules, WaitingWithoutADeferredLoadReturnsAtOnce) {
   EXPECT_TRUE(WaitForDeferredModules(std::chrono::milliseconds(0)).ok());
+  EXPECT_TRUE(WaitForModule("virtio_net", std::chrono::milliseconds(0)).ok());
+}
+
+TEST(Modules, DeferredOnesLoadInTheOrderAPodSetupNeedsThem) {
+  // The image builder's list: dependencies first.
+  const std::string list =
+      "kernel/drivers/virtio/virtio_ring.ko\n"
+      "kernel/drivers/virtio/virtio_pci.ko\n"
+      "kernel/drivers/block/virtio_blk.ko\n"
+      "kernel/net/core/failover.ko\n"
+      "kernel/drivers/net/net_failover.ko\n"
+      "kernel/drivers/net/virtio_net.ko\n"
+      "kernel/drivers/char/virtio_console.ko\n"
+      "kernel/net/vmw_vsock/vsock.ko\n"
+      "kernel/lib/libcrc32c.ko\n"
+      "kernel/fs/erofs/erofs.ko\n"
+      "kernel/fs/overlayfs/overlay.ko\n"
+      "\n"
+      "kernel/fs/fuse/fuse.ko\n"
+      "kernel/fs/fuse/virtiofs.ko";
+  GuestHardware none;
+  EXPECT_EQ(ModuleLoadOrder(list, ModulePhase::kBoot, none),
+            (std::vector<std::string>{"kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio_pci.ko",
+                                      "kernel/drivers/char/virtio_console.ko"}));
+  EXPECT_EQ(ModuleLoadOrder(list, ModulePhase::kDeferred, none),
+            (std::vector<std::string>{
+                "kernel/net/core/failover.ko", "kernel/drivers/net/net_failover.ko", "kernel/drivers/net/virtio_net.ko",
+                "kernel/fs/fuse/fuse.ko", "kernel/fs/fuse/virtiofs.ko", "kernel/drivers/block/virtio_blk.ko",
+                "kernel/lib/libcrc32c.ko", "kernel/fs/erofs/erofs.ko", "kernel/fs/overlayfs/overlay.ko"}));
+  EXPECT_EQ(ModuleLoadOrder(list, ModulePhase::kSkip, none),
+            (std::vector<std::string>{"kernel/net/vmw_vsock/vsock.ko"}));
+  EXPECT_TRUE(ModuleLoadOrder("", ModulePhase::kDeferred, none).empty());
 }
 
 TEST(ImageBuilder, ParsesLddOutput) {
