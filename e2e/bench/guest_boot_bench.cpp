@@ -174,8 +174,9 @@ int main(int argc, char** argv) {
   std::printf("%-38s %14.3f %14.3f\n", "ready / floor (median of paired rounds)", ratio, 1.15);
   std::printf("%-38s %14.3f %14s\n", "ratio of the medians", floor > 0 ? agent / floor : 0, "-");
   std::printf("%-38s %14.0f %14.0f\n", "agent ready line on console, ms", Median(ready_line_ms), floor);
-  std::printf("%-38s %14.2f %14.2f\n", "initramfs, MiB (compressed)", st.st_size / 1048576.0, 16.0);
-  std::printf("%-38s %14.2f %14.2f\n", "agent idle RSS, MiB", rss / 1048576.0, 10.0);
+  std::printf("%-38s %14.2f %14.2f\n", "initramfs, MiB (compressed)", static_cast<double>(st.st_size) / 1048576.0,
+              16.0);
+  std::printf("%-38s %14.2f %14.2f\n", "agent idle RSS, MiB", static_cast<double>(rss) / 1048576.0, 10.0);
   std::printf("%-38s %14llu %14s\n", "agent ready, guest uptime ms", static_cast<unsigned long long>(guest_ready_ms),
               "-");
   std::printf("QEMU TCG, %d vCPUs, %d MiB, firmware %s; both sides alike\n", options->cpus, options->memory_mib,

@@ -356,7 +356,7 @@ int Main(int argc, char** argv) {
   bench.pod_id = *pod;
   auto status = (*env)->PodStatus(*pod);
   bench.pod_ip = status.ok() ? status->network().ip() : "";
-  auto start_container = [&](const std::string& name, std::vector<std::string> args) -> std::string {
+  auto start_container = [&](const std::string& name, const std::vector<std::string>& args) -> std::string {
     auto config = (*env)->ContainerConfig(name, args);
     auto id = (*env)->CreateContainer(*pod, config, pod_config);
     if (!id.ok() || !(*env)->StartContainer(*id).ok()) {

@@ -77,8 +77,9 @@ class WsClient {
     while (got.find(want) == std::string::npos) {
       auto frame = Next();
       if (!frame || frame->opcode == ws::kClose) {
-        if (seen)
+        if (seen) {
           *seen = got;
+        }
         return false;
       }
       if (!frame->payload.empty() && static_cast<uint8_t>(frame->payload[0]) == channel) {
@@ -448,6 +449,7 @@ TEST_F(StreamingE2eTest, PortForwardWebSocketSeveralConnectionsAtOnce) {
   }
   ASSERT_TRUE(serving) << "the echo server in the pod never answered through port-forward";
   std::vector<std::thread> threads;
+  threads.reserve(kClients);
   std::atomic<int> echoed{0};
   for (int c = 0; c < kClients; ++c) {
     threads.emplace_back([&, c] {
