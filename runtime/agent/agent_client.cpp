@@ -14,8 +14,9 @@ using base::Status;
 using Clock = std::chrono::steady_clock;
 
 // How long ConnectWhenReady keeps one connection before dialling again: on virtio-serial an agent that dropped a
-// stale session leaves a connection that never answers.
-constexpr std::chrono::milliseconds kConnectionPatience{5000};
+// stale session leaves a connection that never answers. A Ping in flight then may still take kMinPing.
+constexpr std::chrono::milliseconds kConnectionPatience{10000};
+constexpr std::chrono::milliseconds kMinPing{2000};
 
 ErrorCode MapCode(grpc::StatusCode code) {
   switch (code) {
@@ -100,12 +101,15 @@ Result<std::unique_ptr<AgentClient>> AgentClient::ConnectWhenReady(const AgentEn
     // A connected socket does not mean a live agent: on virtio-serial the VMM accepts before the guest
     // opens its port, and bytes wait in the socket until it does. Keep pinging on this connection while it
     // stays healthy; dial again if it stays silent for long (the agent may have dropped a stale session).
-    // A Ping waits as long as this connection may: the first one is sent before the guest has booted, and one that
-    // expired and was sent again cost the guest ~50 ms more to answer (measured under TCG on boots past 2 s).
+    // A Ping waits as long as this connection is kept (at least kMinPing): the first one is sent before the guest
+    // has booted, and one that expired and was sent again cost the guest ~50 ms more to answer (measured under TCG
+    // on boots past 2 s). Booting many VMs at once on few cores takes several seconds: the patience covers that.
     auto connection_deadline = std::min(deadline, Clock::now() + kConnectionPatience);
     while (Clock::now() < connection_deadline && (*client)->Healthy()) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(connection_deadline - Clock::now());
-      auto ping = (*client)->Ping(std::max(left, std::chrono::milliseconds(1)));
+      auto now = Clock::now();
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+      auto until_redial = std::chrono::duration_cast<std::chrono::milliseconds>(connection_deadline - now);
+      auto ping = (*client)->Ping(std::min(left, std::max(until_redial, kMinPing)));
       if (ping.ok() && ping->ready()) {
         (*client)->options_ = options;
         return std::move(client).value();
