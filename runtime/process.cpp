@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/text.h"
 
 extern char** environ;
 
@@ -190,17 +191,7 @@ Result<uint64_t> ProcessStartTicks(pid_t pid) {
 
 Result<std::vector<std::string>> ProcessCmdline(pid_t pid) {
   CHRYS_ASSIGN_OR_RETURN(std::string raw, base::ReadFile("/proc/" + std::to_string(pid) + "/cmdline", 1 << 20));
-  std::vector<std::string> args;
-  size_t start = 0;
-  while (start < raw.size()) {
-    size_t end = raw.find('\0', start);
-    if (end == std::string::npos) {
-      end = raw.size();
-    }
-    args.push_back(raw.substr(start, end - start));
-    start = end + 1;
-  }
-  return args;
+  return base::SplitFields(raw, '\0');
 }
 
 bool ProcessRunning(pid_t pid) {

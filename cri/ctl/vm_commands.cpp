@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "base/file_util.h"
+#include "base/text.h"
 #include "base/unique_fd.h"
 #include "cri/ctl/commands.h"
 
@@ -479,20 +480,7 @@ std::string TapNameOf(int pid, int fd) {
 
 std::vector<std::string> ReadCmdline(int pid) {
   auto text = base::ReadFile("/proc/" + std::to_string(pid) + "/cmdline", 1 << 20);
-  std::vector<std::string> out;
-  if (!text.ok()) {
-    return out;
-  }
-  std::string word;
-  for (char c : *text) {
-    if (c == '\0') {
-      out.push_back(word);
-      word.clear();
-    } else {
-      word += c;
-    }
-  }
-  return out;
+  return text.ok() ? base::SplitFields(*text, '\0') : std::vector<std::string>{};
 }
 
 int Debug(CriClient& client, const std::vector<std::string>& args) {

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/text.h"
 #include "base/unique_fd.h"
 #include "guest/agent/log.h"
 #include "guest/agent/storage.h"
@@ -292,16 +293,9 @@ base::Status WaitForContainerSupport(std::chrono::milliseconds timeout) {
 std::vector<std::string> ModuleLoadOrder(const std::string& list_text, ModulePhase phase,
                                          const GuestHardware& hardware) {
   std::vector<std::string> order;
-  size_t start = 0;
-  while (start < list_text.size()) {
-    size_t end = list_text.find('\n', start);
-    if (end == std::string::npos) {
-      end = list_text.size();
-    }
-    std::string rel = list_text.substr(start, end - start);
-    start = end + 1;
+  for (std::string& rel : base::SplitFields(list_text, '\n')) {
     if (!rel.empty() && PhaseOfModule(rel, hardware) == phase) {
-      order.push_back(rel);
+      order.push_back(std::move(rel));
     }
   }
   if (phase == ModulePhase::kDeferred) {
