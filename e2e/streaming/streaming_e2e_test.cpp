@@ -147,8 +147,9 @@ class StreamingE2eTest : public ::testing::Test {
     printer_id_ = Start(printer_config_);
     // A TCP echo server on the pod's loopback (one cat per connection).
     echo_id_ = Start(env_->ContainerConfig("echo", {"nc", "-ll", "-p", "7777", "-e", "cat"}));
-    // A TCP server that sends a known ~1.6 MB and closes: bulk port-forward downloads, many frames long.
-    counter_id_ = Start(env_->ContainerConfig("counter", {"nc", "-ll", "-p", "7778", "-e", "seq", "1", "250000"}));
+    // A TCP server that sends a known ~1.6 MB and closes: bulk port-forward downloads, many frames long. Port 7779:
+    // 7778 must stay closed (the refused-port test).
+    counter_id_ = Start(env_->ContainerConfig("counter", {"nc", "-ll", "-p", "7779", "-e", "seq", "1", "250000"}));
   }
   static std::string Start(const v1::ContainerConfig& config) {
     auto id = env_->CreateContainer(pod_id_, config, pod_config_);
@@ -476,16 +477,19 @@ TEST_F(StreamingE2eTest, PortForwardWebSocketSeveralConnectionsAtOnce) {
 // A download far bigger than one agent frame arrives whole and in order (the agent sends up to 256 KiB a frame, the
 // WebSocket side re-frames it), and the stream closes when the server in the pod does.
 TEST_F(StreamingE2eTest, PortForwardWebSocketBulkDownloadArrivesWholeAndInOrder) {
+  constexpr int kCounterPort = 7779;  // the "counter" container's server (7778 is the refused port below)
   ASSERT_FALSE(counter_id_.empty());
   std::string expected;
   for (int i = 1; i <= 250000; ++i) {
     expected += std::to_string(i) + "\n";
   }
-  std::string prefix = {static_cast<char>(7778 & 0xFF), static_cast<char>(7778 >> 8)};
+  std::string prefix = {static_cast<char>(kCounterPort & 0xFF), static_cast<char>(kCounterPort >> 8)};
   std::string got;
   for (int attempt = 0; attempt < 30; ++attempt) {  // the server may still be starting
     WsClient client;
-    ASSERT_EQ(client.Connect(PortForwardUrl(7778) + "?port=7778", "v4.channel.k8s.io"), 101);
+    ASSERT_EQ(
+        client.Connect(PortForwardUrl(kCounterPort) + "?port=" + std::to_string(kCounterPort), "v4.channel.k8s.io"),
+        101);
     got = client.ReadUntilClose()[0];
     if (got.size() > prefix.size()) {
       break;
