@@ -131,14 +131,23 @@ std::string ModuleName(const std::string& module_path) {
   return name.substr(0, name.find('.'));
 }
 
+// The deferred modules: needed by requests, not by the host channel, so they load while the agent serves. The
+// value is when, in the order a pod's setup asks for them: the NIC (SetupSandbox), then virtio-fs (the pod's shared
+// directory), then block devices and container filesystems (CreateContainer, which comes after the host's own
+// preparation of the container, so these load while the host works). No group depends on a later one.
+const std::map<std::string, int>& DeferredModuleRanks() {
+  static const std::map<std::string, int> kRanks = {
+      {"failover", 0},   {"net_failover", 0}, {"virtio_net", 0}, {"fuse", 1},    {"virtiofs", 1},
+      {"virtio_blk", 2}, {"libcrc32c", 2},    {"erofs", 2},      {"overlay", 2},
+  };
+  return kRanks;
+}
+
 }  // namespace
 
 ModulePhase PhaseOfModule(const std::string& module_path, const GuestHardware& hardware) {
   std::string name = ModuleName(module_path);
-  // Needed by requests (SetupSandbox, disks, mounts), not by the host channel; they load while the agent serves.
-  static const std::set<std::string> kDeferred = {"virtio_blk", "failover", "net_failover", "virtio_net", "libcrc32c",
-                                                  "erofs",      "overlay",  "fuse",         "virtiofs"};
-  if (kDeferred.count(name) != 0) {
+  if (DeferredModuleRanks().count(name) != 0) {
     return ModulePhase::kDeferred;
   }
   if (name == "vsock" || name.rfind("vmw_vsock_", 0) == 0) {
@@ -290,8 +299,7 @@ base::Status WaitForContainerSupport(std::chrono::milliseconds timeout) {
   return support_result;
 }
 
-std::vector<std::string> ModuleLoadOrder(const std::string& list_text, ModulePhase phase,
-                                         const GuestHardware& hardware) {
+std::vector<std::string> ModulesToLoad(const std::string& list_text, ModulePhase phase, const GuestHardware& hardware) {
   std::vector<std::string> order;
   for (std::string& rel : base::SplitFields(list_text, '\n')) {
     if (!rel.empty() && PhaseOfModule(rel, hardware) == phase) {
@@ -299,16 +307,8 @@ std::vector<std::string> ModuleLoadOrder(const std::string& list_text, ModulePha
     }
   }
   if (phase == ModulePhase::kDeferred) {
-    // In the order a pod's setup asks for them: the NIC (SetupSandbox), then virtio-fs (the pod's shared directory),
-    // then block devices and the filesystems of container rootfs (CreateContainer, which comes after the host's
-    // own preparation of the container, so these load while the host works). Stable: each group keeps the list's
-    // dependency order, and no group depends on a later one.
-    auto rank = [](const std::string& rel) {
-      static const std::set<std::string> kNetwork = {"failover", "net_failover", "virtio_net"};
-      static const std::set<std::string> kShares = {"fuse", "virtiofs"};
-      std::string name = ModuleName(rel);
-      return kNetwork.count(name) != 0 ? 0 : kShares.count(name) != 0 ? 1 : 2;
-    };
+    // Stable: within a rank the list's dependency order stays.
+    auto rank = [](const std::string& rel) { return DeferredModuleRanks().at(ModuleName(rel)); };
     std::stable_sort(order.begin(), order.end(),
                      [&rank](const std::string& a, const std::string& b) { return rank(a) < rank(b); });
   }
@@ -325,7 +325,7 @@ std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& har
     LogWarn("no module list: %s", list.error().message().c_str());
     return failed;
   }
-  for (const std::string& rel : ModuleLoadOrder(*list, phase, hardware)) {
+  for (const std::string& rel : ModulesToLoad(*list, phase, hardware)) {
     base::UniqueFd fd(::open((dir + rel).c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
       LogWarn("module %s: %s", rel.c_str(), std::strerror(errno));

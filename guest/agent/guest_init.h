@@ -52,10 +52,9 @@ ModulePhase PhaseOfModule(const std::string& module_path, const GuestHardware& h
 // Pure: the module paths of `phase` from the load list's text, in the order they load: list order (dependencies
 // first), except that the deferred phase loads in the order a pod's setup needs them: network drivers (SetupSandbox),
 // then virtio-fs (the pod's shared directory), then block devices and container filesystems (CreateContainer).
-std::vector<std::string> ModuleLoadOrder(const std::string& list_text, ModulePhase phase,
-                                         const GuestHardware& hardware);
+std::vector<std::string> ModulesToLoad(const std::string& list_text, ModulePhase phase, const GuestHardware& hardware);
 
-// Loads the listed modules of `phase` with finit_module, in ModuleLoadOrder; a module already present is fine.
+// Loads the listed modules of `phase` with finit_module, in ModulesToLoad order; a module already present is fine.
 // Returns the names that failed (logged, not fatal: a missing virtio driver shows later as a missing device).
 std::vector<std::string> LoadModules(ModulePhase phase, const GuestHardware& hardware);
 

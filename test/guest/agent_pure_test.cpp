@@ -360,17 +360,16 @@ TEST(Modules, DeferredOnesLoadInTheOrderAPodSetupNeedsThem) {
       "kernel/fs/fuse/fuse.ko\n"
       "kernel/fs/fuse/virtiofs.ko";
   GuestHardware none;
-  EXPECT_EQ(ModuleLoadOrder(list, ModulePhase::kBoot, none),
+  EXPECT_EQ(ModulesToLoad(list, ModulePhase::kBoot, none),
             (std::vector<std::string>{"kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio_pci.ko",
                                       "kernel/drivers/char/virtio_console.ko"}));
-  EXPECT_EQ(ModuleLoadOrder(list, ModulePhase::kDeferred, none),
+  EXPECT_EQ(ModulesToLoad(list, ModulePhase::kDeferred, none),
             (std::vector<std::string>{
                 "kernel/net/core/failover.ko", "kernel/drivers/net/net_failover.ko", "kernel/drivers/net/virtio_net.ko",
                 "kernel/fs/fuse/fuse.ko", "kernel/fs/fuse/virtiofs.ko", "kernel/drivers/block/virtio_blk.ko",
                 "kernel/lib/libcrc32c.ko", "kernel/fs/erofs/erofs.ko", "kernel/fs/overlayfs/overlay.ko"}));
-  EXPECT_EQ(ModuleLoadOrder(list, ModulePhase::kSkip, none),
-            (std::vector<std::string>{"kernel/net/vmw_vsock/vsock.ko"}));
-  EXPECT_TRUE(ModuleLoadOrder("", ModulePhase::kDeferred, none).empty());
+  EXPECT_EQ(ModulesToLoad(list, ModulePhase::kSkip, none), (std::vector<std::string>{"kernel/net/vmw_vsock/vsock.ko"}));
+  EXPECT_TRUE(ModulesToLoad("", ModulePhase::kDeferred, none).empty());
 }
 
 TEST(ImageBuilder, ParsesLddOutput) {
