@@ -45,6 +45,9 @@ Daemon::Daemon(Config config) : config_(std::move(config)) {}
 
 Daemon::~Daemon() {
   Close();
+  if (accel_probe_.joinable()) {
+    accel_probe_.join();
+  }
 }
 
 base::Status Daemon::AcquireInstanceLock() {
@@ -151,17 +154,26 @@ base::Status Daemon::OpenSandboxes() {
     // Confidential pods (a launch plan under cvm_plans) boot the HAL disk; the others the microVM guest.
     return runtime::confidential::MakeQemuOrCvmVmm(qemu_config, cvm_plans);
   };
+  runtime::QemuConfig probe;
+  probe.accel = "auto";
+  probe.accel_cache_path = run_dir + "/kvm-probe.json";
+  if (!qemu.empty()) {
+    probe.qemu_binary = qemu;
+  }
   // Cloud Hypervisor needs its binary and a KVM that runs guests; otherwise the default handler uses QEMU.
   options.ch_usable = false;
   if (!FindExecutable(config_.vmm.cloud_hypervisor_binary).empty()) {
-    runtime::QemuConfig probe;
-    probe.accel = "auto";
-    probe.accel_cache_path = run_dir + "/kvm-probe.json";
-    if (!qemu.empty()) {
-      probe.qemu_binary = qemu;
-    }
     auto resolved = runtime::ResolveQemuAccel(probe, kernel);
     options.ch_usable = resolved.ok() && *resolved == "kvm";
+  } else if (accel == "auto" && !kernel.empty() && !qemu.empty()) {
+    // The KVM probe boots a guest once per host and kernel; run it now, beside serving, so that the first pod
+    // finds the verdict cached instead of waiting for it.
+    accel_probe_ = std::thread([probe, kernel] {
+      auto resolved = runtime::ResolveQemuAccel(probe, kernel);
+      if (resolved.ok()) {
+        spdlog::info("QEMU accelerator for pods: {}", *resolved);
+      }
+    });
   }
   agents_ = std::make_shared<runtime::GrpcAgentConnector>();
   options.agent = agents_;

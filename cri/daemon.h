@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include "base/result.h"
 #include "base/unique_fd.h"
@@ -65,6 +66,7 @@ class Daemon {
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   bool socket_owned_ = false;
+  std::thread accel_probe_;  // the background KVM probe started with the daemon
 };
 
 }  // namespace chrys::cri

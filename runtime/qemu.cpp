@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
 #include <thread>
 
 #include "base/file_util.h"
@@ -49,6 +50,61 @@ std::string QemuEscape(const std::string& value) {
   return out;
 }
 
+// Some hosts expose /dev/kvm but cannot run an ordinary guest (nested PVM hosts: the guest spins in the host
+// kernel). Boots the kernel under KVM with no root and watches its serial console: it works when the kernel
+// reaches its "cannot mount root" panic. A kernel that prints no banner within kBannerWait has hung: a working
+// KVM prints it well under a second after start, so a broken host costs seconds, not the whole budget.
+bool KvmBootsKernel(const std::string& qemu_binary, const std::string& kernel) {
+  constexpr milliseconds kBannerWait{5000};
+  constexpr milliseconds kPanicWait{30000};
+  constexpr milliseconds kPoll{20};
+  std::string console = "/tmp/chrys-kvm-probe-" + std::to_string(::getpid()) + ".log";
+  (void)base::RemoveFileIfExists(console);
+  DetachedLaunchSpec spec;
+  spec.argv = {qemu_binary,
+               "-machine",
+               "q35,accel=kvm",
+               "-cpu",
+               "host",
+               "-m",
+               "256",
+               "-nodefaults",
+               "-no-user-config",
+               "-display",
+               "none",
+               "-no-reboot",
+               "-serial",
+               "file:" + console,
+               "-kernel",
+               kernel,
+               "-append",
+               "console=ttyS0 panic=-1 root=/dev/nonexistent"};
+  spec.output_log_path = "/dev/null";
+  auto qemu = DetachedProcess::Launch(spec);
+  if (!qemu.ok()) {
+    return false;
+  }
+  auto started = Clock::now();
+  bool works = false;
+  while (true) {
+    auto read = base::ReadFile(console, 1 << 20);
+    std::string log = read.ok() ? *read : std::string();
+    if (log.find("Kernel panic") != std::string::npos || log.find("VFS: Unable to mount") != std::string::npos) {
+      works = true;
+      break;
+    }
+    auto waited = Clock::now() - started;
+    bool hung = log.find("Linux version") == std::string::npos && waited > kBannerWait;
+    if (!qemu->Alive() || hung || waited > kPanicWait) {
+      break;
+    }
+    std::this_thread::sleep_for(kPoll);
+  }
+  (void)qemu->Terminate(milliseconds(500));
+  (void)base::RemoveFileIfExists(console);
+  return works;
+}
+
 }  // namespace
 
 Result<std::string> ResolveQemuAccel(const QemuConfig& config, const std::string& probe_kernel) {
@@ -62,43 +118,28 @@ Result<std::string> ResolveQemuAccel(const QemuConfig& config, const std::string
     return std::string("tcg");
   }
   json key = {{"qemu", config.qemu_binary}, {"kernel", probe_kernel}};
-  if (!config.accel_cache_path.empty()) {
-    auto cached = base::ReadFile(config.accel_cache_path, 1 << 16);
-    if (cached.ok()) {
-      json c = json::parse(*cached, nullptr, false);
-      if (c.is_object() && c.value("key", json()) == key && c.contains("accel") && c["accel"].is_string()) {
-        return c["accel"].get<std::string>();
-      }
+  auto cached_verdict = [&]() -> std::optional<std::string> {
+    auto cached = config.accel_cache_path.empty() ? Result<std::string>(base::NotFound("no cache"))
+                                                  : base::ReadFile(config.accel_cache_path, 1 << 16);
+    if (!cached.ok()) {
+      return std::nullopt;
     }
+    json c = json::parse(*cached, nullptr, false);
+    if (c.is_object() && c.value("key", json()) == key && c.contains("accel") && c["accel"].is_string()) {
+      return c["accel"].get<std::string>();
+    }
+    return std::nullopt;
+  };
+  if (auto verdict = cached_verdict()) {
+    return *verdict;
   }
-  // Some hosts expose /dev/kvm but cannot run an ordinary guest (nested PVM hosts): boot the kernel under KVM and
-  // require it to reach its "cannot mount root" panic on the serial console.
-  std::string console = "/tmp/chrys-kvm-probe-" + std::to_string(::getpid()) + ".log";
-  base::CommandSpec probe;
-  probe.argv = {config.qemu_binary,
-                "-machine",
-                "q35,accel=kvm",
-                "-cpu",
-                "host",
-                "-m",
-                "256",
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-no-reboot",
-                "-serial",
-                "file:" + console,
-                "-kernel",
-                probe_kernel,
-                "-append",
-                "console=ttyS0 panic=-1 root=/dev/nonexistent"};
-  probe.timeout = std::chrono::seconds(30);
-  auto run = base::RunCommand(probe);
-  std::string log = base::ReadFile(console, 1 << 20).ok() ? *base::ReadFile(console, 1 << 20) : std::string();
-  (void)base::RemoveFileIfExists(console);
-  bool works = run.ok() && run->success() &&
-               (log.find("Kernel panic") != std::string::npos || log.find("VFS: Unable to mount") != std::string::npos);
+  // One probe at a time: pods started together while the cache is empty wait for the first one's verdict.
+  static std::mutex probe_mutex;
+  std::lock_guard<std::mutex> lock(probe_mutex);
+  if (auto verdict = cached_verdict()) {
+    return *verdict;
+  }
+  bool works = KvmBootsKernel(config.qemu_binary, probe_kernel);
   std::string accel = works ? "kvm" : "tcg";
   if (!config.accel_cache_path.empty()) {
     size_t slash = config.accel_cache_path.rfind('/');
