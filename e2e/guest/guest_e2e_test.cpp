@@ -369,14 +369,45 @@ TEST(GuestImage, IsReproducibleAndKeepsCrunOnTheToolsDisk) {
   // And the tools disk has them (listed with the erofs tools, no mount needed).
   for (const auto& [directory, file] :
        {std::pair{"/usr/bin", "crun"}, std::pair{"/lib64", "ld-linux-x86-64.so.2"},
-        std::pair{"/lib/x86_64-linux-gnu", "libc.so.6"}, std::pair{"/sbin", "mkfs.ext4"}}) {
+        std::pair{"/lib/x86_64-linux-gnu", "libc.so.6"}, std::pair{"/sbin", "mkfs.ext4"},
+        std::pair{"/lib/x86_64-linux-gnu", "libsystemd.so.0"}}) {
     base::CommandSpec dump;
     dump.argv = {"dump.erofs", "--ls", std::string("--path=") + directory, dir + "/tools.erofs"};
     auto dumped = base::RunCommand(dump);
     ASSERT_TRUE(dumped.ok() && dumped->success());
     EXPECT_NE(dumped->stdout_data.find(file), std::string::npos) << directory << ":\n" << dumped->stdout_data;
   }
+  // libsystemd is the stand-in, so the libraries only the real one needs are not there.
+  std::string libraries = again["libraries"].dump();
+  EXPECT_NE(libraries.find("/lib/x86_64-linux-gnu/libsystemd.so.0"), std::string::npos) << libraries;
+  for (const char* dropped : {"libgcrypt", "liblzma", "libzstd", "liblz4", "libgpg-error"}) {
+    EXPECT_EQ(libraries.find(dropped), std::string::npos) << dropped << " is still on the tools disk: " << libraries;
+  }
   (void)base::RemoveTree(dir);
+}
+
+// The libsystemd stand-in satisfies every symbol and symbol version crun binds to: the dynamic loader refuses
+// to start crun if one is missing. Checked with the host's crun, the same package the image copies.
+TEST(GuestImage, CrunStartsWithTheLibsystemdStandIn) {
+  char tmpl[] = "/tmp/chrys-systemd-stub-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  ASSERT_EQ(::symlink(CHRYS_SYSTEMD_STUB, (dir + "/libsystemd.so.0").c_str()), 0);
+  base::CommandSpec crun;
+  crun.argv = {"/usr/bin/crun", "--version"};
+  crun.extra_env = {"LD_LIBRARY_PATH=" + dir, "LD_BIND_NOW=1"};  // bind every symbol now, not on first call
+  auto ran = base::RunCommand(crun);
+  base::CommandSpec ldd;
+  ldd.argv = {"ldd", "/usr/bin/crun"};
+  ldd.extra_env = {"LD_LIBRARY_PATH=" + dir};
+  auto listed = base::RunCommand(ldd);
+  (void)base::RemoveTree(dir);
+  ASSERT_TRUE(ran.ok());
+  EXPECT_TRUE(ran->success()) << ran->stderr_data;
+  EXPECT_NE(ran->stdout_data.find("crun version"), std::string::npos) << ran->stdout_data;
+  ASSERT_TRUE(listed.ok() && listed->success());
+  EXPECT_NE(listed->stdout_data.find(dir + "/libsystemd.so.0"), std::string::npos) << listed->stdout_data;
+  EXPECT_EQ(listed->stdout_data.find("libgcrypt"), std::string::npos) << listed->stdout_data;
 }
 
 }  // namespace

@@ -9,11 +9,13 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 
 #include "base/file_util.h"
 #include "base/subprocess.h"
 #include "guest/agent/guest_init.h"
 #include "guest/image/cpio_writer.h"
+#include "guest/image/systemd_stub/systemd_stub.h"
 #include "guest/kmod/module_signature.h"
 
 namespace chrys::guest {
@@ -46,9 +48,14 @@ Result<std::string> Run(const std::vector<std::string>& argv, size_t max_output 
 
 // The shared libraries `program` loads (transitively, as ldd resolves them); none for a static executable
 // such as chrys-agent, for which ldd exits non-zero saying so.
-Result<std::vector<std::string>> SharedLibraryClosure(const std::string& program) {
+// `library_dir`, when set, is searched first (LD_LIBRARY_PATH), so that a stand-in there replaces a system library
+// together with the libraries only that one needed.
+Result<std::vector<std::string>> SharedLibraryClosure(const std::string& program, const std::string& library_dir = "") {
   base::CommandSpec spec;
   spec.argv = {"ldd", program};
+  if (!library_dir.empty()) {
+    spec.extra_env.push_back("LD_LIBRARY_PATH=" + library_dir);
+  }
   spec.timeout = std::chrono::minutes(1);
   CHRYS_ASSIGN_OR_RETURN(auto result, base::RunCommand(spec));
   if (!result.success()) {
@@ -302,21 +309,43 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
   std::string tools_root = scratch + "/tools";
   (void)base::RemoveTree(tools_root);  // a failed earlier build may have left a staging tree
   const std::string tools_dir = kGuestToolsDir;
-  std::vector<std::string> libs;
-  for (const auto& [program, at] : {std::pair{options.crun_path, std::string("/usr/bin/crun")},
-                                    std::pair{options.mkfs_ext4_path, std::string("/sbin/mkfs.ext4")}}) {
+  // crun gets the libsystemd stand-in (systemd_stub/libsystemd_stub.c): five fewer libraries to map on every
+  // crun run. The loader finds it where the real one would be, beside libc.
+  std::string stub_dir = scratch + "/systemd-stub";
+  std::string stub_path = stub_dir + "/" + kSystemdSoname;
+  CHRYS_RETURN_IF_ERROR(base::MakeDirs(stub_dir));
+  CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(
+      stub_path, std::string(reinterpret_cast<const char*>(kSystemdStub), kSystemdStubSize), 0755));
+  std::vector<std::string> libs;  // where each library goes in the tools tree
+  std::map<std::string, std::string> lib_sources;
+  for (const auto& [program, at, library_dir] :
+       {std::tuple{options.crun_path, std::string("/usr/bin/crun"), stub_dir},
+        std::tuple{options.mkfs_ext4_path, std::string("/sbin/mkfs.ext4"), std::string()}}) {
     CHRYS_RETURN_IF_ERROR(CopyToTree(program, tools_root + at, scratch));
     CHRYS_RETURN_IF_ERROR(AddSymlink(archive, at.substr(1), tools_dir + at));
-    CHRYS_ASSIGN_OR_RETURN(auto found, SharedLibraryClosure(program));
+    CHRYS_ASSIGN_OR_RETURN(auto found, SharedLibraryClosure(program, library_dir));
+    std::string libc_dir;
+    for (const auto& lib : found) {
+      if (lib.size() > 10 && lib.compare(lib.size() - 10, 10, "/libc.so.6") == 0) {
+        libc_dir = lib.substr(0, lib.size() - 10);
+      }
+    }
     for (auto& lib : found) {
-      if (std::find(libs.begin(), libs.end(), lib) == libs.end()) {
-        libs.push_back(lib);
+      std::string dest = lib;
+      if (lib == stub_path) {
+        if (libc_dir.empty()) {
+          return base::Internal("ldd " + program + " names no libc.so.6: nowhere to put the libsystemd stand-in");
+        }
+        dest = libc_dir + "/" + kSystemdSoname;
+      }
+      if (lib_sources.emplace(dest, lib).second) {
+        libs.push_back(dest);
       }
     }
   }
   std::vector<std::string> lib_dirs;
   for (const auto& lib : libs) {
-    CHRYS_RETURN_IF_ERROR(CopyToTree(lib, tools_root + lib, scratch));
+    CHRYS_RETURN_IF_ERROR(CopyToTree(lib_sources[lib], tools_root + lib, scratch));
     std::string dir = lib.substr(0, lib.rfind('/'));
     if (std::find(lib_dirs.begin(), lib_dirs.end(), dir) == lib_dirs.end()) {
       lib_dirs.push_back(dir);
@@ -411,6 +440,7 @@ Result<ImageResult> BuildGuestImage(const ImageOptions& options) {
                        {"virtio_serial_port", "chrys.agent"},
                        {"vsock_port", 1024}};
   manifest["components"] = {{"crun", PackageVersionOf(options.crun_path)},
+                            {"libsystemd", "chrysalis stand-in (crun's systemd integration is unused in the guest)"},
                             {"busybox", PackageVersionOf(options.busybox_path)},
                             {"e2fsprogs", PackageVersionOf(options.mkfs_ext4_path)}};
   manifest["tools_disk"] = {{"file", tools_name},         {"path", tools_path},    {"serial", kGuestToolsSerial},
