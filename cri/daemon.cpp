@@ -249,7 +249,7 @@ base::Status Daemon::Start() {
   admin_service_ = std::make_unique<AdminServiceImpl>(*images_, gc);
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix://" + config_.socket, grpc::InsecureServerCredentials());
+  builder.AddListeningPort("unix:" + config_.socket, grpc::InsecureServerCredentials());
   builder.RegisterService(runtime_service_.get());
   builder.RegisterService(image_service_.get());
   builder.RegisterService(admin_service_.get());

@@ -20,7 +20,7 @@ base::Result<CriClient> CriClient::Connect(const std::string& socket, std::chron
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 * 1024 * 1024);
-  auto channel = grpc::CreateCustomChannel("unix://" + socket, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + timeout)) {
     return base::Unavailable("cannot reach chrysd: nothing answers on " + socket + " (is chrysd running?)");
   }
