@@ -26,6 +26,9 @@ namespace {
 
 // How long a request that mounts a filesystem waits for the modules loaded after boot.
 constexpr auto kDeferredModulesWait = std::chrono::seconds(60);
+// How often a streaming RPC with nothing to send checks whether its reader went away (gRPC's sync API has no
+// cancellation callback). Long: every such wake-up costs an idle VM CPU, and news wakes the streams at once.
+constexpr auto kIdleReaderCheck = std::chrono::seconds(1);
 
 using base::ErrorCode;
 
@@ -318,16 +321,16 @@ grpc::Status AgentService::ReadOutput(grpc::ServerContext* ctx, const v1::ReadOu
       if (!p->IsCurrentReader(generation)) {
         return grpc::Status(grpc::StatusCode::ABORTED, "another reader took over this output");
       }
-      bool waited = false;
+      // Drain both streams, then sleep until either has news. The timeout only bounds how long a cancelled
+      // reader lingers (gRPC's sync API has no cancellation callback).
+      uint64_t seen = p->activity().Seen();
+      bool sent = false;
       for (auto [buffer, stream, open] : {std::tuple{&p->stdout_buffer(), v1::OutputChunk::STDOUT, &out_open},
                                           std::tuple{&p->stderr_buffer(), v1::OutputChunk::STDERR, &err_open}}) {
         if (!*open) {
           continue;
         }
-        // Wait (briefly) only on the first open stream; the other is checked right after without waiting.
-        auto wait = waited ? std::chrono::milliseconds(0) : std::chrono::milliseconds(100);
-        waited = true;
-        *open = buffer->Take(data, kChunk, wait);
+        *open = buffer->Take(data, kChunk, std::chrono::milliseconds(0));
         if (data.empty()) {
           continue;
         }
@@ -338,6 +341,10 @@ grpc::Status AgentService::ReadOutput(grpc::ServerContext* ctx, const v1::ReadOu
           buffer->PutBack(data);
           return grpc::Status(grpc::StatusCode::CANCELLED, "reader went away");
         }
+        sent = true;
+      }
+      if (!sent && (out_open || err_open)) {
+        p->activity().WaitAfter(seen, kIdleReaderCheck);
       }
     }
     return grpc::Status::OK;
@@ -383,7 +390,7 @@ grpc::Status AgentService::WatchEvents(grpc::ServerContext* ctx, const v1::Watch
     } unsub{containers_.events(), sub};
     v1::Event event;
     while (!ctx->IsCancelled()) {
-      if (sub->Next(event, std::chrono::milliseconds(200)) && !writer->Write(event)) {
+      if (sub->Next(event, kIdleReaderCheck) && !writer->Write(event)) {
         break;
       }
     }

@@ -682,10 +682,13 @@ Result<v1::ExitStatus> ContainerManager::Wait(const v1::ProcessRef& ref, bool no
   std::unique_lock lock(mu_);
   CHRYS_ASSIGN_OR_RETURN(auto process, FindProcess(ref));
   while (!process->exited && !no_block) {
-    if (cancelled() || std::chrono::steady_clock::now() >= deadline) {
+    auto now = std::chrono::steady_clock::now();
+    if (cancelled() || now >= deadline) {
       return base::DeadlineExceeded("process " + ref.container_id() + " still running");
     }
-    exit_cv_.wait_for(lock, std::chrono::milliseconds(200));
+    // Exits notify exit_cv_; the timeout only bounds how long a cancelled wait lingers. A short one made every
+    // idle container wake its VM several times a second.
+    exit_cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(deadline - now, std::chrono::seconds(1)));
   }
   bool oom = false;
   if (ref.exec_id().empty()) {

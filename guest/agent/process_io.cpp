@@ -2,11 +2,30 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
 
 namespace chrys::guest {
+
+uint64_t OutputActivity::Seen() {
+  std::lock_guard lock(mu_);
+  return events_;
+}
+
+void OutputActivity::Signal() {
+  {
+    std::lock_guard lock(mu_);
+    ++events_;
+  }
+  cv_.notify_all();
+}
+
+void OutputActivity::WaitAfter(uint64_t seen, std::chrono::milliseconds wait) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, wait, [&] { return events_ != seen; });
+}
 
 OutputBuffer::~OutputBuffer() {
   {
@@ -14,22 +33,28 @@ OutputBuffer::~OutputBuffer() {
     stop_ = true;
   }
   cv_.notify_all();
+  if (wake_) {
+    uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof(one));
+  }
   if (reader_.joinable()) {
     reader_.join();
   }
 }
 
 void OutputBuffer::StartReading(base::UniqueFd fd) {
+  // The destructor stops a reader whose writer never closes through this eventfd; no timeout needed.
+  wake_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   reader_ = std::thread([this, owned = std::make_shared<base::UniqueFd>(std::move(fd))] {
     char buf[32 << 10];
     while (!stop_) {
-      // Poll with a timeout so the destructor can stop a reader whose writer never closes.
-      pollfd p{owned->get(), POLLIN, 0};
-      int r = ::poll(&p, 1, 200);
+      pollfd p[2] = {{owned->get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
+      // Without the eventfd (out of fds), fall back to a timeout for the destructor's sake.
+      int r = ::poll(p, wake_ ? 2 : 1, wake_ ? -1 : 200);
       if (r < 0 && errno != EINTR) {
         break;
       }
-      if (r <= 0) {
+      if (r <= 0 || p[0].revents == 0) {
         continue;
       }
       ssize_t n = ::read(owned->get(), buf, sizeof(buf));
@@ -39,35 +64,44 @@ void OutputBuffer::StartReading(base::UniqueFd fd) {
       if (n <= 0) {
         break;  // EOF, or EIO from a pty with no slave left
       }
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || data_.size() < capacity_; });
-      data_.append(buf, static_cast<size_t>(n));
-      for (auto& tap : taps_) {
-        tap->Push(buf, static_cast<size_t>(n));
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || data_.size() < capacity_; });
+        data_.append(buf, static_cast<size_t>(n));
+        for (auto& tap : taps_) {
+          tap->Push(buf, static_cast<size_t>(n));
+        }
+        cv_.notify_all();
       }
-      cv_.notify_all();
+      SignalActivity();
     }
     MarkEof();
   });
 }
 
 void OutputBuffer::Append(const char* data, size_t size) {
-  std::lock_guard lock(mu_);
-  data_.append(data, size);
-  for (auto& tap : taps_) {
-    tap->Push(data, size);
+  {
+    std::lock_guard lock(mu_);
+    data_.append(data, size);
+    for (auto& tap : taps_) {
+      tap->Push(data, size);
+    }
+    cv_.notify_all();
   }
-  cv_.notify_all();
+  SignalActivity();
 }
 
 void OutputBuffer::MarkEof() {
-  std::lock_guard lock(mu_);
-  eof_ = true;
-  for (auto& tap : taps_) {
-    tap->End();
+  {
+    std::lock_guard lock(mu_);
+    eof_ = true;
+    for (auto& tap : taps_) {
+      tap->End();
+    }
+    taps_.clear();
+    cv_.notify_all();
   }
-  taps_.clear();
-  cv_.notify_all();
+  SignalActivity();
 }
 
 std::shared_ptr<OutputTap> OutputBuffer::Tap(size_t capacity) {
