@@ -45,9 +45,6 @@ Daemon::Daemon(Config config) : config_(std::move(config)) {}
 
 Daemon::~Daemon() {
   Close();
-  if (accel_probe_.joinable()) {
-    accel_probe_.join();
-  }
 }
 
 base::Status Daemon::AcquireInstanceLock() {
@@ -168,8 +165,8 @@ base::Status Daemon::OpenSandboxes() {
   } else if (accel == "auto" && !kernel.empty() && !qemu.empty()) {
     // The KVM probe boots a guest once per host and kernel; run it now, beside serving, so that the first pod
     // finds the verdict cached instead of waiting for it.
-    accel_probe_ = std::thread([probe, kernel] {
-      auto resolved = runtime::ResolveQemuAccel(probe, kernel);
+    accel_probe_ = std::thread([this, probe, kernel] {
+      auto resolved = runtime::ResolveQemuAccel(probe, kernel, &stop_accel_probe_);
       if (resolved.ok()) {
         spdlog::info("QEMU accelerator for pods: {}", *resolved);
       }
@@ -286,6 +283,11 @@ void Daemon::RequestShutdown() {
 }
 
 void Daemon::Close() {
+  // A probe still running is abandoned (its QEMU killed, nothing cached): shutdown does not wait for it.
+  stop_accel_probe_ = true;
+  if (accel_probe_.joinable()) {
+    accel_probe_.join();
+  }
   if (server_) {
     RequestShutdown();
     server_->Wait();

@@ -3,6 +3,7 @@
 
 #include <grpcpp/server.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -66,6 +67,7 @@ class Daemon {
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   bool socket_owned_ = false;
+  std::atomic<bool> stop_accel_probe_{false};
   std::thread accel_probe_;  // the background KVM probe started with the daemon
 };
 

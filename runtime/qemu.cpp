@@ -1,10 +1,14 @@
 #include "runtime/qemu.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <thread>
 
@@ -54,60 +58,96 @@ std::string QemuEscape(const std::string& value) {
 // kernel). Boots the kernel under KVM with no root and watches its serial console: it works when the kernel
 // reaches its "cannot mount root" panic. A kernel that prints no banner within kBannerWait has hung: a working
 // KVM prints it well under a second after start, so a broken host costs seconds, not the whole budget.
-bool KvmBootsKernel(const std::string& qemu_binary, const std::string& kernel) {
+enum class ProbeVerdict { kBoots, kFails, kCancelled };
+
+ProbeVerdict KvmBootsKernel(const std::string& qemu_binary, const std::string& kernel,
+                            const std::atomic<bool>* cancel) {
   constexpr milliseconds kBannerWait{5000};
   constexpr milliseconds kPanicWait{30000};
   constexpr milliseconds kPoll{20};
   std::string console = "/tmp/chrys-kvm-probe-" + std::to_string(::getpid()) + ".log";
   (void)base::RemoveFileIfExists(console);
-  DetachedLaunchSpec spec;
-  spec.argv = {qemu_binary,
-               "-machine",
-               "q35,accel=kvm",
-               "-cpu",
-               "host",
-               "-m",
-               "256",
-               "-nodefaults",
-               "-no-user-config",
-               "-display",
-               "none",
-               "-no-reboot",
-               "-serial",
-               "file:" + console,
-               "-kernel",
-               kernel,
-               "-append",
-               "console=ttyS0 panic=-1 root=/dev/nonexistent"};
-  spec.output_log_path = "/dev/null";
-  auto qemu = DetachedProcess::Launch(spec);
-  if (!qemu.ok()) {
-    return false;
+  std::vector<std::string> args = {qemu_binary,
+                                   "-machine",
+                                   "q35,accel=kvm",
+                                   "-cpu",
+                                   "host",
+                                   "-m",
+                                   "256",
+                                   "-nodefaults",
+                                   "-no-user-config",
+                                   "-display",
+                                   "none",
+                                   "-no-reboot",
+                                   "-serial",
+                                   "file:" + console,
+                                   "-kernel",
+                                   kernel,
+                                   "-append",
+                                   "console=ttyS0 panic=-1 root=/dev/nonexistent"};
+  std::vector<char*> argv;
+  for (auto& a : args) {
+    argv.push_back(a.data());
+  }
+  argv.push_back(nullptr);
+  // Our own child, not a detached one: a hung probe guest spins a host core, so it must die with this thread
+  // (PR_SET_PDEATHSIG) if chrysd is killed mid-probe.
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    return ProbeVerdict::kFails;
+  }
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) {
+      ::_exit(127);
+    }
+    int devnull = ::open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      ::dup2(devnull, 0);
+      ::dup2(devnull, 1);
+      ::dup2(devnull, 2);
+    }
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
   }
   auto started = Clock::now();
-  bool works = false;
+  ProbeVerdict verdict = ProbeVerdict::kFails;
+  bool exited = false;
   while (true) {
     auto read = base::ReadFile(console, 1 << 20);
     std::string log = read.ok() ? *read : std::string();
     if (log.find("Kernel panic") != std::string::npos || log.find("VFS: Unable to mount") != std::string::npos) {
-      works = true;
+      verdict = ProbeVerdict::kBoots;
+      break;
+    }
+    if (cancel != nullptr && cancel->load()) {
+      verdict = ProbeVerdict::kCancelled;
       break;
     }
     auto waited = Clock::now() - started;
     bool hung = log.find("Linux version") == std::string::npos && waited > kBannerWait;
-    if (!qemu->Alive() || hung || waited > kPanicWait) {
+    if (::waitpid(pid, nullptr, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
+    if (hung || waited > kPanicWait) {
       break;
     }
     std::this_thread::sleep_for(kPoll);
   }
-  (void)qemu->Terminate(milliseconds(500));
+  if (!exited) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
   (void)base::RemoveFileIfExists(console);
-  return works;
+  return verdict;
 }
 
 }  // namespace
 
-Result<std::string> ResolveQemuAccel(const QemuConfig& config, const std::string& probe_kernel) {
+Result<std::string> ResolveQemuAccel(const QemuConfig& config, const std::string& probe_kernel,
+                                     const std::atomic<bool>* cancel) {
   if (config.accel == "tcg" || config.accel == "kvm") {
     return config.accel;
   }
@@ -139,8 +179,11 @@ Result<std::string> ResolveQemuAccel(const QemuConfig& config, const std::string
   if (auto verdict = cached_verdict()) {
     return *verdict;
   }
-  bool works = KvmBootsKernel(config.qemu_binary, probe_kernel);
-  std::string accel = works ? "kvm" : "tcg";
+  ProbeVerdict verdict = KvmBootsKernel(config.qemu_binary, probe_kernel, cancel);
+  if (verdict == ProbeVerdict::kCancelled) {
+    return base::MakeError(base::ErrorCode::kCancelled, "KVM probe cancelled");
+  }
+  std::string accel = verdict == ProbeVerdict::kBoots ? "kvm" : "tcg";
   if (!config.accel_cache_path.empty()) {
     size_t slash = config.accel_cache_path.rfind('/');
     if (slash != std::string::npos && slash > 0) {

@@ -1,6 +1,7 @@
 // QemuVmm: the Vmm driver for QEMU (q35 with PCIe root ports for hot-plug, direct kernel boot, QMP control).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,8 +33,10 @@ struct QemuConfig {
 };
 
 // Decides TCG or KVM for `accel` = auto/kvm/tcg. auto runs (once, cached) a probe guest under KVM: the kernel
-// with no initramfs must get as far as its "no root filesystem" panic.
-base::Result<std::string> ResolveQemuAccel(const QemuConfig& config, const std::string& probe_kernel);
+// with no initramfs must get as far as its "no root filesystem" panic. Setting `*cancel` ends a probe in
+// flight (a kCancelled error, nothing cached).
+base::Result<std::string> ResolveQemuAccel(const QemuConfig& config, const std::string& probe_kernel,
+                                           const std::atomic<bool>* cancel = nullptr);
 
 class QemuVmm : public Vmm {
  public:
