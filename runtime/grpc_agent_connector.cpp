@@ -18,7 +18,8 @@ agent::AgentEndpoint ToAgentEndpoint(const AgentEndpoint& endpoint) {
   return agent::AgentEndpoint::VirtioSerial(endpoint.socket_path);
 }
 
-Result<bool> GrpcAgentConnector::Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint) {
+Result<bool> GrpcAgentConnector::Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                       milliseconds patience) {
   std::shared_ptr<agent::AgentClient> client;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -34,7 +35,10 @@ Result<bool> GrpcAgentConnector::Probe(const std::string& sandbox_id, const Agen
     }
     client = std::shared_ptr<agent::AgentClient>(std::move(connected).value());
   }
-  auto pong = client->Ping(milliseconds(1000));
+  // On virtio-serial a Ping sent while the guest boots waits in the channel and is answered the moment the agent
+  // is up; one that timed out and was sent again on a new connection cost the boot ~60-150 ms (under TCG the
+  // 1 s Ping used to expire right as the agent came up, ~2 s into the boot).
+  auto pong = client->Ping(patience);
   if (!pong.ok() || !pong->ready()) {
     std::lock_guard<std::mutex> lock(mu_);
     clients_.erase(sandbox_id);

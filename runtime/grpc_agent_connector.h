@@ -19,7 +19,8 @@ class GrpcAgentConnector : public AgentConnector {
  public:
   explicit GrpcAgentConnector(agent::AgentClientOptions options = {}) : options_(options) {}
 
-  base::Result<bool> Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint) override;
+  base::Result<bool> Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                           std::chrono::milliseconds patience) override;
   base::Status Shutdown(const std::string& sandbox_id, const AgentEndpoint& endpoint,
                         std::chrono::milliseconds timeout) override;
   void Forget(const std::string& sandbox_id) override;

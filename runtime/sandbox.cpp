@@ -42,6 +42,9 @@ const char* SandboxStateName(SandboxState state) {
 
 namespace {
 
+// How long one readiness Ping may wait while the VM boots (booting many VMs at once on few cores takes seconds).
+constexpr std::chrono::milliseconds kBootProbePatience{10000};
+
 std::optional<SandboxState> ParseState(const std::string& name) {
   for (auto s : {SandboxState::kCreating, SandboxState::kBooting, SandboxState::kReady, SandboxState::kNotReady,
                  SandboxState::kStopping, SandboxState::kStopped}) {
@@ -354,11 +357,14 @@ Result<SandboxStatus> SandboxManager::Create(const SandboxRequest& request) {
   AgentEndpoint endpoint = sb->vmm->agent_endpoint();
   std::string id = request.id;
   auto agent = options_.agent;
-  ReadinessCheck check = [agent, id, endpoint]() -> Result<bool> {
+  auto boot_deadline = std::chrono::steady_clock::now() + options_.boot_timeout;
+  ReadinessCheck check = [agent, id, endpoint, boot_deadline]() -> Result<bool> {
     if (!agent) {
       return true;
     }
-    return agent->Probe(id, endpoint);
+    // Patient: a guest that dies closes the channel, which fails the Ping at once.
+    auto left = std::chrono::duration_cast<milliseconds>(boot_deadline - std::chrono::steady_clock::now());
+    return agent->Probe(id, endpoint, std::clamp(left, milliseconds(100), kBootProbePatience));
   };
   auto boot_start = std::chrono::steady_clock::now();
   Status ready = sb->vmm->WaitReady(check, options_.boot_timeout);
@@ -646,7 +652,7 @@ Status SandboxManager::RecoverOne(const std::string& id, RecoveryReport& report)
     auto deadline = std::chrono::steady_clock::now() + options_.boot_timeout;
     Result<bool> probe = false;
     while (std::chrono::steady_clock::now() < deadline) {
-      probe = options_.agent->Probe(id, sb->vmm->agent_endpoint());
+      probe = options_.agent->Probe(id, sb->vmm->agent_endpoint(), milliseconds(1000));
       if (!probe.ok() || *probe) {
         break;
       }

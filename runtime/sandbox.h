@@ -44,8 +44,9 @@ class AgentConnector {
  public:
   virtual ~AgentConnector() = default;
   // Called repeatedly while the VM boots (and once after adoption): true once the agent answers. An error means
-  // the guest will never become ready.
-  virtual base::Result<bool> Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint) = 0;
+  // the guest will never become ready. `patience` bounds how long one call may wait for the answer.
+  virtual base::Result<bool> Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                   std::chrono::milliseconds patience) = 0;
   // Asks the guest to stop its containers and power off; bounded by `timeout`.
   virtual base::Status Shutdown(const std::string& sandbox_id, const AgentEndpoint& endpoint,
                                 std::chrono::milliseconds timeout) = 0;

@@ -223,7 +223,8 @@ Result<std::string> LineAgentConnector::Call(const std::string& sandbox_id, cons
   }
 }
 
-Result<bool> LineAgentConnector::Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint) {
+Result<bool> LineAgentConnector::Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                       std::chrono::milliseconds) {
   auto reply = Call(sandbox_id, endpoint, "PING", std::chrono::milliseconds(300));
   return reply.ok() && *reply == "PONG";
 }

@@ -35,7 +35,8 @@ base::Result<std::string> BuildTestInitramfs(const std::string& dir, const std::
 // replies to probes the guest read late, and are skipped.
 class LineAgentConnector : public AgentConnector {
  public:
-  base::Result<bool> Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint) override;
+  base::Result<bool> Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                           std::chrono::milliseconds patience) override;
   base::Status Shutdown(const std::string& sandbox_id, const AgentEndpoint& endpoint,
                         std::chrono::milliseconds timeout) override;
   void Forget(const std::string& sandbox_id) override;

@@ -98,7 +98,7 @@ class FakeVmm : public Vmm {
 
 class AlwaysReady : public AgentConnector {
  public:
-  Result<bool> Probe(const std::string&, const AgentEndpoint&) override { return true; }
+  Result<bool> Probe(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override { return true; }
   Status Shutdown(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override {
     ++shutdowns;
     return Status::Ok();
@@ -260,7 +260,7 @@ TEST_F(SandboxManagerTest, RecoverAdoptsCleansAndMarksNotReady) {
   auto opts = Options();
   struct FailSecond : AgentConnector {
     int probes = 0;
-    Result<bool> Probe(const std::string& id, const AgentEndpoint&) override {
+    Result<bool> Probe(const std::string& id, const AgentEndpoint&, std::chrono::milliseconds) override {
       ++probes;
       return id != "dead";
     }
