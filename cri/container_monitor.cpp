@@ -62,7 +62,7 @@ void ContainerMonitor::Watch(const std::string& container_id, const std::string&
 }
 
 void ContainerMonitor::Follow(const std::string& container_id, const std::string& sandbox_id,
-                              runtime::AgentEndpoint endpoint, Watched* watched) {
+                              const runtime::AgentEndpoint& endpoint, Watched* watched) {
   runtime::agent::v1::ProcessRef process;
   process.set_container_id(container_id);
   int failures = 0;

@@ -49,7 +49,7 @@ class ContainerMonitor {
       canceller.Cancel();
     }
   };
-  void Follow(const std::string& container_id, const std::string& sandbox_id, runtime::AgentEndpoint endpoint,
+  void Follow(const std::string& container_id, const std::string& sandbox_id, const runtime::AgentEndpoint& endpoint,
               Watched* watched);
   void RecordExit(const std::string& container_id, const runtime::agent::v1::ExitStatus& status);
 

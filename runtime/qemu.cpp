@@ -86,6 +86,7 @@ ProbeVerdict KvmBootsKernel(const std::string& qemu_binary, const std::string& k
                                    "-append",
                                    "console=ttyS0 panic=-1 root=/dev/nonexistent"};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) {
     argv.push_back(a.data());
   }
