@@ -1,6 +1,7 @@
 #include "runtime/qemu.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -56,35 +57,27 @@ std::string QemuEscape(const std::string& value) {
 
 // Some hosts expose /dev/kvm but cannot run an ordinary guest (nested PVM hosts: the guest spins in the host
 // kernel). Boots the kernel under KVM with no root and watches its serial console: it works when the kernel
-// reaches its "cannot mount root" panic. A kernel that prints no banner within kBannerWait has hung: a working
+// reaches its "cannot mount root" panic. A kernel that prints no banner within `banner_wait` has hung: a working
 // KVM prints it well under a second after start, so a broken host costs seconds, not the whole budget.
 enum class ProbeVerdict { kBoots, kFails, kCancelled };
 
-ProbeVerdict KvmBootsKernel(const std::string& qemu_binary, const std::string& kernel,
+ProbeVerdict KvmBootsKernel(const std::string& qemu_binary, const std::string& kernel, milliseconds banner_wait,
                             const std::atomic<bool>* cancel) {
-  constexpr milliseconds kBannerWait{5000};
   constexpr milliseconds kPanicWait{30000};
   constexpr milliseconds kPoll{20};
-  std::string console = "/tmp/chrys-kvm-probe-" + std::to_string(::getpid()) + ".log";
-  (void)base::RemoveFileIfExists(console);
-  std::vector<std::string> args = {qemu_binary,
-                                   "-machine",
-                                   "q35,accel=kvm",
-                                   "-cpu",
-                                   "host",
-                                   "-m",
-                                   "256",
-                                   "-nodefaults",
-                                   "-no-user-config",
-                                   "-display",
-                                   "none",
-                                   "-no-reboot",
-                                   "-serial",
-                                   "file:" + console,
-                                   "-kernel",
-                                   kernel,
-                                   "-append",
-                                   "console=ttyS0 panic=-1 root=/dev/nonexistent"};
+  // The console comes back on a pipe (-serial stdio): no file to leave behind if chrysd is killed mid-probe.
+  int console_pipe[2];
+  if (::pipe2(console_pipe, O_CLOEXEC) != 0) {
+    return ProbeVerdict::kFails;
+  }
+  base::UniqueFd console_read(console_pipe[0]);
+  base::UniqueFd console_write(console_pipe[1]);
+  std::vector<std::string> args = {qemu_binary, "-machine",    "q35,accel=kvm",
+                                   "-cpu",      "host",        "-m",
+                                   "256",       "-nodefaults", "-no-user-config",
+                                   "-display",  "none",        "-no-reboot",
+                                   "-serial",   "stdio",       "-kernel",
+                                   kernel,      "-append",     "console=ttyS0 panic=-1 root=/dev/nonexistent"};
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (auto& a : args) {
@@ -106,18 +99,30 @@ ProbeVerdict KvmBootsKernel(const std::string& qemu_binary, const std::string& k
     int devnull = ::open("/dev/null", O_RDWR);
     if (devnull >= 0) {
       ::dup2(devnull, 0);
-      ::dup2(devnull, 1);
       ::dup2(devnull, 2);
     }
+    ::dup2(console_pipe[1], 1);
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
+  console_write.Reset();
   auto started = Clock::now();
   ProbeVerdict verdict = ProbeVerdict::kFails;
-  bool exited = false;
+  std::string log;
+  bool console_open = true;
   while (true) {
-    auto read = base::ReadFile(console, 1 << 20);
-    std::string log = read.ok() ? *read : std::string();
+    pollfd p{console_read.get(), POLLIN, 0};
+    if (console_open && ::poll(&p, 1, static_cast<int>(kPoll.count())) > 0) {
+      char buf[4096];
+      ssize_t n = ::read(console_read.get(), buf, sizeof(buf));
+      if (n > 0 && log.size() < (1U << 20)) {
+        log.append(buf, static_cast<size_t>(n));
+      } else if (n == 0) {
+        console_open = false;  // QEMU exited (or closed its stdout)
+      }
+    } else if (!console_open) {
+      std::this_thread::sleep_for(kPoll);
+    }
     if (log.find("Kernel panic") != std::string::npos || log.find("VFS: Unable to mount") != std::string::npos) {
       verdict = ProbeVerdict::kBoots;
       break;
@@ -127,21 +132,13 @@ ProbeVerdict KvmBootsKernel(const std::string& qemu_binary, const std::string& k
       break;
     }
     auto waited = Clock::now() - started;
-    bool hung = log.find("Linux version") == std::string::npos && waited > kBannerWait;
-    if (::waitpid(pid, nullptr, WNOHANG) == pid) {
-      exited = true;
+    bool hung = log.find("Linux version") == std::string::npos && waited > banner_wait;
+    if (!console_open || hung || waited > kPanicWait) {
       break;
     }
-    if (hung || waited > kPanicWait) {
-      break;
-    }
-    std::this_thread::sleep_for(kPoll);
   }
-  if (!exited) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-  }
-  (void)base::RemoveFileIfExists(console);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
   return verdict;
 }
 
@@ -180,7 +177,7 @@ Result<std::string> ResolveQemuAccel(const QemuConfig& config, const std::string
   if (auto verdict = cached_verdict()) {
     return *verdict;
   }
-  ProbeVerdict verdict = KvmBootsKernel(config.qemu_binary, probe_kernel, cancel);
+  ProbeVerdict verdict = KvmBootsKernel(config.qemu_binary, probe_kernel, config.kvm_probe_banner_wait, cancel);
   if (verdict == ProbeVerdict::kCancelled) {
     return base::MakeError(base::ErrorCode::kCancelled, "KVM probe cancelled");
   }

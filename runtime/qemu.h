@@ -22,6 +22,8 @@ struct QemuConfig {
   // Where the KVM probe result is cached (keyed by QEMU binary + kernel); empty disables the cache.
   std::string accel_cache_path = "/run/chrysalis/kvm-probe.json";
   std::string kvm_device = "/dev/kvm";
+  // The KVM probe guest must print its kernel banner within this long, or KVM counts as unable to run guests.
+  std::chrono::milliseconds kvm_probe_banner_wait{5000};
   std::string vhost_vsock_device = "/dev/vhost-vsock";
   int hotplug_ports = 8;  // free PCIe root ports for disk hot-plug
   // -bios for direct kernel boot (e.g. qboot); empty, or a missing file, keeps QEMU's default firmware.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 #include "base/file_util.h"
@@ -220,6 +221,49 @@ TEST(QemuTest, AccelResolution) {
   EXPECT_EQ(*ResolveQemuAccel(c, "/k"), "tcg");
   c.accel = "whpx";
   EXPECT_FALSE(ResolveQemuAccel(c, "/k").ok());
+}
+
+// The probe's decision, with a stand-in for QEMU that prints what a guest's console would: the kernel reaching
+// its no-root panic means KVM works; no banner (a hung guest), an early exit or a cancel mean it does not, and
+// nothing of the probe is left running.
+TEST(QemuTest, KvmProbeReadsTheGuestConsole) {
+  char tmpl[] = "/tmp/chrys-probe-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  auto fake_qemu = [&](const std::string& name, const std::string& body) {
+    std::string path = dir + "/" + name;
+    EXPECT_TRUE(base::WriteFileAtomic(path, "#!/bin/sh\n" + body + "\n", 0755).ok());
+    return path;
+  };
+  QemuConfig c;
+  c.accel = "auto";
+  c.kvm_device = "/dev/null";  // exists: the probe runs
+  c.kvm_probe_banner_wait = std::chrono::milliseconds(300);
+  c.accel_cache_path = dir + "/cache.json";
+
+  c.qemu_binary =
+      fake_qemu("boots", "echo 'Linux version 6.1'; echo 'Kernel panic - not syncing: VFS: Unable to mount root'");
+  EXPECT_EQ(*ResolveQemuAccel(c, "/k"), "kvm");
+  EXPECT_EQ(*ResolveQemuAccel(c, "/k"), "kvm");  // now from the cache
+  ASSERT_EQ(::unlink(c.accel_cache_path.c_str()), 0);
+
+  c.qemu_binary = fake_qemu("hangs", "echo 'Probing EDD (edd=off to disable)... ok'; exec sleep 59.125");
+  EXPECT_EQ(*ResolveQemuAccel(c, "/k"), "tcg");
+  EXPECT_NE(::system("pgrep -f 'slee[p] 59.125' >/dev/null"), 0) << "the hung probe guest was left running";
+  ASSERT_EQ(::unlink(c.accel_cache_path.c_str()), 0);
+
+  c.qemu_binary = fake_qemu("fails", "echo 'Could not access KVM kernel module' >&2; exit 1");
+  EXPECT_EQ(*ResolveQemuAccel(c, "/k"), "tcg");
+  ASSERT_EQ(::unlink(c.accel_cache_path.c_str()), 0);
+
+  std::atomic<bool> cancel{true};
+  c.qemu_binary = fake_qemu("cancelled", "echo 'Linux version 6.1'; exec sleep 58.125");
+  auto cancelled = ResolveQemuAccel(c, "/k", &cancel);
+  ASSERT_FALSE(cancelled.ok());
+  EXPECT_EQ(cancelled.error().code(), base::ErrorCode::kCancelled);
+  EXPECT_NE(::access(c.accel_cache_path.c_str(), F_OK), 0) << "a cancelled probe cached a verdict";
+  EXPECT_NE(::system("pgrep -f 'slee[p] 58.125' >/dev/null"), 0) << "the cancelled probe guest was left running";
+  (void)base::RemoveTree(dir);
 }
 
 TEST(LaunchSpecTest, BadInputNamesTheField) {
