@@ -133,23 +133,46 @@ TEST_F(GuestE2E, SetupSandboxConfiguresHostnameDnsAndNic) {
   auto* addr = nic->add_addresses();
   addr->set_address("10.0.2.15");
   addr->set_prefix_length(24);
+  auto* addr6 = nic->add_addresses();
+  addr6->set_address("fd00::15");
+  addr6->set_prefix_length(64);
   auto* route = req.add_routes();
   route->set_destination("default");
   route->set_gateway("10.0.2.2");
   route->set_device("eth0");
+  auto* routed = req.add_routes();  // every option a route can carry
+  routed->set_destination("10.9.0.0/16");
+  routed->set_gateway("10.0.2.2");
+  routed->set_device("eth0");
+  routed->set_source("10.0.2.15");
+  routed->set_metric(50);
+  auto* route6 = req.add_routes();
+  route6->set_destination("fd01::/64");
+  route6->set_gateway("fd00::2");
+  auto* neighbor = req.add_neighbors();
+  neighbor->set_address("10.0.2.2");
+  neighbor->set_mac("02:00:00:00:00:02");
+  neighbor->set_device("eth0");
   (*req.mutable_sysctls())["net.ipv4.ip_forward"] = "1";
   auto s = client_->SetupSandbox(req);
   ASSERT_TRUE(s.ok()) << s.error().message() << "\n" << ConsoleTail();
 
-  // A container sees the sandbox's hostname and resolv.conf.
-  auto c =
-      Container("sandbox-check", {"sh", "-c", "hostname; cat /etc/resolv.conf; cat /proc/sys/net/ipv4/ip_forward"});
+  // A container sees the sandbox's hostname, resolv.conf, addresses, routes and neighbours (it shares the VM's
+  // network).
+  auto c = Container("sandbox-check", {"sh", "-c",
+                                       "hostname; cat /etc/resolv.conf; cat /proc/sys/net/ipv4/ip_forward; "
+                                       "ip addr show dev eth0; ip route; ip -6 route; ip neigh"});
   ASSERT_TRUE(client_->CreateContainer(c).ok());
   ASSERT_TRUE(client_->StartContainer("sandbox-check").ok());
   Output o = ReadAll(Ref("sandbox-check"));
   EXPECT_NE(o.out.find("pod-e2e"), std::string::npos) << o.out;
   EXPECT_NE(o.out.find("nameserver 10.0.2.3"), std::string::npos) << o.out;
   EXPECT_NE(o.out.find("search svc.cluster.local"), std::string::npos) << o.out;
+  for (const char* line : {"inet 10.0.2.15/24", "inet6 fd00::15/64", "default via 10.0.2.2 dev eth0",
+                           "10.9.0.0/16 via 10.0.2.2 dev eth0", "src 10.0.2.15", "metric 50", "fd01::/64 via fd00::2",
+                           "10.0.2.2 dev eth0 lladdr 02:00:00:00:00:02", "PERMANENT"}) {
+    EXPECT_NE(o.out.find(line), std::string::npos) << line << " missing in:\n" << o.out;
+  }
   auto exit = client_->WaitProcess(Ref("sandbox-check"), std::chrono::seconds(60));
   ASSERT_TRUE(exit.ok());
   EXPECT_EQ(exit->exit_code(), 0) << o.err;
