@@ -26,6 +26,7 @@
 #include <cstring>
 #include <memory>
 
+#include "base/netlink_ptr.h"
 #include "netcni/netns.h"
 
 namespace chrys::netcni {
@@ -33,25 +34,13 @@ namespace {
 
 using base::Status;
 
-struct SockDeleter {
-  void operator()(nl_sock* s) const { nl_socket_free(s); }
-};
-struct LinkDeleter {
-  void operator()(rtnl_link* l) const { rtnl_link_put(l); }
-};
-struct QdiscDeleter {
-  void operator()(rtnl_qdisc* q) const { rtnl_qdisc_put(q); }
-};
-struct ClsDeleter {
-  void operator()(rtnl_cls* c) const { rtnl_cls_put(c); }
-};
 struct CacheDeleter {
   void operator()(nl_cache* c) const { nl_cache_free(c); }
 };
-using NlSock = std::unique_ptr<nl_sock, SockDeleter>;
-using Link = std::unique_ptr<rtnl_link, LinkDeleter>;
-using Qdisc = std::unique_ptr<rtnl_qdisc, QdiscDeleter>;
-using Cls = std::unique_ptr<rtnl_cls, ClsDeleter>;
+using NlSock = base::NlSockPtr;
+using Link = base::NlObjectPtr<rtnl_link>;
+using Qdisc = base::NlObjectPtr<rtnl_qdisc>;
+using Cls = base::NlObjectPtr<rtnl_cls>;
 using Cache = std::unique_ptr<nl_cache, CacheDeleter>;
 
 constexpr uint32_t kIngressHandle = TC_HANDLE(0xffff, 0);

@@ -120,8 +120,6 @@ ProbeVerdict KvmBootsKernel(const std::string& qemu_binary, const std::string& k
       } else if (n == 0) {
         console_open = false;  // QEMU exited (or closed its stdout)
       }
-    } else if (!console_open) {
-      std::this_thread::sleep_for(kPoll);
     }
     if (log.find("Kernel panic") != std::string::npos || log.find("VFS: Unable to mount") != std::string::npos) {
       verdict = ProbeVerdict::kBoots;
@@ -157,8 +155,10 @@ Result<std::string> ResolveQemuAccel(const QemuConfig& config, const std::string
   }
   json key = {{"qemu", config.qemu_binary}, {"kernel", probe_kernel}};
   auto cached_verdict = [&]() -> std::optional<std::string> {
-    auto cached = config.accel_cache_path.empty() ? Result<std::string>(base::NotFound("no cache"))
-                                                  : base::ReadFile(config.accel_cache_path, 1 << 16);
+    if (config.accel_cache_path.empty()) {
+      return std::nullopt;
+    }
+    auto cached = base::ReadFile(config.accel_cache_path, 1 << 16);
     if (!cached.ok()) {
       return std::nullopt;
     }

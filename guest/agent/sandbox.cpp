@@ -15,10 +15,10 @@
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <optional>
 
 #include "base/file_util.h"
+#include "base/netlink_ptr.h"
 #include "base/unique_fd.h"
 #include "guest/agent/child_reaper.h"
 #include "guest/agent/log.h"
@@ -100,26 +100,13 @@ bool TryLinkSetInProcess(const std::vector<std::string>& args, base::Status* res
   return true;
 }
 
-// libnl objects, freed when they go out of scope.
-struct NlSockFree {
-  void operator()(nl_sock* s) const { nl_socket_free(s); }
-};
-struct NlAddrFree {
-  void operator()(nl_addr* a) const { nl_addr_put(a); }
-};
-template <typename T>
-struct NlObjectFree {
-  void operator()(T* o) const { nl_object_put(OBJ_CAST(o)); }
-};
-using NlAddr = std::unique_ptr<nl_addr, NlAddrFree>;
-
 // Parses `text` ("default", an address, or address/prefix) as an address of `family`.
-NlAddr ParseNlAddr(const std::string& text, int family) {
+base::NlAddrPtr ParseNlAddr(const std::string& text, int family) {
   nl_addr* parsed = nullptr;
   if (nl_addr_parse(text.c_str(), family, &parsed) != 0) {
     return nullptr;
   }
-  return NlAddr(parsed);
+  return base::NlAddrPtr(parsed);
 }
 
 // `ip [-6] addr|route|neigh replace ...` as NetworkCommands writes them, done over rtnetlink (libnl) in this
@@ -162,7 +149,7 @@ bool TryReplaceInProcess(const std::vector<std::string>& args, base::Status* res
   auto ifindex_of = [](const std::optional<std::string>& dev) -> int {
     return dev ? static_cast<int>(::if_nametoindex(dev->c_str())) : 0;
   };
-  std::unique_ptr<nl_sock, NlSockFree> sock(nl_socket_alloc());
+  base::NlSockPtr sock(nl_socket_alloc());
   if (!sock || nl_connect(sock.get(), NETLINK_ROUTE) != 0) {
     *result = base::Internal(what + ": cannot open a netlink socket");
     return true;
@@ -175,7 +162,7 @@ bool TryReplaceInProcess(const std::vector<std::string>& args, base::Status* res
       *result = base::InvalidArgument(what + ": bad address or unknown device");
       return true;
     }
-    std::unique_ptr<rtnl_addr, NlObjectFree<rtnl_addr>> addr(rtnl_addr_alloc());
+    base::NlObjectPtr<rtnl_addr> addr(rtnl_addr_alloc());
     rtnl_addr_set_ifindex(addr.get(), ifindex);
     rtnl_addr_set_family(addr.get(), family);
     rtnl_addr_set_local(addr.get(), local.get());
@@ -187,14 +174,14 @@ bool TryReplaceInProcess(const std::vector<std::string>& args, base::Status* res
     auto dev = option("dev");
     auto src = option("src");
     auto metric = option("metric");
-    NlAddr gateway = via ? ParseNlAddr(*via, family) : nullptr;
-    NlAddr pref_src = src ? ParseNlAddr(*src, family) : nullptr;
+    base::NlAddrPtr gateway = via ? ParseNlAddr(*via, family) : nullptr;
+    base::NlAddrPtr pref_src = src ? ParseNlAddr(*src, family) : nullptr;
     int ifindex = ifindex_of(dev);
     if (!dst || (via && !gateway) || (src && !pref_src) || (dev && ifindex == 0) || (!via && !dev)) {
       *result = base::InvalidArgument(what + ": bad destination, gateway, source or device");
       return true;
     }
-    std::unique_ptr<rtnl_route, NlObjectFree<rtnl_route>> route(rtnl_route_alloc());
+    base::NlObjectPtr<rtnl_route> route(rtnl_route_alloc());
     rtnl_route_set_family(route.get(), static_cast<uint8_t>(family));
     rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
     rtnl_route_set_protocol(route.get(), RTPROT_BOOT);
@@ -219,13 +206,13 @@ bool TryReplaceInProcess(const std::vector<std::string>& args, base::Status* res
   } else if (object == "neigh") {
     auto dst = ParseNlAddr(rest[0], family);
     auto mac = option("lladdr");
-    NlAddr lladdr = mac ? ParseNlAddr(*mac, AF_LLC) : nullptr;
+    base::NlAddrPtr lladdr = mac ? ParseNlAddr(*mac, AF_LLC) : nullptr;
     int ifindex = ifindex_of(option("dev"));
     if (!dst || !lladdr || ifindex == 0 || option("nud").value_or("permanent") != "permanent") {
       *result = base::InvalidArgument(what + ": bad address, MAC or device");
       return true;
     }
-    std::unique_ptr<rtnl_neigh, NlObjectFree<rtnl_neigh>> neigh(rtnl_neigh_alloc());
+    base::NlObjectPtr<rtnl_neigh> neigh(rtnl_neigh_alloc());
     rtnl_neigh_set_ifindex(neigh.get(), ifindex);
     rtnl_neigh_set_family(neigh.get(), family);
     rtnl_neigh_set_dst(neigh.get(), dst.get());
