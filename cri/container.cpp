@@ -261,7 +261,8 @@ base::Result<std::shared_ptr<runtime::agent::AgentClient>> AgentOf(const Runtime
 
 }  // namespace
 
-base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::CreateContainerRequest& request) {
+base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::CreateContainerRequest& request,
+                                                                    base::PhaseTimer& phases) {
   auto pod = backends_.pods.FindPod(request.pod_sandbox_id());
   if (!pod.ok()) {
     return pod.error();
@@ -369,6 +370,7 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
     (*guest.mutable_annotations())[key] = value;
   }
 
+  phases.End("prepare");
   CHRYS_RETURN_IF_ERROR(backends_.pods.AddContainer(record));
   bool committed = false;
   std::vector<std::function<void()>> undo;
@@ -407,12 +409,14 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
       record.layer_serials.push_back(serial);
       guest.mutable_rootfs()->add_layer_serials(serial);
     }
+    phases.End("layer disks");
     record.scratch_serial = ScratchSerial(record.id);
     CHRYS_RETURN_IF_ERROR(backends_.sandboxes.AttachScratchDisk(pod->id, record.scratch_serial, kScratchDiskBytes));
     undo.push_back([this, pod_id = pod->id, serial = record.scratch_serial] {
       backends_.sandboxes.DetachDisk(pod_id, serial).ok();
     });
     guest.mutable_rootfs()->set_scratch_serial(record.scratch_serial);
+    phases.End("scratch disk");
   }
 
   // Volumes: host paths bound into the pod's shared directory, which the guest sees over virtio-fs.
@@ -432,10 +436,12 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
     }
   }
 
+  phases.End("volumes");
   CHRYS_ASSIGN_OR_RETURN(auto agent, backends_.agents.Get(pod->id, vm.agent));
   if (auto created = agent->CreateContainer(guest); !created.ok()) {
     return created.error().Wrap("create container " + record.id + " in the guest");
   }
+  phases.End("guest");
   CHRYS_RETURN_IF_ERROR(backends_.pods.UpdateContainer(record));
   committed = true;
   return record;
@@ -483,13 +489,14 @@ std::optional<base::Result<std::string>> RuntimeServiceImpl::PullInConfidentialP
 grpc::Status RuntimeServiceImpl::CreateContainer(grpc::ServerContext* /*context*/,
                                                  const v1::CreateContainerRequest* request,
                                                  v1::CreateContainerResponse* response) {
-  auto record = CreateContainerIn(*request);
+  base::PhaseTimer phases;
+  auto record = CreateContainerIn(*request, phases);
   if (!record.ok()) {
     spdlog::warn("CreateContainer in {}: {}", request->pod_sandbox_id(), record.error().message());
     return ToGrpcStatus(record.error());
   }
-  spdlog::info("container {} ({}) created in sandbox {}", record->id, record->config.metadata().name(),
-               record->sandbox_id);
+  spdlog::info("container {} ({}) created in sandbox {}: {}", record->id, record->config.metadata().name(),
+               record->sandbox_id, phases.summary());
   PublishContainerEvent(record->id, v1::CONTAINER_CREATED_EVENT);
   response->set_container_id(record->id);
   return grpc::Status::OK;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "base/phase_timer.h"
 #include "cri/confidential_pods.h"
 #include "cri/cri_util.h"
 #include "cri/grpc_status.h"
@@ -157,14 +158,7 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   }
 
   // Where a pod's start time goes, logged once it is ready (operators compare it with the VM boot).
-  auto phase_start = std::chrono::steady_clock::now();
-  std::string phases;
-  auto end_phase = [&phase_start, &phases](const char* name) {
-    auto now = std::chrono::steady_clock::now();
-    phases += fmt::format("{}{} {} ms", phases.empty() ? "" : ", ", name,
-                          std::chrono::duration_cast<std::chrono::milliseconds>(now - phase_start).count());
-    phase_start = now;
-  };
+  base::PhaseTimer phases;
 
   PodRecord pod;
   pod.id = NewId();
@@ -200,7 +194,7 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
     }
   }
 
-  end_phase("network");
+  phases.End("network");
   // Container volumes reach the guest through one virtio-fs share per pod.
   pod.shared_dir = config_.run_dir + "/pods/" + pod.id;
   CHRYS_RETURN_IF_ERROR(PrepareSharedDir(pod.shared_dir));
@@ -232,7 +226,7 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
       sandbox.interfaces.push_back(std::move(nic));
     }
   }
-  end_phase("prepare");
+  phases.End("prepare");
   auto created = backends_.sandboxes.Create(sandbox);
   if (!created.ok()) {
     return created.error().Wrap("pod VM");
@@ -250,8 +244,8 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
     return described.error().Wrap("pod network");
   }
 
-  end_phase("vm");
-  phases += fmt::format(" (launch {} ms, boot {} ms)", created->launch_time.count(), created->boot_time.count());
+  phases.End("vm");
+  phases.Note(fmt::format(" (launch {} ms, boot {} ms)", created->launch_time.count(), created->boot_time.count()));
   auto agent = backends_.agents.Get(pod.id, created->agent);
   if (!agent.ok()) {
     return agent.error();
@@ -265,13 +259,13 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
     }
     pod.shared_guest_path = *share;
   }
-  end_phase("agent setup");
+  phases.End("agent setup");
 
   pod.state = PodState::kReady;
   CHRYS_RETURN_IF_ERROR(backends_.pods.UpdatePod(pod));
   rollback.Commit();
-  end_phase("record");
-  spdlog::info("pod sandbox {} started: {}", pod.id, phases);
+  phases.End("record");
+  spdlog::info("pod sandbox {} started: {}", pod.id, phases.summary());
   return pod;
 }
 

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "base/phase_timer.h"
 #include "cri/config.h"
 #include "cri/container_monitor.h"
 #include "cri/event_bus.h"
@@ -124,7 +125,7 @@ class RuntimeServiceImpl final : public v1::RuntimeService::Service {
   base::Status StopPod(PodRecord& pod);
   // Marks the pod's running containers exited because their VM went away.
   void MarkContainersGone(const std::string& sandbox_id, const std::string& reason);
-  base::Result<ContainerRecord> CreateContainerIn(const v1::CreateContainerRequest& request);
+  base::Result<ContainerRecord> CreateContainerIn(const v1::CreateContainerRequest& request, base::PhaseTimer& phases);
   // The stop signal, `timeout_seconds` for the container to exit, then SIGKILL; waits until its exit is recorded.
   base::Status StopContainerIn(const ContainerRecord& record, int64_t timeout_seconds);
   static void FillContainerStatus(const ContainerRecord& record, v1::ContainerStatus* status);

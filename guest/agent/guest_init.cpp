@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -266,6 +267,22 @@ base::Status MountGuestTools() {
   return base::Status::Ok();
 }
 
+// Queues reads of every file on the tools disk (crun, its libraries, mkfs.ext4: ~4 MB) into the page cache. The
+// reads run on the host's I/O thread while the guest goes on, so the first crun finds its pages in memory instead
+// of faulting them in one by one from the disk.
+void PrefetchGuestTools() {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(kGuestToolsDir, ec)) {
+    if (!entry.is_regular_file(ec)) {
+      continue;
+    }
+    base::UniqueFd fd(::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.valid()) {
+      (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_WILLNEED);  // advisory: a failure only costs speed
+    }
+  }
+}
+
 }  // namespace
 
 void StartContainerSupport() {
@@ -282,6 +299,7 @@ void StartContainerSupport() {
     }
     base::Status mounted = MountGuestTools();
     if (mounted.ok()) {
+      PrefetchGuestTools();
       LogInfo("guest tools mounted on %s", kGuestToolsDir);
     } else {
       LogWarn("%s", mounted.error().message().c_str());
