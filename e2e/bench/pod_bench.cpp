@@ -4,7 +4,8 @@
 //     same accelerator, vCPUs and memory to the agent's "ready" line on the serial console (one after another,
 //     interleaved with the pods, and all at once).
 //   - chrysd's RSS with the serial pods running, beside its RSS with no pod.
-//   - p50/p99 of ListContainers, ContainerStatus and ListPodSandbox with those pods × containers per pod.
+//   - p50/p99 of ListContainers, ContainerStatus and ListPodSandbox with those pods × containers per pod, right
+//     after the last pod started and again once the host has gone quiet, each with the host's CPU use meanwhile.
 // Prints a table and one JSON line. Flags: --serial N --parallel N --containers N --rpc-iterations N --bare-every N
 #include <signal.h>
 #include <unistd.h>
@@ -305,6 +306,46 @@ pid_t VmPidOf(PodEnv& env, const std::string& pod_id) {
   return info.contains("vm") ? info["vm"].value("pid", -1) : -1;
 }
 
+// Share of all host CPUs busy (not idle or iowait) between two /proc/stat readings, in percent.
+struct CpuTimes {
+  unsigned long long busy = 0;
+  unsigned long long total = 0;
+};
+CpuTimes ReadCpuTimes() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  CpuTimes t;
+  in >> cpu;
+  for (int field = 0; field < 10; ++field) {
+    unsigned long long v = 0;
+    if (!(in >> v)) {
+      break;
+    }
+    t.total += v;
+    if (field != 3 && field != 4) {  // idle, iowait
+      t.busy += v;
+    }
+  }
+  return t;
+}
+double BusyPercent(const CpuTimes& from, const CpuTimes& to) {
+  unsigned long long total = to.total - from.total;
+  return total == 0 ? 0 : 100.0 * static_cast<double>(to.busy - from.busy) / static_cast<double>(total);
+}
+
+// Waits (at most 30 s) until the host has been under 40% busy for two 1 s windows in a row: the pods just
+// started have finished booting and starting their containers. Returns how long it waited, in ms.
+double WaitForQuietHost() {
+  auto start = Clock::now();
+  int quiet_windows = 0;
+  while (quiet_windows < 2 && Clock::now() - start < std::chrono::seconds(30)) {
+    CpuTimes before = ReadCpuTimes();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    quiet_windows = BusyPercent(before, ReadCpuTimes()) < 40 ? quiet_windows + 1 : 0;
+  }
+  return Ms(Clock::now() - start);
+}
+
 // Latency of one RPC repeated `n` times, in µs.
 template <typename Call>
 base::Result<std::vector<double>> TimeRpc(const std::string& name, int n, Call call) {
@@ -318,6 +359,49 @@ base::Result<std::vector<double>> TimeRpc(const std::string& name, int n, Call c
     us.push_back(Us(Clock::now() - start));
   }
   return us;
+}
+
+struct RpcLatency {
+  std::vector<double> list_containers, container_status, list_pods;  // µs
+  double host_busy_percent = 0;                                      // while they ran
+};
+
+base::Result<RpcLatency> MeasureRpcs(PodEnv& env, int iterations, const std::vector<std::string>& containers,
+                                     size_t pods) {
+  auto& rt = env.runtime();
+  RpcLatency out;
+  CpuTimes before = ReadCpuTimes();
+  CHRYS_ASSIGN_OR_RETURN(out.list_containers, TimeRpc("ListContainers", iterations, [&](int) {
+                           v1::ListContainersResponse resp;
+                           grpc::ClientContext ctx;
+                           return rt.ListContainers(&ctx, v1::ListContainersRequest(), &resp).ok() &&
+                                  resp.containers_size() == static_cast<int>(containers.size());
+                         }));
+  CHRYS_ASSIGN_OR_RETURN(out.container_status, TimeRpc("ContainerStatus", iterations, [&](int i) {
+                           v1::ContainerStatusRequest req;
+                           req.set_container_id(containers[i % containers.size()]);
+                           v1::ContainerStatusResponse resp;
+                           grpc::ClientContext ctx;
+                           return rt.ContainerStatus(&ctx, req, &resp).ok();
+                         }));
+  CHRYS_ASSIGN_OR_RETURN(out.list_pods, TimeRpc("ListPodSandbox", iterations, [&](int) {
+                           v1::ListPodSandboxResponse resp;
+                           grpc::ClientContext ctx;
+                           return rt.ListPodSandbox(&ctx, v1::ListPodSandboxRequest(), &resp).ok() &&
+                                  resp.items_size() == static_cast<int>(pods);
+                         }));
+  out.host_busy_percent = BusyPercent(before, ReadCpuTimes());
+  return out;
+}
+
+json RpcJson(const RpcLatency& r) {
+  auto pct = [](const std::vector<double>& v) {
+    return json{{"p50", Percentile(v, 0.5)}, {"p99", Percentile(v, 0.99)}};
+  };
+  return {{"list_containers_us", pct(r.list_containers)},
+          {"container_status_us", pct(r.container_status)},
+          {"list_pod_sandbox_us", pct(r.list_pods)},
+          {"host_busy_percent", r.host_busy_percent}};
 }
 
 int ParseCount(const char* flag, const char* value) {
@@ -420,31 +504,14 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   long pods_rss = StatusKib(chrysd, "VmRSS");
   long pods_hwm = StatusKib(chrysd, "VmHWM");
 
-  // --- RPC latency with serial × containers ---
+  // --- RPC latency with serial × containers: right after the last pod started, and once the pods settled ---
   std::vector<std::string> all_containers;
   for (const auto& p : serial) {
     all_containers.insert(all_containers.end(), p.container_ids.begin(), p.container_ids.end());
   }
-  auto& rt = env.runtime();
-  CHRYS_ASSIGN_OR_RETURN(auto list_containers, TimeRpc("ListContainers", o.rpc_iterations, [&](int) {
-                           v1::ListContainersResponse resp;
-                           grpc::ClientContext ctx;
-                           return rt.ListContainers(&ctx, v1::ListContainersRequest(), &resp).ok() &&
-                                  resp.containers_size() == static_cast<int>(all_containers.size());
-                         }));
-  CHRYS_ASSIGN_OR_RETURN(auto container_status, TimeRpc("ContainerStatus", o.rpc_iterations, [&](int i) {
-                           v1::ContainerStatusRequest req;
-                           req.set_container_id(all_containers[i % all_containers.size()]);
-                           v1::ContainerStatusResponse resp;
-                           grpc::ClientContext ctx;
-                           return rt.ContainerStatus(&ctx, req, &resp).ok();
-                         }));
-  CHRYS_ASSIGN_OR_RETURN(auto list_pods, TimeRpc("ListPodSandbox", o.rpc_iterations, [&](int) {
-                           v1::ListPodSandboxResponse resp;
-                           grpc::ClientContext ctx;
-                           return rt.ListPodSandbox(&ctx, v1::ListPodSandboxRequest(), &resp).ok() &&
-                                  resp.items_size() == static_cast<int>(serial.size());
-                         }));
+  CHRYS_ASSIGN_OR_RETURN(RpcLatency rpc_fresh, MeasureRpcs(env, o.rpc_iterations, all_containers, serial.size()));
+  double settle_ms = WaitForQuietHost();
+  CHRYS_ASSIGN_OR_RETURN(RpcLatency rpc_settled, MeasureRpcs(env, o.rpc_iterations, all_containers, serial.size()));
   RemovePods(env, pods);
   pods.clear();
 
@@ -487,6 +554,8 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   auto s_running = column(serial, &PodTiming::running_ms);
   auto s_log = column(serial, &PodTiming::log_ms);
   auto p_log = column(parallel, &PodTiming::log_ms);
+  auto p_ready = column(parallel, &PodTiming::ready_ms);
+  auto p_running = column(parallel, &PodTiming::running_ms);
   double bare_median = Median(bare_serial);
   // Later serial pods boot beside more running VMs; each bare boot is compared with the pod next to it.
   std::vector<double> paired_ratio;
@@ -510,6 +579,8 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   row("serial: first log line, max (ms)", Max(s_log), Max(bare_serial));
   std::printf("%-52s %12s %12s %8.2f %10.0f\n", "serial: paired with the bare boot beside it, p50", "-", "-",
               Median(paired_ratio), Median(paired_delta));
+  row("at once: RunPodSandbox returned, p50 (ms)", Median(p_ready), Median(bare_parallel));
+  row("at once: first container running, p50 (ms)", Median(p_running), Median(bare_parallel));
   row("at once: first log line, p50 (ms)", Median(p_log), Median(bare_parallel));
   row("at once: first log line, max (ms)", Max(p_log), Max(bare_parallel));
   row("at once: wall time, all pods (ms)", parallel_wall, bare_parallel_wall);
@@ -517,15 +588,19 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   std::printf("%-52s %12.1f %12.1f\n", ("chrysd VmRSS with " + std::to_string(o.serial) + " pods (MiB)").c_str(),
               pods_rss / 1024.0, idle_rss / 1024.0);
   std::printf("%-52s %12.1f %12s\n", "chrysd VmHWM (MiB)", pods_hwm / 1024.0, "-");
-  std::printf(
-      "\n%-52s %12s %12s\n",
-      ("RPC latency, " + std::to_string(o.serial) + " pods x " + std::to_string(o.containers) + " containers").c_str(),
-      "p50 (us)", "p99 (us)");
-  std::printf("%-52s %12.0f %12.0f\n", "ListContainers", Percentile(list_containers, 0.5),
-              Percentile(list_containers, 0.99));
-  std::printf("%-52s %12.0f %12.0f\n", "ContainerStatus", Percentile(container_status, 0.5),
-              Percentile(container_status, 0.99));
-  std::printf("%-52s %12.0f %12.0f\n", "ListPodSandbox", Percentile(list_pods, 0.5), Percentile(list_pods, 0.99));
+  for (const auto* r : {&rpc_fresh, &rpc_settled}) {
+    std::string when = r == &rpc_fresh ? "right after the last pod started"
+                                       : "after the pods settled (" + std::to_string(std::lround(settle_ms)) + " ms)";
+    std::printf("\nRPC latency, %d pods x %d containers, %s; host %.0f%% busy\n", o.serial, o.containers, when.c_str(),
+                r->host_busy_percent);
+    std::printf("%-52s %12s %12s\n", "", "p50 (us)", "p99 (us)");
+    std::printf("%-52s %12.0f %12.0f\n", "ListContainers", Percentile(r->list_containers, 0.5),
+                Percentile(r->list_containers, 0.99));
+    std::printf("%-52s %12.0f %12.0f\n", "ContainerStatus", Percentile(r->container_status, 0.5),
+                Percentile(r->container_status, 0.99));
+    std::printf("%-52s %12.0f %12.0f\n", "ListPodSandbox", Percentile(r->list_pods, 0.5),
+                Percentile(r->list_pods, 0.99));
+  }
 
   json out = {
       {"bench", "pod_bench"},
@@ -543,6 +618,8 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       {"bare_paired_pod", bare_paired_pod},
       {"paired_ratio_p50", Median(paired_ratio)},
       {"paired_delta_ms_p50", Median(paired_delta)},
+      {"parallel_ready_ms", p_ready},
+      {"parallel_running_ms", p_running},
       {"parallel_first_log_ms", p_log},
       {"bare_parallel_ms", bare_parallel},
       {"parallel_wall_ms", parallel_wall},
@@ -550,10 +627,9 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       {"chrysd_rss_kib_with_pods", pods_rss},
       {"chrysd_rss_kib_idle", idle_rss},
       {"chrysd_hwm_kib", pods_hwm},
-      {"list_containers_us", {{"p50", Percentile(list_containers, 0.5)}, {"p99", Percentile(list_containers, 0.99)}}},
-      {"container_status_us",
-       {{"p50", Percentile(container_status, 0.5)}, {"p99", Percentile(container_status, 0.99)}}},
-      {"list_pod_sandbox_us", {{"p50", Percentile(list_pods, 0.5)}, {"p99", Percentile(list_pods, 0.99)}}},
+      {"rpc_right_after_start", RpcJson(rpc_fresh)},
+      {"rpc_settled", RpcJson(rpc_settled)},
+      {"rpc_settle_wait_ms", settle_ms},
   };
   std::printf("\n%s\n", out.dump().c_str());
   return base::Status::Ok();
