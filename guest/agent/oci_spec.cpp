@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "base/text.h"
 #include "guest/agent/validation.h"
 
 namespace chrys::guest {
@@ -15,19 +16,6 @@ constexpr const char* kDefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/s
 json Mount(const std::string& destination, const std::string& type, const std::string& source,
            std::vector<std::string> options) {
   return json{{"destination", destination}, {"type", type}, {"source", source}, {"options", std::move(options)}};
-}
-
-std::vector<std::string> SplitFields(const std::string& line, char sep) {
-  std::vector<std::string> fields;
-  size_t start = 0;
-  while (true) {
-    size_t end = line.find(sep, start);
-    fields.push_back(line.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos) {
-      return fields;
-    }
-    start = end + 1;
-  }
 }
 
 std::optional<uint32_t> ParseId(const std::string& text) {
@@ -66,7 +54,7 @@ std::vector<std::string> Lines(const std::string& text) {
 std::vector<PasswdEntry> ParsePasswd(const std::string& text) {
   std::vector<PasswdEntry> out;
   for (const auto& line : Lines(text)) {
-    auto f = SplitFields(line, ':');
+    auto f = base::SplitFields(line, ':');
     if (f.size() < 4 || f[0].empty()) {
       continue;
     }
@@ -82,7 +70,7 @@ std::vector<PasswdEntry> ParsePasswd(const std::string& text) {
 std::vector<GroupEntry> ParseGroup(const std::string& text) {
   std::vector<GroupEntry> out;
   for (const auto& line : Lines(text)) {
-    auto f = SplitFields(line, ':');
+    auto f = base::SplitFields(line, ':');
     if (f.size() < 3 || f[0].empty()) {
       continue;
     }
@@ -92,7 +80,7 @@ std::vector<GroupEntry> ParseGroup(const std::string& text) {
     }
     GroupEntry entry{f[0], *gid, {}};
     if (f.size() >= 4 && !f[3].empty()) {
-      for (auto& member : SplitFields(f[3], ',')) {
+      for (auto& member : base::SplitFields(f[3], ',')) {
         if (!member.empty()) {
           entry.members.push_back(std::move(member));
         }
