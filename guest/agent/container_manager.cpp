@@ -385,9 +385,9 @@ Result<pid_t> ContainerManager::CrunWithStdio(const std::vector<std::string>& ar
   spec.argv = {crun_, "--root", kCrunRoot, "--log", log_path};
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());
   // crun create and exec guard against a container rewriting the runtime binary through /proc/self/exe
-  // (CVE-2019-5736) by re-executing themselves from a read-only bind mount of it: a second exec and dynamic link,
-  // ~80 ms under TCG. crun skips that when this variable is set and its binary already sits on a read-only
-  // filesystem, as ours does (EROFS on a read-only disk); on a writable one it still protects itself.
+  // (CVE-2019-5736) by re-executing themselves from a read-only bind mount of it: a second exec and dynamic link.
+  // crun skips that when this variable is set and its binary already sits on a read-only filesystem, as ours does
+  // (EROFS on a read-only disk); on a writable one it still protects itself.
   spec.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "_LIBCONTAINER_CLONED_BINARY=1"};
   spec.stdin_fd = io.child_stdin();
   spec.stdout_fd = io.child_stdout();
