@@ -264,7 +264,9 @@ base::Result<PodTiming> RunOnePod(PodEnv& env, const std::string& name, int cont
   std::string log = env.LogPath(pod_config, first);
   while (!LogHasLine(log, "first-line")) {
     if (Clock::now() > deadline) {
-      return base::Internal(name + ": no first log line in " + log);
+      std::string message = name;
+      message.append(": no first log line in ").append(log);
+      return base::Internal(message);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
@@ -518,6 +520,7 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   // --- pods all at once, then bare VMs all at once ---
   auto parallel_start = Clock::now();
   std::vector<std::future<base::Result<PodTiming>>> runs;
+  runs.reserve(o.parallel);
   std::vector<std::string> parallel_ids(o.parallel);
   for (int i = 0; i < o.parallel; ++i) {
     runs.push_back(std::async(std::launch::async, [&env, &parallel_ids, i] {
@@ -536,7 +539,7 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   }
   double parallel_wall = Ms(Clock::now() - parallel_start);
   pods = parallel_ids;
-  CHRYS_RETURN_IF_ERROR(parallel_status);
+  CHRYS_RETURN_IF_ERROR(std::move(parallel_status));
   RemovePods(env, pods);
   pods.clear();
   auto bare_parallel_start = Clock::now();
@@ -545,6 +548,7 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
 
   auto column = [](const std::vector<PodTiming>& timings, double PodTiming::*field) {
     std::vector<double> out;
+    out.reserve(timings.size());
     for (const auto& p : timings) {
       out.push_back(p.*field);
     }
@@ -586,8 +590,8 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   row("at once: wall time, all pods (ms)", parallel_wall, bare_parallel_wall);
   std::printf("\n%-52s %12s %12s\n", "memory", "with pods", "no pods");
   std::printf("%-52s %12.1f %12.1f\n", ("chrysd VmRSS with " + std::to_string(o.serial) + " pods (MiB)").c_str(),
-              pods_rss / 1024.0, idle_rss / 1024.0);
-  std::printf("%-52s %12.1f %12s\n", "chrysd VmHWM (MiB)", pods_hwm / 1024.0, "-");
+              static_cast<double>(pods_rss) / 1024.0, static_cast<double>(idle_rss) / 1024.0);
+  std::printf("%-52s %12.1f %12s\n", "chrysd VmHWM (MiB)", static_cast<double>(pods_hwm) / 1024.0, "-");
   for (const auto* r : {&rpc_fresh, &rpc_settled}) {
     std::string when = r == &rpc_fresh ? "right after the last pod started"
                                        : "after the pods settled (" + std::to_string(std::lround(settle_ms)) + " ms)";
