@@ -1,5 +1,5 @@
+// PhaseTimer: times the consecutive phases of one operation and renders them as "a 12 ms, b 3 ms" for a log line.
 #pragma once
-// Times the consecutive phases of one operation and renders them as "a 12 ms, b 3 ms" for a log line.
 
 #include <chrono>
 #include <string>

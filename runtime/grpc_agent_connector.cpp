@@ -36,8 +36,7 @@ Result<bool> GrpcAgentConnector::Probe(const std::string& sandbox_id, const Agen
     client = std::shared_ptr<agent::AgentClient>(std::move(connected).value());
   }
   // On virtio-serial a Ping sent while the guest boots waits in the channel and is answered the moment the agent
-  // is up; one that timed out and was sent again on a new connection cost the boot ~60-150 ms (under TCG the
-  // 1 s Ping used to expire right as the agent came up, ~2 s into the boot).
+  // is up (why the caller's patience matters: see SandboxManager::Create).
   auto pong = client->Ping(patience);
   if (!pong.ok() || !pong->ready()) {
     std::lock_guard<std::mutex> lock(mu_);

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/scratch_disk.h"
 #include "base/subprocess.h"
 #include "runtime/cloud_hypervisor.h"
 #include "runtime/qemu.h"
@@ -490,12 +491,8 @@ Result<std::string> SandboxManager::AttachScratchDisk(const std::string& id, con
   }
   fd.Reset();
   if (!options_.scratch_mkfs.empty() && ::access(options_.scratch_mkfs.c_str(), X_OK) == 0) {
-    // Lazy inode tables, no journal: only metadata blocks are written and the file stays sparse. The disk lives
-    // and dies with its container, which a VM crash ends too, so a journal would only cost writes (and, under
-    // emulation, ~17 ms of the guest's mount on the container's start).
     base::CommandSpec mkfs;
-    mkfs.argv = {options_.scratch_mkfs, "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1", "-L",
-                 "chrys-scratch",       path};
+    mkfs.argv = base::ScratchMkfsArgv(options_.scratch_mkfs, path);
     mkfs.timeout = std::chrono::seconds(30);
     auto formatted = base::RunCommand(mkfs);
     if (!formatted.ok() || !formatted->success()) {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/phase_timer.h"
 #include "guest/agent/guest_init.h"
 #include "guest/agent/log.h"
 #include "guest/agent/sandbox.h"
@@ -138,21 +139,18 @@ grpc::Status AgentService::SetupSandbox(grpc::ServerContext*, const v1::SetupSan
     }
     // The NICs appear when virtio_net (a deferred module, loaded first of them) has loaded: the filesystems that
     // load after it are not needed here.
-    auto start = std::chrono::steady_clock::now();
+    base::PhaseTimer phases;
     if (auto modules = WaitForModule("virtio_net", kDeferredModulesWait); !modules.ok()) {
       return ToGrpc(modules.error());
     }
-    auto loaded = std::chrono::steady_clock::now();
+    phases.End("virtio_net wait");
     std::lock_guard lock(setup_mu_);
     auto applied = ApplySandboxSetup(*req);
     if (applied.ok()) {
       sandbox_configured_ = true;
       // Phase times on the console, as for containers: where a pod's start goes under emulation.
-      using std::chrono::duration_cast;
-      using std::chrono::milliseconds;
-      LogInfo("sandbox set up (virtio_net wait %lld ms, configuration %lld ms)",
-              static_cast<long long>(duration_cast<milliseconds>(loaded - start).count()),
-              static_cast<long long>(duration_cast<milliseconds>(std::chrono::steady_clock::now() - loaded).count()));
+      phases.End("configuration");
+      LogInfo("sandbox set up (%s)", phases.summary().c_str());
     }
     return FromStatus(applied);
   });

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "base/file_util.h"
+#include "base/phase_timer.h"
 #include "base/unique_fd.h"
 #include "guest/agent/guest_init.h"
 #include "guest/agent/log.h"
@@ -519,12 +520,9 @@ Result<uint32_t> ContainerManager::Create(const v1::ContainerConfig& config) {
 
   auto undo_bundle = [&] { (void)base::RemoveTree(container->bundle); };
   // Phase times go to the console log: where a container's start goes under emulation.
-  auto elapsed_ms = [start = std::chrono::steady_clock::now()] {
-    return static_cast<long long>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
-  };
+  base::PhaseTimer phases;
   auto mounted = storage_.MountRootfs(id, config.rootfs(), container->rootfs);
-  long long rootfs_ms = elapsed_ms();
+  phases.End("rootfs");
   if (!mounted.ok()) {
     undo_bundle();
     return mounted.error();
@@ -562,7 +560,7 @@ Result<uint32_t> ContainerManager::Create(const v1::ContainerConfig& config) {
   }
   std::shared_ptr<ProcessIo> shared_io = std::move(io).value();
   std::string pid_file = container->bundle + "/pid";
-  long long prepared_ms = elapsed_ms();
+  phases.End("spec");
   auto created = CrunWithStdio({"create", "--bundle", container->bundle, "--pid-file", pid_file, id}, *shared_io,
                                container->bundle + "/crun.log", std::chrono::seconds(60));
   if (!created.ok()) {
@@ -588,8 +586,8 @@ Result<uint32_t> ContainerManager::Create(const v1::ContainerConfig& config) {
     containers_[id] = container;
   }
   WatchProcess(id, "", process);
-  LogInfo("container %s created, pid %d (rootfs %lld ms, spec %lld ms, crun create %lld ms)", id.c_str(), *pid,
-          rootfs_ms, prepared_ms - rootfs_ms, elapsed_ms() - prepared_ms);
+  phases.End("crun create");
+  LogInfo("container %s created, pid %d (%s)", id.c_str(), *pid, phases.summary().c_str());
   return static_cast<uint32_t>(*pid);
 }
 

@@ -44,8 +44,8 @@ class OutputTap {
 };
 
 // "Something happened on one of these streams" (bytes, an end, a new reader), for a reader of both stdout and
-// stderr to sleep on the two at once: an idle container then costs no wake-ups at all (under emulation a
-// polling loop per stream made each idle pod VM burn ~5% of a host core).
+// stderr to sleep on the two at once: an idle container's reader then wakes only for its rare liveness check
+// (under emulation a polling loop per stream made each idle pod VM burn ~5% of a host core).
 class OutputActivity {
  public:
   uint64_t Seen();

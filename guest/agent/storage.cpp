@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/scratch_disk.h"
 #include "base/unique_fd.h"
 #include "guest/agent/child_reaper.h"
 #include "guest/agent/guest_init.h"
@@ -172,17 +173,16 @@ base::Result<std::string> Storage::EnsureScratch(const std::string& serial) {
   if (!HasExt4Superblock(header)) {
     LogInfo("formatting blank scratch disk %s (%s) as ext4", serial.c_str(), disk.c_str());
     CHRYS_RETURN_IF_ERROR(WaitForContainerSupport(kContainerSupportWait));  // mkfs.ext4 is on the tools disk
-    CHRYS_ASSIGN_OR_RETURN(
-        auto mkfs, ChildReaper::Instance().Run({"/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E",
-                                                "lazy_itable_init=1", "-L", "chrys-scratch", disk},
-                                               std::chrono::seconds(120)));
+    CHRYS_ASSIGN_OR_RETURN(auto mkfs, ChildReaper::Instance().Run(base::ScratchMkfsArgv("/sbin/mkfs.ext4", disk),
+                                                                  std::chrono::seconds(120)));
     if (!mkfs.ok()) {
       return base::Internal("mkfs.ext4 on scratch disk " + serial + " failed: " + mkfs.output.substr(0, 2048));
     }
   }
   std::string mountpoint = std::string(kScratchDir) + "/" + serial;
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(mountpoint));
-  // The disk was a new sparse file (zeros) when formatted: its inode tables need no zeroing thread.
+  // The disk was a new sparse file (zeros) when formatted (base::ScratchMkfsArgv): its inode tables need no
+  // zeroing thread.
   if (::mount(disk.c_str(), mountpoint.c_str(), "ext4", MS_NODEV | MS_NOSUID, "noinit_itable") != 0) {
     return base::SystemError("mounting scratch disk " + serial + " (" + disk + ") as ext4");
   }
