@@ -354,8 +354,11 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
   process->set_stdin(config.stdin());
   const auto& sc = config.linux().security_context();
   process->set_no_new_privileges(sc.no_new_privs());
-  for (const auto& cap : sc.capabilities().add_capabilities()) {
-    process->mutable_capabilities()->add_names(cap.rfind("CAP_", 0) == 0 ? cap : "CAP_" + cap);
+  if (!sc.privileged()) {
+    // The whole set goes to the guest, so that drops (Kubernetes' "drop: [ALL]") hold as well as adds.
+    CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> capabilities, ResolveCapabilities(sc.capabilities()));
+    auto* names = process->mutable_capabilities()->mutable_names();
+    names->Add(capabilities.begin(), capabilities.end());
   }
   guest.set_readonly_rootfs(sc.readonly_rootfs());
   guest.set_privileged(sc.privileged());

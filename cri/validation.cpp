@@ -4,9 +4,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <filesystem>
 #include <random>
 #include <sstream>
+#include <tuple>
+
+#include "base/capabilities.h"
 
 namespace chrys::cri {
 
@@ -140,7 +144,74 @@ base::Status ValidateContainerConfig(const ::runtime::v1::ContainerConfig& confi
       return base::InvalidArgument("config.envs: key '" + env.key() + "' must be non-empty and have no '='");
     }
   }
+  const auto& security = config.linux().security_context();
+  if (!security.privileged()) {
+    auto capabilities = ResolveCapabilities(security.capabilities());
+    if (!capabilities.ok()) {
+      return capabilities.error();
+    }
+  }
   return base::Status::Ok();
+}
+
+base::Result<std::vector<std::string>> ResolveCapabilities(const ::runtime::v1::Capability& requested) {
+  auto is_all = [](const std::string& name) {
+    return name.size() == 3 && std::toupper(static_cast<unsigned char>(name[0])) == 'A' &&
+           std::toupper(static_cast<unsigned char>(name[1])) == 'L' &&
+           std::toupper(static_cast<unsigned char>(name[2])) == 'L';
+  };
+  // Canonical form: upper case with the CAP_ prefix; "" when the kernel does not know the name.
+  auto canonical = [](const std::string& name) {
+    std::string upper;
+    for (char c : name) {
+      upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+    }
+    if (upper.rfind("CAP_", 0) != 0) {
+      upper = "CAP_" + upper;
+    }
+    return base::IsKnownCapability(upper) ? upper : std::string();
+  };
+  const auto& known = base::KnownCapabilities();
+  auto index_of = [&known](const std::string& name) {
+    return static_cast<size_t>(std::find(known.begin(), known.end(), name) - known.begin());
+  };
+  const auto& add = requested.add_capabilities();
+  const auto& drop = requested.drop_capabilities();
+  // "ALL" first, so that single names still refine it: add ALL + drop CHOWN is everything but CAP_CHOWN, and
+  // drop ALL + add NET_BIND_SERVICE is that one capability.
+  std::vector<bool> granted(known.size(), false);
+  if (std::any_of(add.begin(), add.end(), is_all)) {
+    granted.assign(known.size(), true);
+  } else {
+    for (const auto& name : base::DefaultCapabilities()) {
+      granted[index_of(name)] = true;
+    }
+  }
+  if (std::any_of(drop.begin(), drop.end(), is_all)) {
+    granted.assign(known.size(), false);
+  }
+  for (const auto& [list, field, value] :
+       {std::tuple{&add, "add_capabilities", true}, std::tuple{&drop, "drop_capabilities", false}}) {
+    for (int i = 0; i < list->size(); ++i) {
+      const std::string& name = list->Get(i);
+      if (is_all(name)) {
+        continue;
+      }
+      std::string cap = canonical(name);
+      if (cap.empty()) {
+        return base::InvalidArgument("config.linux.security_context.capabilities." + std::string(field) + "[" +
+                                     std::to_string(i) + "]: unknown capability '" + name.substr(0, 64) + "'");
+      }
+      granted[index_of(cap)] = value;
+    }
+  }
+  std::vector<std::string> out;
+  for (size_t i = 0; i < known.size(); ++i) {
+    if (granted[i]) {
+      out.push_back(known[i]);
+    }
+  }
+  return out;
 }
 
 base::Result<std::string> ResolveHandler(const std::string& requested) {

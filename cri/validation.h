@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "cri/proto/api.pb.h"
@@ -18,6 +19,12 @@ base::Status ValidatePodSandboxConfig(const ::runtime::v1::PodSandboxConfig& con
 // metadata.name (label), image, log path relative to the pod's log directory without escaping it.
 base::Status ValidateContainerConfig(const ::runtime::v1::ContainerConfig& config,
                                      const ::runtime::v1::PodSandboxConfig& sandbox_config);
+
+// A non-privileged container's capability set from its security context, as Kubernetes means it: the default
+// set (every capability when add_capabilities holds "ALL", none when drop_capabilities does), then the other
+// adds, then the other drops; names with or without "CAP_", any case; the result in kernel order. An unknown name
+// is an error naming the list and the name.
+base::Result<std::vector<std::string>> ResolveCapabilities(const ::runtime::v1::Capability& requested);
 
 // Joins the pod's log directory and the container's relative log path, refusing absolute paths and any path
 // that leaves the directory (.. components). Empty log path → empty result (no log file).

@@ -1,12 +1,15 @@
 // Container features of a real chrysd through its CRI socket, in one pod to keep VM boots down:
 // UpdateContainerResources on a running container (read back from inside through ExecSync), users by name
 // (run_as_username, the image's USER) resolved in the container's /etc/passwd and /etc/group, and seccomp
-// (RuntimeDefault refuses a new user namespace, Unconfined does not, Localhost profiles from the node).
+// (RuntimeDefault refuses a new user namespace, Unconfined does not, Localhost profiles from the node),
+// capabilities as Kubernetes adds and drops them, and an exec that inherits the container's process.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <thread>
 
+#include "base/capabilities.h"
 #include "base/file_util.h"
 #include "e2e/pods/pod_env.h"
 
@@ -117,6 +120,21 @@ std::string Joined(const std::vector<std::string>& lines) {
     out += l + "\n";
   }
   return out;
+}
+
+// /proc/<pid>/status's capability mask (16 hex digits) of a set of names: bit n is capability n, the kernel's
+// order, which base::KnownCapabilities follows.
+std::string CapMask(const std::vector<std::string>& names) {
+  const auto& known = base::KnownCapabilities();
+  uint64_t mask = 0;
+  for (const auto& name : names) {
+    auto it = std::find(known.begin(), known.end(), name);
+    EXPECT_NE(it, known.end()) << name;
+    mask |= uint64_t{1} << (it - known.begin());
+  }
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(mask));
+  return text;
 }
 
 v1::ListContainersResponse ListContainers(PodEnv& env) {
@@ -267,6 +285,73 @@ TEST(ContainerFeatures, ResourcesUsersAndSeccomp) {
     auto id = env->CreateContainer(*pod, missing, pod_config);
     ASSERT_FALSE(id.ok());
     EXPECT_NE(id.error().message().find("no-such-profile.json"), std::string::npos) << id.error().message();
+  }
+
+  const std::vector<std::string> show_caps = {"/bin/sh", "-c", "grep -E '^(CapEff|CapBnd):' /proc/self/status"};
+  {
+    SCOPED_TRACE("capabilities: drop ALL, then add one back");
+    auto config = env->ContainerConfig("caps-none", show_caps);
+    config.mutable_linux()->mutable_security_context()->mutable_capabilities()->add_drop_capabilities("ALL");
+    auto lines = RunToExit(*env, *pod, pod_config, config);
+    EXPECT_TRUE(HasLine(lines, "CapEff:\t" + CapMask({}))) << Joined(lines);
+    EXPECT_TRUE(HasLine(lines, "CapBnd:\t" + CapMask({}))) << Joined(lines);
+
+    auto one = env->ContainerConfig("caps-one", show_caps);
+    auto* caps = one.mutable_linux()->mutable_security_context()->mutable_capabilities();
+    caps->add_drop_capabilities("ALL");
+    caps->add_add_capabilities("NET_BIND_SERVICE");
+    lines = RunToExit(*env, *pod, pod_config, one);
+    EXPECT_TRUE(HasLine(lines, "CapEff:\t" + CapMask({"CAP_NET_BIND_SERVICE"}))) << Joined(lines);
+  }
+  {
+    SCOPED_TRACE("capabilities: an add keeps the defaults, a drop removes one of them");
+    auto config = env->ContainerConfig("caps-add", show_caps);
+    auto* caps = config.mutable_linux()->mutable_security_context()->mutable_capabilities();
+    caps->add_add_capabilities("NET_ADMIN");
+    caps->add_drop_capabilities("CHOWN");
+    std::vector<std::string> expected = {"CAP_NET_ADMIN"};
+    for (const auto& name : base::DefaultCapabilities()) {
+      if (name != "CAP_CHOWN") {
+        expected.push_back(name);
+      }
+    }
+    auto lines = RunToExit(*env, *pod, pod_config, config);
+    EXPECT_TRUE(HasLine(lines, "CapEff:\t" + CapMask(expected))) << Joined(lines);
+  }
+  {
+    SCOPED_TRACE("exec inherits the container's env, working dir, capabilities, no_new_privs and seccomp");
+    auto config = env->ContainerConfig("exec-inherits", {"sleep", "3600"});
+    auto* env_var = config.add_envs();
+    env_var->set_key("GREETING");
+    env_var->set_value("from-the-container");
+    config.set_working_dir("/tmp");
+    auto* sc = config.mutable_linux()->mutable_security_context();
+    sc->mutable_capabilities()->add_drop_capabilities("ALL");
+    sc->set_no_new_privs(true);
+    sc->mutable_seccomp()->set_profile_type(v1::SecurityProfile::RuntimeDefault);
+    std::string id = RunContainer(*env, *pod, pod_config, config);
+    ASSERT_FALSE(id.empty());
+    ASSERT_TRUE(env->WaitRunning(id).ok());
+    EXPECT_EQ(ExecOut(*env, id, {"/bin/sh", "-c", "echo $GREETING; pwd"}), "from-the-container\n/tmp");
+    EXPECT_EQ(ExecOut(*env, id, {"/bin/sh", "-c", "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status"}),
+              "CapEff:\t" + CapMask({}) + "\nNoNewPrivs:\t1\nSeccomp:\t2");
+    v1::StopContainerRequest stop;
+    stop.set_container_id(id);
+    stop.set_timeout(0);
+    v1::StopContainerResponse stopped;
+    EXPECT_TRUE(env->runtime().StopContainer(Ctx().get(), stop, &stopped).ok());
+    EXPECT_TRUE(RemoveContainer(*env, id).ok());
+  }
+  {
+    SCOPED_TRACE("an unknown capability");
+    auto config = env->ContainerConfig("caps-unknown", show_caps);
+    config.mutable_linux()->mutable_security_context()->mutable_capabilities()->add_add_capabilities("FLY");
+    size_t before = ListContainers(*env).containers_size();
+    auto id = env->CreateContainer(*pod, config, pod_config);
+    ASSERT_FALSE(id.ok());
+    EXPECT_NE(id.error().message().find("unknown capability 'FLY'"), std::string::npos) << id.error().message();
+    EXPECT_NE(id.error().message().find("add_capabilities[0]"), std::string::npos) << id.error().message();
+    EXPECT_EQ(ListContainers(*env).containers_size(), before);  // nothing left behind
   }
 }
 

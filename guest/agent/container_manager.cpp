@@ -540,6 +540,8 @@ Result<uint32_t> ContainerManager::Create(const v1::ContainerConfig& config) {
   }
   *resolved.mutable_process()->mutable_user() = *user;
   container->user = *user;
+  container->process = resolved.process();
+  container->privileged = config.privileged();
 
   SpecContext context;
   context.rootfs_path = container->rootfs;
@@ -815,9 +817,9 @@ Result<uint32_t> ContainerManager::Exec(const std::string& container_id, const s
     drop_placeholder();
     return user.error().Wrap("exec in " + container_id);
   }
-  v1::ProcessSpec resolved_spec = spec;
+  v1::ProcessSpec resolved_spec = ExecProcessSpec(c->process, spec);
   *resolved_spec.mutable_user() = *user;
-  json process = BuildOciProcess(resolved_spec, false);
+  json process = BuildOciProcess(resolved_spec, c->privileged);
   auto written = base::WriteFileAtomic(process_file, process.dump(1, ' ', false, json::error_handler_t::replace), 0600);
   if (!written.ok()) {
     drop_placeholder();

@@ -124,6 +124,9 @@ class ContainerManager {
     std::string rootfs;
     std::shared_ptr<Process> init;
     v1::User user;  // the init process's user, resolved: what execs run as unless they name their own
+    // The init process as created (user resolved): what an exec inherits (see ExecProcessSpec).
+    v1::ProcessSpec process;
+    bool privileged = false;
     std::map<std::string, std::shared_ptr<Process>> execs;
     uint64_t oom_kills_seen = 0;
     bool deleting = false;

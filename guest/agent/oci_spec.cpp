@@ -374,13 +374,37 @@ base::Result<json> LocalhostSeccomp(const std::string& profile_json) {
   return out;
 }
 
-const std::vector<std::string>& DefaultCapabilities() {
-  static const std::vector<std::string> defaults = {
-      "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
-      "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
-      "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-      "CAP_KILL",    "CAP_AUDIT_WRITE"};
-  return defaults;
+v1::ProcessSpec ExecProcessSpec(const v1::ProcessSpec& container, const v1::ProcessSpec& request) {
+  v1::ProcessSpec out = container;
+  *out.mutable_args() = request.args();
+  out.set_tty(request.tty());
+  out.set_stdin(request.stdin());
+  out.set_tty_rows(request.tty_rows());
+  out.set_tty_columns(request.tty_columns());
+  for (const auto& entry : request.env()) {
+    std::string key = entry.substr(0, entry.find('='));
+    auto* env = out.mutable_env();
+    auto same = std::find_if(env->begin(), env->end(), [&key](const std::string& existing) {
+      return existing.compare(0, key.size() + 1, key + "=") == 0;
+    });
+    if (same != env->end()) {
+      *same = entry;
+    } else {
+      env->Add(std::string(entry));
+    }
+  }
+  if (!request.cwd().empty()) {
+    out.set_cwd(request.cwd());
+  }
+  if (request.has_user()) {
+    *out.mutable_user() = request.user();
+  }
+  if (request.rlimits_size() > 0) {
+    *out.mutable_rlimits() = request.rlimits();
+  }
+  // Never less confined than the container: a request may ask for no_new_privileges, not lift it.
+  out.set_no_new_privileges(container.no_new_privileges() || request.no_new_privileges());
+  return out;
 }
 
 json BuildOciProcess(const v1::ProcessSpec& process, bool privileged) {
@@ -418,7 +442,7 @@ json BuildOciProcess(const v1::ProcessSpec& process, bool privileged) {
   std::vector<std::string> caps;
   if (privileged) {
     caps = KnownCapabilities();
-  } else if (process.capabilities().names_size() > 0) {
+  } else if (process.has_capabilities()) {
     caps.assign(process.capabilities().names().begin(), process.capabilities().names().end());
   } else {
     caps = DefaultCapabilities();

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/capabilities.h"
 #include "base/result.h"
 #include "guest/proto/agent.pb.h"
 
@@ -56,8 +57,13 @@ nlohmann::json RuntimeDefaultSeccomp(const std::vector<std::string>& capabilitie
 // Docker's conditional entries (includes/excludes) are refused rather than applied unconditionally. Pure.
 base::Result<nlohmann::json> LocalhostSeccomp(const std::string& profile_json);
 
-// The capabilities a container gets when the request names none (the usual container default set).
-const std::vector<std::string>& DefaultCapabilities();
+using base::DefaultCapabilities;
+
+// An exec's process: the container's own (environment, working directory, capabilities, no_new_privileges,
+// rlimits), as with other runtimes, so that `kubectl exec` sees what the container sees and gains no privilege
+// it lacks. The request brings the command and its stdio; its env entries override the container's by name, and
+// its cwd, user and rlimits replace the container's when set. Pure.
+v1::ProcessSpec ExecProcessSpec(const v1::ProcessSpec& container, const v1::ProcessSpec& request);
 
 // The "process" object. terminal stays false: for tty processes the agent itself owns the pty and hands its
 // slave side to crun as stdio, so no console socket is needed.

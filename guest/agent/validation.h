@@ -5,6 +5,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/capabilities.h"
 #include "base/result.h"
 #include "guest/proto/agent.pb.h"
 
@@ -48,10 +49,9 @@ base::Status ValidateSeccomp(const v1::Seccomp& seccomp, const std::string& fiel
 // A user or group name as found in /etc/passwd (or a number): no ':', '/', control characters.
 base::Status ValidateUserName(std::string_view name, const std::string& field);
 
-// Whether a capability name is one the kernel knows ("CAP_SYS_ADMIN").
-// Every capability the guest kernel knows, in kernel order ("CAP_CHOWN", ...): the privileged set.
-const std::vector<std::string>& KnownCapabilities();
-bool IsKnownCapability(std::string_view name);
+// The capability tables live in base/ so that chrysd resolves a request's add/drop lists against the same names.
+using base::IsKnownCapability;
+using base::KnownCapabilities;
 // Whether an rlimit name is one OCI knows ("RLIMIT_NOFILE").
 bool IsKnownRlimit(std::string_view name);
 

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
+#include "base/capabilities.h"
+
 namespace chrys::cri {
 namespace {
 
@@ -16,7 +20,17 @@ v1::PodSandboxConfig GoodPod() {
   return config;
 }
 
-TEST(ValidationTest, GoodPodPasses) { EXPECT_TRUE(ValidatePodSandboxConfig(GoodPod()).ok()); }
+v1::ContainerConfig GoodContainer() {
+  v1::ContainerConfig config;
+  config.mutable_metadata()->set_name("app");
+  config.mutable_image()->set_image("busybox");
+  config.set_log_path("app/0.log");
+  return config;
+}
+
+TEST(ValidationTest, GoodPodPasses) {
+  EXPECT_TRUE(ValidatePodSandboxConfig(GoodPod()).ok());
+}
 
 TEST(ValidationTest, PodMetadataErrorsNameTheField) {
   struct Case {
@@ -75,8 +89,69 @@ TEST(ValidationTest, ContainerConfig) {
   EXPECT_NE(ValidateContainerConfig(escape, GoodPod()).error().message().find("escapes"), std::string::npos);
   auto rel_mount = config;
   rel_mount.add_mounts()->set_container_path("data");
-  EXPECT_NE(ValidateContainerConfig(rel_mount, GoodPod()).error().message().find("container_path"),
-            std::string::npos);
+  EXPECT_NE(ValidateContainerConfig(rel_mount, GoodPod()).error().message().find("container_path"), std::string::npos);
+}
+
+TEST(ValidationTest, CapabilitiesAddAndDropOnTheDefaults) {
+  auto resolve = [](std::vector<std::string> add, std::vector<std::string> drop) {
+    v1::Capability c;
+    for (auto& a : add) {
+      c.add_add_capabilities(a);
+    }
+    for (auto& d : drop) {
+      c.add_drop_capabilities(d);
+    }
+    auto r = ResolveCapabilities(c);
+    EXPECT_TRUE(r.ok()) << r.error().message();
+    return r.ok() ? *r : std::vector<std::string>{};
+  };
+  auto has = [](const std::vector<std::string>& set, const std::string& name) {
+    return std::find(set.begin(), set.end(), name) != set.end();
+  };
+  auto defaults = resolve({}, {});
+  EXPECT_EQ(defaults.size(), base::DefaultCapabilities().size());
+  EXPECT_TRUE(has(defaults, "CAP_CHOWN"));
+
+  // Kubernetes sends names without the prefix; adds keep the defaults.
+  auto added = resolve({"NET_ADMIN", "cap_sys_time"}, {});
+  EXPECT_EQ(added.size(), defaults.size() + 2);
+  EXPECT_TRUE(has(added, "CAP_NET_ADMIN"));
+  EXPECT_TRUE(has(added, "CAP_SYS_TIME"));
+  EXPECT_TRUE(has(added, "CAP_CHOWN"));
+
+  auto dropped = resolve({}, {"CHOWN", "CAP_NET_RAW"});
+  EXPECT_EQ(dropped.size(), defaults.size() - 2);
+  EXPECT_FALSE(has(dropped, "CAP_CHOWN"));
+  EXPECT_FALSE(has(dropped, "CAP_NET_RAW"));
+
+  // The restricted Pod Security Standard: drop ALL, add back NET_BIND_SERVICE.
+  EXPECT_TRUE(resolve({}, {"ALL"}).empty());
+  EXPECT_EQ(resolve({"NET_BIND_SERVICE"}, {"ALL"}), (std::vector<std::string>{"CAP_NET_BIND_SERVICE"}));
+  auto all_but = resolve({"ALL"}, {"SYS_ADMIN"});
+  EXPECT_EQ(all_but.size(), base::KnownCapabilities().size() - 1);
+  EXPECT_FALSE(has(all_but, "CAP_SYS_ADMIN"));
+  // Kernel order, whatever the request's order.
+  EXPECT_EQ(resolve({"SYS_ADMIN", "CHOWN"}, {"ALL"}), (std::vector<std::string>{"CAP_CHOWN", "CAP_SYS_ADMIN"}));
+}
+
+TEST(ValidationTest, UnknownCapabilityIsNamed) {
+  v1::Capability c;
+  c.add_add_capabilities("NET_ADMIN");
+  c.add_add_capabilities("FLY");
+  auto r = ResolveCapabilities(c);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), base::ErrorCode::kInvalidArgument);
+  EXPECT_NE(r.error().message().find("add_capabilities[1]"), std::string::npos) << r.error().message();
+  EXPECT_NE(r.error().message().find("'FLY'"), std::string::npos) << r.error().message();
+
+  auto config = GoodContainer();
+  config.mutable_linux()->mutable_security_context()->mutable_capabilities()->add_drop_capabilities("CAP_NOPE");
+  auto status = ValidateContainerConfig(config, GoodPod());
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.error().message().find("drop_capabilities[0]"), std::string::npos) << status.error().message();
+  // A privileged container gets every capability: its lists are not consulted.
+  config.mutable_linux()->mutable_security_context()->set_privileged(true);
+  EXPECT_TRUE(ValidateContainerConfig(config, GoodPod()).ok());
 }
 
 TEST(ValidationTest, HandlersAndIds) {

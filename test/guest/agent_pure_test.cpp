@@ -219,6 +219,56 @@ TEST(OciSpec, CarriesProcessRootResourcesAndMounts) {
   EXPECT_TRUE(spec["linux"].contains("maskedPaths"));
 }
 
+TEST(OciSpec, ExecInheritsTheContainersProcess) {
+  v1::ProcessSpec container;
+  container.add_args("sleep");
+  container.add_env("PATH=/app/bin:/bin");
+  container.add_env("GREETING=hello");
+  container.set_cwd("/work");
+  container.mutable_user()->set_uid(1000);
+  container.mutable_capabilities()->add_names("CAP_NET_BIND_SERVICE");
+  container.set_no_new_privileges(true);
+  auto* limit = container.add_rlimits();
+  limit->set_type("RLIMIT_NOFILE");
+  limit->set_soft(1024);
+  limit->set_hard(1024);
+
+  v1::ProcessSpec request;
+  request.add_args("env");
+  request.set_tty(true);
+  auto exec = ExecProcessSpec(container, request);
+  EXPECT_EQ(exec.args().size(), 1);
+  EXPECT_EQ(exec.args(0), "env");
+  EXPECT_TRUE(exec.tty());
+  EXPECT_EQ(exec.env().size(), 2);
+  EXPECT_EQ(exec.cwd(), "/work");
+  EXPECT_EQ(exec.user().uid(), 1000u);
+  ASSERT_TRUE(exec.has_capabilities());
+  EXPECT_EQ(exec.capabilities().names_size(), 1);
+  EXPECT_TRUE(exec.no_new_privileges());
+  EXPECT_EQ(exec.rlimits_size(), 1);
+
+  // The request's env overrides by name and adds; its cwd and user replace; it cannot lift no_new_privileges
+  // nor bring capabilities of its own.
+  request.add_env("GREETING=bye");
+  request.add_env("EXTRA=1");
+  request.set_cwd("/tmp");
+  request.mutable_user()->set_uid(0);
+  request.mutable_capabilities()->add_names("CAP_SYS_ADMIN");
+  exec = ExecProcessSpec(container, request);
+  EXPECT_EQ(std::vector<std::string>(exec.env().begin(), exec.env().end()),
+            (std::vector<std::string>{"PATH=/app/bin:/bin", "GREETING=bye", "EXTRA=1"}));
+  EXPECT_EQ(exec.cwd(), "/tmp");
+  EXPECT_EQ(exec.user().uid(), 0u);
+  EXPECT_EQ(exec.capabilities().names_size(), 1);
+  EXPECT_EQ(exec.capabilities().names(0), "CAP_NET_BIND_SERVICE");
+  EXPECT_TRUE(exec.no_new_privileges());
+
+  // A container created without a capability set (the defaults) hands that on: the exec gets the defaults too.
+  container.clear_capabilities();
+  EXPECT_FALSE(ExecProcessSpec(container, request).has_capabilities());
+}
+
 TEST(OciSpec, CapabilitiesDefaultsAndPrivileged) {
   auto c = ValidConfig();
   auto spec = BuildOciSpec(c, {});
@@ -226,6 +276,11 @@ TEST(OciSpec, CapabilitiesDefaultsAndPrivileged) {
   c.mutable_process()->mutable_capabilities()->add_names("CAP_NET_ADMIN");
   spec = BuildOciSpec(c, {});
   EXPECT_EQ(spec["process"]["capabilities"]["bounding"], (std::vector<std::string>{"CAP_NET_ADMIN"}));
+  // A present but empty set is no capability at all (Kubernetes' drop: [ALL]), not the defaults.
+  c.mutable_process()->mutable_capabilities()->clear_names();
+  spec = BuildOciSpec(c, {});
+  EXPECT_TRUE(spec["process"]["capabilities"]["bounding"].empty());
+  EXPECT_TRUE(spec["process"]["capabilities"]["effective"].empty());
   c.set_privileged(true);
   spec = BuildOciSpec(c, {});
   EXPECT_GT(spec["process"]["capabilities"]["bounding"].size(), 30u);
