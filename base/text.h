@@ -1,6 +1,7 @@
-// Splitting text into fields: /proc files, load lists and other delimiter-separated text.
+// Small text helpers: splitting /proc files, load lists and other delimiter-separated text; ASCII case.
 #pragma once
 
+#include <cctype>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,6 +22,15 @@ inline std::vector<std::string> SplitFields(std::string_view text, char delim) {
     start = end + 1;
   }
   return fields;
+}
+
+// `text` with ASCII letters in upper case (names like signals and capabilities, which requests spell in any case).
+inline std::string AsciiUpper(std::string_view text) {
+  std::string out(text);
+  for (auto& ch : out) {
+    ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  }
+  return out;
 }
 
 }  // namespace chrys::base

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/text.h"
 #include "cri/confidential_pods.h"
 #include "cri/cri_util.h"
 #include "cri/grpc_status.h"
@@ -75,10 +76,7 @@ int SignalNumber(const std::string& name) {
   static const std::pair<const char*, int> kSignals[] = {
       {"SIGTERM", SIGTERM}, {"SIGINT", SIGINT},   {"SIGQUIT", SIGQUIT}, {"SIGKILL", SIGKILL},
       {"SIGHUP", SIGHUP},   {"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2}, {"SIGWINCH", SIGWINCH}};
-  std::string upper = name;
-  for (auto& ch : upper) {
-    ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  }
+  std::string upper = base::AsciiUpper(name);
   if (upper.rfind("SIG", 0) != 0) {
     upper = "SIG" + upper;
   }

@@ -4,13 +4,13 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <filesystem>
 #include <random>
 #include <sstream>
 #include <tuple>
 
 #include "base/capabilities.h"
+#include "base/text.h"
 
 namespace chrys::cri {
 
@@ -155,17 +155,10 @@ base::Status ValidateContainerConfig(const ::runtime::v1::ContainerConfig& confi
 }
 
 base::Result<std::vector<std::string>> ResolveCapabilities(const ::runtime::v1::Capability& requested) {
-  auto is_all = [](const std::string& name) {
-    return name.size() == 3 && std::toupper(static_cast<unsigned char>(name[0])) == 'A' &&
-           std::toupper(static_cast<unsigned char>(name[1])) == 'L' &&
-           std::toupper(static_cast<unsigned char>(name[2])) == 'L';
-  };
+  auto is_all = [](const std::string& name) { return base::AsciiUpper(name) == "ALL"; };
   // Canonical form: upper case with the CAP_ prefix; "" when the kernel does not know the name.
   auto canonical = [](const std::string& name) {
-    std::string upper;
-    for (char c : name) {
-      upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
-    }
+    std::string upper = base::AsciiUpper(name);
     if (upper.rfind("CAP_", 0) != 0) {
       upper = "CAP_" + upper;
     }
