@@ -5,9 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
 
 #include "base/file_util.h"
 #include "base/subprocess.h"
@@ -342,6 +346,83 @@ TEST_F(GuestE2E, OutputFloodIsStreamedWithBoundedBuffers) {
   ASSERT_TRUE(exit.ok());
   EXPECT_EQ(exit->exit_code(), 0);
   EXPECT_TRUE(client_->DeleteContainer("flood", false).ok());
+}
+
+// An OOM kill that leaves the container running (here an exec over the memory limit) reaches event watchers:
+// the agent learns of it from the cgroup's memory.events notification, not by polling.
+TEST_F(GuestE2E, OomKillInARunningContainerIsAnEvent) {
+  auto c = Container("oom1", {"sleep", "1000"});
+  c.mutable_resources()->set_memory_limit_bytes(32 << 20);
+  ASSERT_TRUE(client_->CreateContainer(c).ok());
+  ASSERT_TRUE(client_->StartContainer("oom1").ok());
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::set<std::string> exited;  // exec ids seen exiting
+  uint64_t oom_kills = 0;
+  bool watch_done = false;
+  // The watch shares the connection (one virtio-serial port, one HTTP/2 session) with the calls below.
+  std::thread watcher([&] {
+    (void)client_->WatchEvents(
+        [&](const v1::Event& e) {
+          std::lock_guard lock(mu);
+          if (e.has_exited() && e.exited().process().container_id() == "oom1") {
+            exited.insert(e.exited().process().exec_id());
+          } else if (e.has_oom() && e.oom().container_id() == "oom1") {
+            oom_kills = e.oom().oom_kills();
+          }
+          cv.notify_all();
+          return oom_kills == 0;
+        },
+        std::chrono::seconds(180));
+    std::lock_guard lock(mu);
+    watch_done = true;
+    cv.notify_all();
+  });
+  // A failed assertion returns early: the watch still ends (its first OOM event or its timeout) and is joined.
+  struct Joiner {
+    std::thread& thread;
+    ~Joiner() {
+      if (thread.joinable()) {
+        thread.join();
+      }
+    }
+  } joiner{watcher};
+  // The watch is subscribed once it reports an exec's exit (an exit before the subscription is not replayed).
+  bool subscribed = false;
+  v1::ProcessSpec quick;
+  quick.add_args("true");
+  for (int i = 0; i < 30 && !subscribed; ++i) {
+    std::string id = "warm" + std::to_string(i);
+    ASSERT_TRUE(client_->ExecProcess("oom1", id, quick).ok());
+    ASSERT_TRUE(client_->WaitProcess(Ref("oom1", id), std::chrono::seconds(60)).ok());
+    std::unique_lock lock(mu);
+    subscribed = cv.wait_for(lock, std::chrono::seconds(2), [&] { return exited.count(id) > 0 || watch_done; }) &&
+                 exited.count(id) > 0;
+  }
+  EXPECT_TRUE(subscribed) << "the event watch never reported an exec's exit";
+
+  // dd's 64 MiB buffer, filled from /dev/zero, cannot fit under the 32 MiB limit.
+  v1::ProcessSpec hog;
+  for (const char* a : {"dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"}) {
+    hog.add_args(a);
+  }
+  ASSERT_TRUE(client_->ExecProcess("oom1", "hog", hog).ok());
+  auto hog_exit = client_->WaitProcess(Ref("oom1", "hog"), std::chrono::seconds(120));
+  ASSERT_TRUE(hog_exit.ok()) << hog_exit.error().message();
+  EXPECT_EQ(hog_exit->signal(), SIGKILL);
+  {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(60), [&] { return oom_kills > 0 || watch_done; });
+    EXPECT_GE(oom_kills, 1u) << "no OOM event for oom1\n" << ConsoleTail();
+  }
+  auto status = client_->ProcessStatus(Ref("oom1"));
+  ASSERT_TRUE(status.ok());
+  EXPECT_FALSE(status->exited()) << "the OOM killer took the exec, not the container's init";
+
+  ASSERT_TRUE(client_->SignalProcess(Ref("oom1"), SIGKILL).ok());
+  ASSERT_TRUE(client_->WaitProcess(Ref("oom1"), std::chrono::seconds(60)).ok());
+  EXPECT_TRUE(client_->DeleteContainer("oom1", false).ok());
 }
 
 TEST_F(GuestE2E, HostReconnectGetsAFreshSession) {

@@ -28,8 +28,9 @@ namespace {
 // How long a request that mounts a filesystem waits for the modules loaded after boot.
 constexpr auto kDeferredModulesWait = std::chrono::seconds(60);
 // How often a streaming RPC with nothing to send checks whether its reader went away (gRPC's sync API has no
-// cancellation callback). Long: every such wake-up costs an idle VM CPU, and news wakes the streams at once.
-constexpr auto kIdleReaderCheck = std::chrono::seconds(1);
+// cancellation callback). Long: every such wake-up costs an idle VM CPU, and news wakes the streams at once; a
+// reader that left only keeps a handler thread this long.
+constexpr auto kIdleReaderCheck = std::chrono::seconds(10);
 
 using base::ErrorCode;
 

@@ -2,10 +2,14 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <future>
@@ -21,6 +25,9 @@
 
 namespace chrys::guest {
 namespace {
+
+// How long a wait whose caller went away may linger (see Wait).
+constexpr auto kCancelledWaitCheck = std::chrono::seconds(10);
 
 using base::Result;
 using base::Status;
@@ -356,7 +363,8 @@ void EventHub::Publish(const v1::Event& event) {
   }
 }
 
-ContainerManager::ContainerManager(std::string crun) : crun_(std::move(crun)) {
+ContainerManager::ContainerManager(std::string crun)
+    : crun_(std::move(crun)), oom_wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   oom_thread_ = std::thread([this] { OomWatchLoop(); });
 }
 
@@ -366,6 +374,7 @@ ContainerManager::~ContainerManager() {
     stopping_ = true;
   }
   exit_cv_.notify_all();
+  WakeOomWatch();
   if (oom_thread_.joinable()) {
     oom_thread_.join();
   }
@@ -455,20 +464,57 @@ uint64_t ContainerManager::OomKills(const std::string& id) {
   return events.ok() ? CgroupKey(*events, "oom_kill") : 0;
 }
 
+void ContainerManager::WakeOomWatch() {
+  uint64_t one = 1;
+  if (::write(oom_wake_.get(), &one, sizeof one) < 0 && errno != EAGAIN) {
+    LogWarn("waking the OOM watch: %s", std::strerror(errno));
+  }
+}
+
+// The kernel notifies a modification of memory.events on every OOM event in that cgroup, so the watch sleeps
+// in poll until one happens (or a container starts, or the manager stops) instead of waking the VM to read
+// every container's counters.
 void ContainerManager::OomWatchLoop() {
-  std::unique_lock lock(mu_);
-  while (!stopping_) {
-    exit_cv_.wait_for(lock, std::chrono::seconds(1));
-    if (stopping_) {
-      break;
-    }
+  base::UniqueFd inotify(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!inotify) {
+    LogWarn("inotify_init1: %s; OOM kills that leave a container running are not reported as events",
+            std::strerror(errno));
+    return;
+  }
+  std::map<std::string, int> watches;  // container id -> inotify watch on its memory.events
+  while (true) {
     std::vector<std::shared_ptr<Container>> running;
-    for (auto& [id, c] : containers_) {
-      if (c->init && c->init->started && !c->init->exited) {
-        running.push_back(c);
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) {
+        return;
+      }
+      for (auto& [id, c] : containers_) {
+        if (c->init && c->init->started && !c->init->exited) {
+          running.push_back(c);
+        }
       }
     }
-    lock.unlock();
+    // Watch before reading the counters, so that a kill between the read and the poll still wakes the poll.
+    std::map<std::string, int> kept;
+    for (auto& c : running) {
+      if (auto it = watches.find(c->id); it != watches.end()) {
+        kept.insert(watches.extract(it));
+        continue;
+      }
+      std::string events = std::string(kCgroupParent) + "/" + c->id + "/memory.events";
+      int wd = ::inotify_add_watch(inotify.get(), events.c_str(), IN_MODIFY);
+      if (wd < 0) {
+        LogWarn("watching %s: %s", events.c_str(), std::strerror(errno));
+        continue;
+      }
+      kept.emplace(c->id, wd);
+    }
+    for (auto& [id, wd] : watches) {
+      // Fails harmlessly when the cgroup is already gone: its removal dropped the watch.
+      (void)::inotify_rm_watch(inotify.get(), wd);
+    }
+    watches = std::move(kept);
     for (auto& c : running) {
       uint64_t kills = OomKills(c->id);
       bool fresh = false;
@@ -486,7 +532,16 @@ void ContainerManager::OomWatchLoop() {
         events_.Publish(event);
       }
     }
-    lock.lock();
+    std::array<pollfd, 2> fds{{{inotify.get(), POLLIN, 0}, {oom_wake_.get(), POLLIN, 0}}};
+    if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) {
+      LogWarn("polling the OOM watch: %s; OOM events are no longer reported", std::strerror(errno));
+      return;
+    }
+    std::array<char, 4096> drain{};
+    for (auto& fd : fds) {
+      while (::read(fd.fd, drain.data(), drain.size()) > 0) {
+      }
+    }
   }
 }
 
@@ -646,9 +701,12 @@ Status ContainerManager::Start(const std::string& id) {
       return base::FailedPrecondition("crun start " + id + " failed: " + result.output.substr(0, 1024));
     }
   }
-  std::lock_guard lock(mu_);
-  c->init->started = true;
-  c->init->started_at = std::chrono::system_clock::now();
+  {
+    std::lock_guard lock(mu_);
+    c->init->started = true;
+    c->init->started_at = std::chrono::system_clock::now();
+  }
+  WakeOomWatch();
   return Status::Ok();
 }
 
@@ -692,8 +750,8 @@ Result<v1::ExitStatus> ContainerManager::Wait(const v1::ProcessRef& ref, bool no
       return base::DeadlineExceeded("process " + ref.container_id() + " still running");
     }
     // Exits notify exit_cv_; the timeout only bounds how long a cancelled wait lingers. A short one made every
-    // idle container wake its VM several times a second.
-    exit_cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(deadline - now, std::chrono::seconds(1)));
+    // idle container wake its VM once a second or more.
+    exit_cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(deadline - now, kCancelledWaitCheck));
   }
   bool oom = false;
   if (ref.exec_id().empty()) {

@@ -142,6 +142,7 @@ class ContainerManager {
   void OnExit(const std::string& container_id, const std::string& exec_id, const std::shared_ptr<Process>& process,
               const ProcessExit& exit);
   uint64_t OomKills(const std::string& id);
+  void WakeOomWatch();
   void OomWatchLoop();
   base::Status Cleanup(const std::string& id, const std::string& bundle, const std::string& rootfs);
 
@@ -154,6 +155,7 @@ class ContainerManager {
   // Create/Delete of one id are serialised through this set, without holding mu_ during crun.
   std::map<std::string, bool> busy_;
   bool stopping_ = false;
+  base::UniqueFd oom_wake_;  // eventfd: a container started, or the manager stops
   std::thread oom_thread_;
 };
 

@@ -40,6 +40,18 @@ base::Status MountOne(const char* source, const char* target, const char* type, 
 
 }  // namespace
 
+base::Status QuietIdleKernel() {
+  // Absent on kernels before 5.9, which have no proactive compaction to turn off.
+  base::UniqueFd fd(::open("/proc/sys/vm/compaction_proactiveness", O_WRONLY | O_CLOEXEC));
+  if (!fd && errno == ENOENT) {
+    return base::Status::Ok();
+  }
+  if (!fd || ::write(fd.get(), "0", 1) != 1) {
+    return base::SystemError("turning off proactive compaction (/proc/sys/vm/compaction_proactiveness)");
+  }
+  return base::Status::Ok();
+}
+
 base::Status MountBaseFilesystems() {
   // pivot_root(2) fails on the initramfs (rootfs has no parent mount). A bind mount of it moved onto "/"
   // does have one, and costs nothing, unlike copying the initramfs into a tmpfs.

@@ -23,6 +23,10 @@ inline constexpr const char* kGuestToolsDir = "/tools";
 // initramfs root itself), then mounts /proc, /sys, /dev, /dev/pts, /dev/shm, /run, /tmp and cgroup2.
 base::Status MountBaseFilesystems();
 
+// Turns off kernel housekeeping that wakes an idle VM for nothing a pod needs: proactive memory compaction
+// (kcompactd every 500 ms; a pod VM's memory is small and short-lived, and compaction on demand still runs).
+base::Status QuietIdleKernel();
+
 // gRPC (1.51) does not start its clock before CLOCK_MONOTONIC reads 2 s: its time init sleeps in 100 ms steps
 // until then. As PID 1 of a VM the agent gets there long before (on KVM after a few hundred ms), and would idle
 // away the difference on every boot. This moves the (still single-threaded) caller into a new time namespace

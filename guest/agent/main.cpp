@@ -114,6 +114,12 @@ int main(int argc, char** argv) {
       LogWarn("%s", ahead.error().message().c_str());
     }
   }
+  if (pid1) {
+    auto quiet = QuietIdleKernel();
+    if (!quiet.ok()) {
+      LogWarn("%s", quiet.error().message().c_str());
+    }
+  }
   auto reaper = ChildReaper::Start();
   if (!reaper.ok()) {
     if (pid1) {
