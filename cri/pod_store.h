@@ -9,6 +9,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -38,6 +39,36 @@ struct PodRecord {
 
 enum class ContainerState { kCreated, kRunning, kExited, kUnknown };
 
+// Bytes derived from a record, made on first use and kept while the record lives. A copy starts empty: records
+// are immutable once stored and copied only to be changed, which would make the bytes stale.
+class DerivedBytes {
+ public:
+  DerivedBytes() = default;
+  DerivedBytes(const DerivedBytes& /*other*/) {}
+  DerivedBytes& operator=(const DerivedBytes& other) {
+    if (this != &other) {
+      std::lock_guard lock(mu_);
+      value_.reset();
+    }
+    return *this;
+  }
+  ~DerivedBytes() = default;
+
+  // The bytes, made by `make` the first time. The reference lives as long as this object is not assigned to.
+  template <typename Make>
+  const std::string& Get(Make&& make) const {
+    std::lock_guard lock(mu_);
+    if (!value_) {
+      value_ = std::forward<Make>(make)();
+    }
+    return *value_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::optional<std::string> value_;
+};
+
 struct ContainerRecord {
   std::string id;
   std::string sandbox_id;
@@ -55,6 +86,8 @@ struct ContainerRecord {
   std::vector<std::string> layer_serials;   // read-only layer disks it uses, bottom first
   std::string scratch_serial;               // its writable disk
   std::vector<std::string> volume_targets;  // host bind mounts below the pod's shared dir
+  // This container's entry in a ListContainersResponse, encoded (see container_list.h).
+  DerivedBytes list_entry;
 };
 
 // Kubelet's reservation keys: one live pod per name/namespace/uid/attempt, one container per pod/name/attempt.

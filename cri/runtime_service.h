@@ -37,7 +37,8 @@ struct RuntimeBackends {
   runtime::GrpcAgentConnector& agents;
 };
 
-class RuntimeServiceImpl final : public v1::RuntimeService::Service {
+class RuntimeServiceImpl final
+    : public v1::RuntimeService::WithRawCallbackMethod_ListContainers<v1::RuntimeService::Service> {
  public:
   using ReadinessCheck = std::function<Condition()>;
 
@@ -80,8 +81,9 @@ class RuntimeServiceImpl final : public v1::RuntimeService::Service {
                                v1::RemoveContainerResponse* response) override;
   grpc::Status ContainerStatus(grpc::ServerContext* context, const v1::ContainerStatusRequest* request,
                                v1::ContainerStatusResponse* response) override;
-  grpc::Status ListContainers(grpc::ServerContext* context, const v1::ListContainersRequest* request,
-                              v1::ListContainersResponse* response) override;
+  // A raw callback method (see container_list.h): kubelet relists often, and the list grows with every container.
+  grpc::ServerUnaryReactor* ListContainers(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
   grpc::Status ReopenContainerLog(grpc::ServerContext* context, const v1::ReopenContainerLogRequest* request,
                                   v1::ReopenContainerLogResponse* response) override;
   grpc::Status ExecSync(grpc::ServerContext* context, const v1::ExecSyncRequest* request,

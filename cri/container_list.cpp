@@ -1,0 +1,85 @@
+#include "cri/container_list.h"
+
+#include <google/protobuf/io/coded_stream.h>
+
+#include <array>
+
+#include "cri/cri_util.h"
+
+namespace chrys::cri {
+
+v1::ContainerState ToCriState(ContainerState state) {
+  switch (state) {
+    case ContainerState::kCreated:
+      return v1::CONTAINER_CREATED;
+    case ContainerState::kRunning:
+      return v1::CONTAINER_RUNNING;
+    case ContainerState::kExited:
+      return v1::CONTAINER_EXITED;
+    case ContainerState::kUnknown:
+      return v1::CONTAINER_UNKNOWN;
+  }
+  return v1::CONTAINER_UNKNOWN;
+}
+
+void FillListedContainer(const ContainerRecord& record, v1::Container* out) {
+  out->set_id(record.id);
+  out->set_pod_sandbox_id(record.sandbox_id);
+  *out->mutable_metadata() = record.config.metadata();
+  *out->mutable_image() = record.config.image();
+  out->set_image_ref(record.image_id);
+  out->set_image_id(record.image_id);
+  out->set_state(ToCriState(record.state));
+  out->set_created_at(record.created_at);
+  *out->mutable_labels() = record.config.labels();
+  *out->mutable_annotations() = record.config.annotations();
+}
+
+bool MatchesContainerFilter(const ContainerRecord& record, const v1::ContainerFilter& filter) {
+  if (!filter.id().empty() && record.id.rfind(filter.id(), 0) != 0) {
+    return false;
+  }
+  if (!filter.pod_sandbox_id().empty() && record.sandbox_id.rfind(filter.pod_sandbox_id(), 0) != 0) {
+    return false;
+  }
+  if (filter.has_state() && filter.state().state() != ToCriState(record.state)) {
+    return false;
+  }
+  return MatchesSelector(record.config.labels(), filter.label_selector());
+}
+
+std::string EncodeListContainersResponse(const std::vector<PodStore::ContainerPtr>& records,
+                                         const v1::ContainerFilter& filter) {
+  // ListContainersResponse has one field: `repeated Container containers = 1`. Each element goes on the wire as
+  // its key (field 1, length-delimited: 0x0a), its length as a varint, then the Container's own encoding.
+  constexpr uint8_t kContainersKey = (1 << 3) | 2;
+  std::vector<const std::string*> entries;
+  entries.reserve(records.size());
+  size_t total = 0;
+  for (const auto& record : records) {
+    if (!MatchesContainerFilter(*record, filter)) {
+      continue;
+    }
+    const std::string& entry = record->list_entry.Get([&] {
+      v1::Container listed;
+      FillListedContainer(*record, &listed);
+      return listed.SerializeAsString();
+    });
+    entries.push_back(&entry);
+    total +=
+        1 + google::protobuf::io::CodedOutputStream::VarintSize32(static_cast<uint32_t>(entry.size())) + entry.size();
+  }
+  std::string out;
+  out.reserve(total);
+  std::array<uint8_t, 5> varint{};
+  for (const std::string* entry : entries) {
+    out.push_back(static_cast<char>(kContainersKey));
+    uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(entry->size()),
+                                                                                 varint.data());
+    out.append(reinterpret_cast<const char*>(varint.data()), static_cast<size_t>(end - varint.data()));
+    out.append(*entry);
+  }
+  return out;
+}
+
+}  // namespace chrys::cri
