@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cstdio>
 #include <mutex>
 #include <thread>
 
@@ -30,6 +32,20 @@ using std::chrono::milliseconds;
 namespace {
 
 constexpr const char* kAgentPortName = agent::kAgentSerialPortName;
+
+// The PCI bridge whose slots take hot-plugged disks: slots 1..30 (addresses 0x01-0x1e) for disks, 0x1f for the
+// device that sizes the bridge's windows (see BuildCommandLine).
+constexpr const char* kHotplugBridgeId = "hpbr0";
+constexpr const char* kBridgeAnchorSlot = "0x1f";
+constexpr int kBridgeDiskSlots = 30;
+// VMs started before the bridge have one PCIe root port per disk, hp0..hp7.
+constexpr int kLegacyRootPorts = 8;
+
+std::string BridgeSlotAddr(int slot) {
+  std::array<char, 16> addr{};
+  std::snprintf(addr.data(), addr.size(), "0x%02x", slot + 1);
+  return addr.data();
+}
 
 bool PathExists(const std::string& path) {
   return ::access(path.c_str(), F_OK) == 0;
@@ -281,10 +297,14 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
     add({"-chardev", "socket,id=" + id + ",path=" + QemuEscape(FsSocketPath(spec, i))});
     add({"-device", "vhost-user-fs-pci,chardev=" + id + ",tag=" + spec.fs_shares[i].tag});
   }
-  // Empty root ports, one per hot-pluggable disk; chassis numbers must be unique.
-  for (int p = 0; p < config_.hotplug_ports; ++p) {
-    add({"-device", "pcie-root-port,id=hp" + std::to_string(p) + ",chassis=" + std::to_string(p + 1) + ",bus=pcie.0"});
-  }
+  // Hot-plugged disks go into the slots of one PCI bridge (ACPI hot-plug): 31 slots for one device on the boot
+  // bus. One empty PCIe root port per disk cost a bus, a port driver and ~30 ms of TCG boot each, and capped a pod
+  // at 8 disks, which one image of many layers fills. Firmware (qboot) leaves bridge windows to Linux, which
+  // sizes them from the devices present at boot and does not grow them for an empty bridge: the entropy device
+  // in the last slot gives the bridge its windows (1 MiB memory, 1 MiB prefetchable, 4 KiB I/O: room for every
+  // slot's virtio-blk), and gives the guest a seed for its RNG.
+  add({"-device", std::string("pcie-pci-bridge,id=") + kHotplugBridgeId + ",bus=pcie.0"});
+  add({"-device", std::string("virtio-rng-pci,bus=") + kHotplugBridgeId + ",addr=" + kBridgeAnchorSlot});
   return a;
 }
 
@@ -320,6 +340,7 @@ Status QemuVmm::Start(const VmLaunchSpec& spec) {
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(spec_.run_dir, 0700));
   state_ = VmmProcessState{};
   state_.kind = VmmKind::kQemu;
+  state_.disk_hotplug_bus = kDiskBusBridge;
   state_.binary = config_.qemu_binary;
   state_.control_socket = QmpSocketPath(spec_);
   state_.agent.kind = EffectiveAgentChannel(spec_);
@@ -437,17 +458,20 @@ Status QemuVmm::HotplugDisk(const DiskSpec& disk, milliseconds timeout) {
       return base::MakeError(base::ErrorCode::kAlreadyExists, "a disk with serial " + disk.serial + " is plugged");
     }
   }
+  bool root_ports = state_.disk_hotplug_bus == kDiskBusRootPorts;
+  // A VM adopted from before the bridge has the 8 root ports it was started with.
+  int slots = root_ports ? kLegacyRootPorts : std::clamp(config_.hotplug_ports, 0, kBridgeDiskSlots);
   int slot = -1;
-  for (int p = 0; p < config_.hotplug_ports && slot < 0; ++p) {
+  for (int p = 0; p < slots && slot < 0; ++p) {
     if (std::none_of(state_.plugged_disks.begin(), state_.plugged_disks.end(),
                      [p](const PluggedDisk& d) { return d.slot == p; })) {
       slot = p;
     }
   }
   if (slot < 0) {
-    return base::MakeError(
-        base::ErrorCode::kResourceExhausted,
-        "all " + std::to_string(config_.hotplug_ports) + " hot-plug ports of " + spec_.sandbox_id + " are in use");
+    return base::MakeError(base::ErrorCode::kResourceExhausted,
+                           "all " + std::to_string(slots) + " disk hot-plug slots of " + spec_.sandbox_id +
+                               " are in use (each image layer in use and each container's writable layer takes one)");
   }
   std::string node = "blk-" + disk.serial;
   std::string dev = "disk-" + disk.serial;
@@ -456,11 +480,13 @@ Status QemuVmm::HotplugDisk(const DiskSpec& disk, milliseconds timeout) {
                    {"read-only", disk.read_only},
                    {"file", {{"driver", "file"}, {"filename", disk.path}, {"read-only", disk.read_only}}}};
   CHRYS_RETURN_IF_ERROR(Qmp("blockdev-add", blockdev, timeout));
-  json device = {{"driver", "virtio-blk-pci"},
-                 {"id", dev},
-                 {"drive", node},
-                 {"serial", disk.serial},
-                 {"bus", "hp" + std::to_string(slot)}};
+  json device = {{"driver", "virtio-blk-pci"}, {"id", dev}, {"drive", node}, {"serial", disk.serial}};
+  if (root_ports) {
+    device["bus"] = "hp" + std::to_string(slot);
+  } else {
+    device["bus"] = kHotplugBridgeId;
+    device["addr"] = BridgeSlotAddr(slot);
+  }
   auto added = Qmp("device_add", device, timeout);
   if (!added.ok()) {
     // Roll back the half: the block node must not outlive a failed plug.

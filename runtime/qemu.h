@@ -25,7 +25,8 @@ struct QemuConfig {
   // The KVM probe guest must print its kernel banner within this long, or KVM counts as unable to run guests.
   std::chrono::milliseconds kvm_probe_banner_wait{5000};
   std::string vhost_vsock_device = "/dev/vhost-vsock";
-  int hotplug_ports = 8;  // free PCIe root ports for disk hot-plug
+  // Disks that may be hot-plugged into one VM (layers and scratch disks), 1..30: the slots of one PCI bridge.
+  int hotplug_ports = 30;
   // -bios for direct kernel boot (e.g. qboot); empty, or a missing file, keeps QEMU's default firmware.
   std::string direct_boot_firmware;
   std::chrono::milliseconds qmp_timeout{std::chrono::seconds(10)};

@@ -91,7 +91,8 @@ json ProcessStateToJson(const VmmProcessState& s) {
             {"socket_path", s.agent.socket_path},
             {"vsock_cid", s.agent.vsock_cid},
             {"vsock_port", s.agent.vsock_port}}},
-          {"disks", DisksToJson(s.plugged_disks)}};
+          {"disks", DisksToJson(s.plugged_disks)},
+          {"disk_hotplug_bus", s.disk_hotplug_bus}};
 }
 
 VmmProcessState ProcessStateFromJson(const json& j) {
@@ -115,6 +116,9 @@ VmmProcessState ProcessStateFromJson(const json& j) {
     s.agent.vsock_port = a.value("vsock_port", 1024u);
   }
   s.plugged_disks = DisksFromJson(j.value("disks", json::array()));
+  if (s.kind == VmmKind::kQemu) {
+    s.disk_hotplug_bus = j.value("disk_hotplug_bus", std::string(kDiskBusRootPorts));
+  }
   return s;
 }
 

@@ -103,7 +103,12 @@ struct VmmProcessState {
   std::vector<std::string> cgroup_dirs;  // every cgroup directory created for the VMM
   AgentEndpoint agent;
   std::vector<PluggedDisk> plugged_disks;
+  // QEMU: where hot-plugged disks go. kDiskBusBridge (the slots of one PCI bridge) for VMs started now; records
+  // without it are VMs started before it existed, with one PCIe root port per disk (kDiskBusRootPorts).
+  std::string disk_hotplug_bus;
 };
+inline constexpr const char* kDiskBusBridge = "pci-bridge";
+inline constexpr const char* kDiskBusRootPorts = "root-ports";
 
 enum class VmRunState { kRunning, kPaused, kShutdown, kUnknown };
 

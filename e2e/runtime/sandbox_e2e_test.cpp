@@ -142,7 +142,6 @@ class SandboxE2eTest : public ::testing::Test {
       QemuConfig c;
       c.accel = "auto";
       c.accel_cache_path = "";
-      c.hotplug_ports = 4;
       return std::unique_ptr<Vmm>(std::make_unique<QemuVmm>(c));
     };
     return o;
@@ -238,6 +237,24 @@ TEST_F(SandboxE2eTest, CreateHotplugRunStopLeavesNothing) {
   EXPECT_EQ(Call(req.id, "WRITE scratch1 written-by-guest"), "OUT written-by-guest");
   // Duplicate serials are refused.
   EXPECT_FALSE(manager_->AttachLayerDisk(req.id, "layer1", *layer).ok());
+
+  // Far more disks than the 8 root ports a VM once had (one image of many layers needs that many): ten more,
+  // and the last one works.
+  std::vector<std::string> extra;
+  for (int i = 2; i <= 11; ++i) {
+    std::string serial = "layer" + std::to_string(i);
+    auto image = BuildErofsImage(root_, serial, {{"n.sh", "echo layer-" + std::to_string(i) + "\n"}});
+    ASSERT_TRUE(image.ok()) << image.error().message();
+    auto attached = manager_->AttachLayerDisk(req.id, serial, *image);
+    ASSERT_TRUE(attached.ok()) << serial << ": " << attached.error().message();
+    extra.push_back(serial);
+  }
+  EXPECT_EQ(Call(req.id, "RUN layer11 n.sh"), "OUT layer-11 ");
+  EXPECT_EQ(manager_->Inspect(req.id)->disks.size(), 12u);
+  for (const auto& serial : extra) {
+    auto detached = manager_->DetachDisk(req.id, serial);
+    ASSERT_TRUE(detached.ok()) << serial << ": " << detached.error().message();
+  }
 
   // Hot-unplug: the guest loses the device.
   auto detached = manager_->DetachDisk(req.id, "layer1");
@@ -435,8 +452,11 @@ TEST_F(SandboxE2eTest, HotplugFailingHalfwayIsRolledBack) {
   auto layer = BuildErofsImage(root_, "layer4", {{"y.sh", "echo y\n"}});
   ASSERT_TRUE(layer.ok());
   // Occupy the device id our driver will use, so blockdev-add succeeds and device_add fails.
-  ASSERT_TRUE(
-      vmm.qmp()->Execute("device_add", {{"driver", "virtio-rng-pci"}, {"id", "disk-half"}, {"bus", "hp1"}}, 10s).ok());
+  ASSERT_TRUE(vmm.qmp()
+                  ->Execute("device_add",
+                            {{"driver", "virtio-rng-pci"}, {"id", "disk-half"}, {"bus", "hpbr0"}, {"addr", "0x1e"}},
+                            10s)
+                  .ok());
   auto plugged = vmm.HotplugDisk({"half", *layer, true}, 10s);
   ASSERT_FALSE(plugged.ok());
   EXPECT_NE(plugged.error().message().find("half"), std::string::npos) << plugged.error().message();

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
@@ -22,7 +23,8 @@ struct FakeWorld {
   bool adopt_fails = false;
   int starts = 0, kills = 0, shutdowns = 0, adopts = 0;
   std::vector<std::string> hotplugged;
-  std::vector<DiskSpec> boot_disks;  // what the last Start was given
+  std::vector<DiskSpec> boot_disks;                     // what the last Start was given
+  std::map<std::string, std::string> adopted_disk_bus;  // sandbox id -> disk_hotplug_bus Adopt was given
 };
 
 class FakeVmm : public Vmm {
@@ -37,6 +39,7 @@ class FakeVmm : public Vmm {
     }
     state_.pid = 4242;
     state_.binary = "/fake";
+    state_.disk_hotplug_bus = kDiskBusBridge;
     state_.agent.socket_path = spec.run_dir + "/agent.sock";
     alive_ = true;
     return Status::Ok();
@@ -74,8 +77,9 @@ class FakeVmm : public Vmm {
     i.state = alive_ ? VmRunState::kRunning : VmRunState::kShutdown;
     return i;
   }
-  Status Adopt(const VmmProcessState& state, const VmLaunchSpec&) override {
+  Status Adopt(const VmmProcessState& state, const VmLaunchSpec& spec) override {
     ++world_->adopts;
+    world_->adopted_disk_bus[spec.sandbox_id] = state.disk_hotplug_bus;
     if (world_->adopt_fails) {
       return base::NotFound("fake: process gone");
     }
@@ -284,6 +288,26 @@ TEST_F(SandboxManagerTest, RecoverAdoptsCleansAndMarksNotReady) {
   EXPECT_NE(::access((root_ + "/state/half").c_str(), F_OK), 0);
   EXPECT_EQ(::access((root_ + "/state/junk/sandbox.json").c_str(), F_OK), 0);
   EXPECT_EQ(Record("dead")["state"], "notready");
+}
+
+// A VM keeps the disk hot-plug layout it was started with across chrysd restarts; records written before the
+// layout was recorded are VMs with one PCIe root port per disk.
+TEST_F(SandboxManagerTest, RecoveredVmsKeepTheirDiskHotplugLayout) {
+  {
+    SandboxManager m(Options());
+    ASSERT_TRUE(m.Recover().ok());
+    ASSERT_TRUE(m.Create(Request("current")).ok());
+    ASSERT_TRUE(m.Create(Request("older")).ok());
+  }
+  EXPECT_EQ(Record("current")["process"]["disk_hotplug_bus"], kDiskBusBridge);
+  auto older = Record("older");
+  older["process"].erase("disk_hotplug_bus");
+  ASSERT_TRUE(base::WriteFileAtomic(root_ + "/state/older/sandbox.json", older.dump()).ok());
+
+  SandboxManager m2(Options());
+  ASSERT_TRUE(m2.Recover().ok());
+  EXPECT_EQ(world_.adopted_disk_bus["current"], kDiskBusBridge);
+  EXPECT_EQ(world_.adopted_disk_bus["older"], kDiskBusRootPorts);
 }
 
 }  // namespace
