@@ -1,4 +1,4 @@
-// QemuVmm: the Vmm driver for QEMU (q35 with PCIe root ports for hot-plug, direct kernel boot, QMP control).
+// QemuVmm: the Vmm driver for QEMU (q35 with a PCI bridge for disk hot-plug, direct kernel boot, QMP control).
 #pragma once
 
 #include <atomic>
