@@ -476,9 +476,11 @@ void ContainerManager::WakeOomWatch() {
 // every container's counters.
 void ContainerManager::OomWatchLoop() {
   base::UniqueFd inotify(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
-  if (!inotify) {
-    LogWarn("inotify_init1: %s; OOM kills that leave a container running are not reported as events",
-            std::strerror(errno));
+  // Without its eventfd the watch could not be woken to stop: the destructor would wait on it forever.
+  if (!inotify || !oom_wake_) {
+    std::string why =
+        inotify ? "no eventfd to wake the OOM watch" : std::string("inotify_init1: ") + std::strerror(errno);
+    LogWarn("%s; OOM kills that leave a container running are not reported as events", why.c_str());
     return;
   }
   std::map<std::string, int> watches;  // container id -> inotify watch on its memory.events
