@@ -298,11 +298,11 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
     add({"-device", "vhost-user-fs-pci,chardev=" + id + ",tag=" + spec.fs_shares[i].tag});
   }
   // Hot-plugged disks go into the slots of one PCI bridge (ACPI hot-plug): 31 slots for one device on the boot
-  // bus. One empty PCIe root port per disk cost a bus, a port driver and ~30 ms of TCG boot each, and capped a pod
-  // at 8 disks, which one image of many layers fills. Firmware (qboot) leaves bridge windows to Linux, which
-  // sizes them from the devices present at boot and does not grow them for an empty bridge: the entropy device
-  // in the last slot gives the bridge its windows (1 MiB memory, 1 MiB prefetchable, 4 KiB I/O: room for every
-  // slot's virtio-blk), and gives the guest a seed for its RNG.
+  // bus. One empty PCIe root port per disk cost a bus, a port driver and boot time each (16 more: ~1 s under a loaded
+  // TCG host), and capped a pod at 8 disks, which one image of many layers fills. Firmware (qboot) leaves bridge
+  // windows to Linux, which sizes them from the devices present at boot and does not grow them for an empty bridge: the
+  // entropy device in the last slot gives the bridge its windows (1 MiB memory, 1 MiB prefetchable, 4 KiB I/O: room for
+  // every slot's virtio-blk), and gives the guest a seed for its RNG.
   add({"-device", std::string("pcie-pci-bridge,id=") + kHotplugBridgeId + ",bus=pcie.0"});
   add({"-device", std::string("virtio-rng-pci,bus=") + kHotplugBridgeId + ",addr=" + kBridgeAnchorSlot});
   return a;
