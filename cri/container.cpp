@@ -12,7 +12,7 @@
 #include "base/file_util.h"
 #include "base/text.h"
 #include "cri/confidential_pods.h"
-#include "cri/container_list.h"
+#include "cri/list_responses.h"
 #include "cri/cri_util.h"
 #include "cri/grpc_status.h"
 #include "cri/runtime_service.h"
@@ -652,7 +652,7 @@ grpc::Status RuntimeServiceImpl::ContainerStatus(grpc::ServerContext* /*context*
 }
 
 // A callback handler on raw bytes: it runs on gRPC's own thread without a hand-off, and answers from the encoded
-// entries cached on the records (container_list.h).
+// entries cached on the records (list_responses.h).
 grpc::ServerUnaryReactor* RuntimeServiceImpl::ListContainers(grpc::CallbackServerContext* context,
                                                              const grpc::ByteBuffer* request_bytes,
                                                              grpc::ByteBuffer* response_bytes) {

@@ -23,22 +23,6 @@ namespace v1 = ::runtime::v1;
 enum class PodState { kCreating, kReady, kNotReady };
 const char* PodStateName(PodState state);
 
-struct PodRecord {
-  std::string id;
-  PodState state = PodState::kCreating;
-  v1::PodSandboxConfig config;
-  std::string handler;
-  int64_t created_at = 0;  // unix nanoseconds
-  bool host_network = false;
-  std::string netns_path;
-  std::vector<std::string> ips;   // primary first
-  std::string error;              // why it is not ready, when known
-  std::string shared_dir;         // host dir exported to the VM over virtio-fs (container volumes)
-  std::string shared_guest_path;  // where the guest mounted it
-};
-
-enum class ContainerState { kCreated, kRunning, kExited, kUnknown };
-
 // Bytes derived from a record, made on first use and kept while the record lives. A copy starts empty: records
 // are immutable once stored and copied only to be changed, which would make the bytes stale.
 class DerivedBytes {
@@ -69,6 +53,24 @@ class DerivedBytes {
   mutable std::optional<std::string> value_;
 };
 
+struct PodRecord {
+  std::string id;
+  PodState state = PodState::kCreating;
+  v1::PodSandboxConfig config;
+  std::string handler;
+  int64_t created_at = 0;  // unix nanoseconds
+  bool host_network = false;
+  std::string netns_path;
+  std::vector<std::string> ips;   // primary first
+  std::string error;              // why it is not ready, when known
+  std::string shared_dir;         // host dir exported to the VM over virtio-fs (container volumes)
+  std::string shared_guest_path;  // where the guest mounted it
+  // This pod's entry in a ListPodSandboxResponse, encoded (see list_responses.h).
+  DerivedBytes list_entry;
+};
+
+enum class ContainerState { kCreated, kRunning, kExited, kUnknown };
+
 struct ContainerRecord {
   std::string id;
   std::string sandbox_id;
@@ -86,7 +88,7 @@ struct ContainerRecord {
   std::vector<std::string> layer_serials;   // read-only layer disks it uses, bottom first
   std::string scratch_serial;               // its writable disk
   std::vector<std::string> volume_targets;  // host bind mounts below the pod's shared dir
-  // This container's entry in a ListContainersResponse, encoded (see container_list.h).
+  // This container's entry in a ListContainersResponse, encoded (see list_responses.h).
   DerivedBytes list_entry;
 };
 

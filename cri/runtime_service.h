@@ -37,8 +37,11 @@ struct RuntimeBackends {
   runtime::GrpcAgentConnector& agents;
 };
 
+// ListPodSandbox and ListContainers, which kubelet calls every second or so and whose answers grow with the node,
+// are raw callback methods; every other RPC is synchronous.
 class RuntimeServiceImpl final
-    : public v1::RuntimeService::WithRawCallbackMethod_ListContainers<v1::RuntimeService::Service> {
+    : public v1::RuntimeService::WithRawCallbackMethod_ListPodSandbox<
+          v1::RuntimeService::WithRawCallbackMethod_ListContainers<v1::RuntimeService::Service>> {
  public:
   using ReadinessCheck = std::function<Condition()>;
 
@@ -67,8 +70,9 @@ class RuntimeServiceImpl final
                                 v1::RemovePodSandboxResponse* response) override;
   grpc::Status PodSandboxStatus(grpc::ServerContext* context, const v1::PodSandboxStatusRequest* request,
                                 v1::PodSandboxStatusResponse* response) override;
-  grpc::Status ListPodSandbox(grpc::ServerContext* context, const v1::ListPodSandboxRequest* request,
-                              v1::ListPodSandboxResponse* response) override;
+  // A raw callback method, like ListContainers (see list_responses.h).
+  grpc::ServerUnaryReactor* ListPodSandbox(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
 
   // container.cpp: the container lifecycle.
   grpc::Status CreateContainer(grpc::ServerContext* context, const v1::CreateContainerRequest* request,
@@ -81,7 +85,7 @@ class RuntimeServiceImpl final
                                v1::RemoveContainerResponse* response) override;
   grpc::Status ContainerStatus(grpc::ServerContext* context, const v1::ContainerStatusRequest* request,
                                v1::ContainerStatusResponse* response) override;
-  // A raw callback method (see container_list.h): kubelet relists often, and the list grows with every container.
+  // A raw callback method (see list_responses.h): kubelet relists often, and the list grows with every container.
   grpc::ServerUnaryReactor* ListContainers(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                            grpc::ByteBuffer* response) override;
   grpc::Status ReopenContainerLog(grpc::ServerContext* context, const v1::ReopenContainerLogRequest* request,

@@ -1,5 +1,6 @@
-// ListContainers' byte answer: the same message the protobuf API would build, the filters, and the cached entries.
-#include "cri/container_list.h"
+// ListContainers' and ListPodSandbox's byte answers: the same messages the protobuf API would build, the filters,
+// and the cached entries.
+#include "cri/list_responses.h"
 
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
@@ -108,6 +109,63 @@ TEST_F(ContainerListTest, AChangedCopyIsListedAsChangedAndTheOriginalKeepsItsEnt
   assigned.list_entry.Get([] { return std::string("stale"); });
   assigned = *changed;
   EXPECT_NE(assigned.list_entry.Get([] { return std::string("fresh"); }), "stale");
+}
+
+PodStore::PodPtr Pod(const std::string& id, PodState state, const std::string& app) {
+  auto p = std::make_shared<PodRecord>();
+  p->id = id;
+  p->state = state;
+  p->handler = "chrysalis";
+  p->created_at = 1700000000987654321;
+  p->config.mutable_metadata()->set_name("pod-" + id);
+  p->config.mutable_metadata()->set_namespace_("default");
+  p->config.mutable_metadata()->set_uid("uid-" + id);
+  (*p->config.mutable_labels())["app"] = app;
+  (*p->config.mutable_annotations())["kubernetes.io/config.source"] = "api";
+  return p;
+}
+
+TEST(PodListTest, BytesAreTheMessageTheProtobufApiWouldBuildAndFiltersApply) {
+  std::vector<PodStore::PodPtr> pods = {Pod("p1aa", PodState::kReady, "web"), Pod("p1bb", PodState::kNotReady, "web"),
+                                        Pod("p2cc", PodState::kReady, "db"), Pod("p3dd", PodState::kCreating, "web")};
+  v1::ListPodSandboxResponse expected;
+  for (const auto& p : pods) {
+    FillListedPod(*p, expected.add_items());
+  }
+  v1::ListPodSandboxResponse decoded;
+  ASSERT_TRUE(decoded.ParseFromString(EncodeListPodSandboxResponse(pods, v1::PodSandboxFilter())));
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(decoded, expected)) << decoded.DebugString();
+  EXPECT_EQ(decoded.items(0).runtime_handler(), "chrysalis");
+  EXPECT_EQ(decoded.items(0).state(), v1::SANDBOX_READY);
+  EXPECT_EQ(decoded.items(3).state(), v1::SANDBOX_NOTREADY) << "a pod still being created is not ready";
+
+  auto ids = [&](const v1::PodSandboxFilter& filter) {
+    v1::ListPodSandboxResponse r;
+    EXPECT_TRUE(r.ParseFromString(EncodeListPodSandboxResponse(pods, filter)));
+    std::vector<std::string> out;
+    for (const auto& item : r.items()) {
+      out.push_back(item.id());
+    }
+    return out;
+  };
+  v1::PodSandboxFilter by_prefix;
+  by_prefix.set_id("p1");
+  EXPECT_EQ(ids(by_prefix), (std::vector<std::string>{"p1aa", "p1bb"}));
+  v1::PodSandboxFilter ready_web;
+  ready_web.mutable_state()->set_state(v1::SANDBOX_READY);
+  (*ready_web.mutable_label_selector())["app"] = "web";
+  EXPECT_EQ(ids(ready_web), (std::vector<std::string>{"p1aa"}));
+  v1::PodSandboxFilter not_ready;
+  not_ready.mutable_state()->set_state(v1::SANDBOX_NOTREADY);
+  EXPECT_EQ(ids(not_ready), (std::vector<std::string>{"p1bb", "p3dd"}));
+
+  // A pod changed the way the store changes one (copy, change, swap) lists with its new state.
+  auto stopped = std::make_shared<PodRecord>(*pods[0]);
+  stopped->state = PodState::kNotReady;
+  v1::ListPodSandboxResponse after;
+  ASSERT_TRUE(after.ParseFromString(EncodeListPodSandboxResponse({stopped}, v1::PodSandboxFilter())));
+  ASSERT_EQ(after.items_size(), 1);
+  EXPECT_EQ(after.items(0).state(), v1::SANDBOX_NOTREADY);
 }
 
 }  // namespace
