@@ -12,9 +12,9 @@
 #include "base/file_util.h"
 #include "base/text.h"
 #include "cri/confidential_pods.h"
-#include "cri/list_responses.h"
 #include "cri/cri_util.h"
 #include "cri/grpc_status.h"
+#include "cri/list_responses.h"
 #include "cri/runtime_service.h"
 #include "cri/shared_dir.h"
 #include "cri/validation.h"
@@ -656,20 +656,10 @@ grpc::Status RuntimeServiceImpl::ContainerStatus(grpc::ServerContext* /*context*
 grpc::ServerUnaryReactor* RuntimeServiceImpl::ListContainers(grpc::CallbackServerContext* context,
                                                              const grpc::ByteBuffer* request_bytes,
                                                              grpc::ByteBuffer* response_bytes) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  v1::ListContainersRequest request;
-  grpc::ByteBuffer copy(*request_bytes);  // shares the slices; Deserialize consumes its argument
-  if (grpc::Status parsed = grpc::SerializationTraits<v1::ListContainersRequest>::Deserialize(&copy, &request);
-      !parsed.ok()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                 "ListContainersRequest does not parse: " + parsed.error_message()));
-    return reactor;
-  }
-  std::string encoded = EncodeListContainersResponse(backends_.pods.SnapshotContainers(), request.filter());
-  grpc::Slice slice(encoded);  // copies: one memcpy, negligible beside the call
-  *response_bytes = grpc::ByteBuffer(&slice, 1);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return ReplyWithEncoded<v1::ListContainersRequest>(
+      context, request_bytes, response_bytes, [this](const v1::ListContainersRequest& request) {
+        return EncodeListContainersResponse(backends_.pods.SnapshotContainers(), request.filter());
+      });
 }
 
 grpc::Status RuntimeServiceImpl::ReopenContainerLog(grpc::ServerContext* /*context*/,

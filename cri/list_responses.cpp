@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 
 #include "cri/cri_util.h"
 
@@ -29,6 +30,24 @@ std::string ConcatenateRepeatedField1(const std::vector<const std::string*>& ent
     out.append(*entry);
   }
   return out;
+}
+
+// The records that pass `filter`, each as its cached entry (encoded as an `Entry` filled by `fill` on first use).
+template <typename Entry, typename Record, typename Filter>
+std::string EncodeMatching(const std::vector<std::shared_ptr<const Record>>& records, const Filter& filter,
+                           bool (*matches)(const Record&, const Filter&), void (*fill)(const Record&, Entry*)) {
+  std::vector<const std::string*> entries;
+  entries.reserve(records.size());
+  for (const auto& record : records) {
+    if (matches(*record, filter)) {
+      entries.push_back(&record->list_entry.Get([&] {
+        Entry listed;
+        fill(*record, &listed);
+        return listed.SerializeAsString();
+      }));
+    }
+  }
+  return ConcatenateRepeatedField1(entries);
 }
 
 }  // namespace
@@ -99,34 +118,12 @@ bool MatchesPodFilter(const PodRecord& record, const v1::PodSandboxFilter& filte
 
 std::string EncodeListContainersResponse(const std::vector<PodStore::ContainerPtr>& records,
                                          const v1::ContainerFilter& filter) {
-  std::vector<const std::string*> entries;
-  entries.reserve(records.size());
-  for (const auto& record : records) {
-    if (MatchesContainerFilter(*record, filter)) {
-      entries.push_back(&record->list_entry.Get([&] {
-        v1::Container listed;
-        FillListedContainer(*record, &listed);
-        return listed.SerializeAsString();
-      }));
-    }
-  }
-  return ConcatenateRepeatedField1(entries);
+  return EncodeMatching<v1::Container>(records, filter, MatchesContainerFilter, FillListedContainer);
 }
 
 std::string EncodeListPodSandboxResponse(const std::vector<PodStore::PodPtr>& records,
                                          const v1::PodSandboxFilter& filter) {
-  std::vector<const std::string*> entries;
-  entries.reserve(records.size());
-  for (const auto& record : records) {
-    if (MatchesPodFilter(*record, filter)) {
-      entries.push_back(&record->list_entry.Get([&] {
-        v1::PodSandbox listed;
-        FillListedPod(*record, &listed);
-        return listed.SerializeAsString();
-      }));
-    }
-  }
-  return ConcatenateRepeatedField1(entries);
+  return EncodeMatching<v1::PodSandbox>(records, filter, MatchesPodFilter, FillListedPod);
 }
 
 }  // namespace chrys::cri

@@ -4,10 +4,11 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cri/pod_store.h"
-#include "cri/proto/api.pb.h"
+#include "cri/proto/api.grpc.pb.h"
 
 namespace chrys::cri {
 
@@ -30,5 +31,24 @@ std::string EncodeListContainersResponse(const std::vector<PodStore::ContainerPt
                                          const v1::ContainerFilter& filter);
 std::string EncodeListPodSandboxResponse(const std::vector<PodStore::PodPtr>& records,
                                          const v1::PodSandboxFilter& filter);
+
+// Serves a raw callback unary call: parses the request as `Request` and replies with the bytes `encode(request)`
+// returns (INVALID_ARGUMENT, naming the message, when the request does not parse).
+template <typename Request, typename Encode>
+grpc::ServerUnaryReactor* ReplyWithEncoded(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request_bytes,
+                                           grpc::ByteBuffer* response_bytes, Encode&& encode) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Request request;
+  grpc::ByteBuffer copy(*request_bytes);  // shares the slices; Deserialize consumes its argument
+  if (grpc::Status parsed = grpc::SerializationTraits<Request>::Deserialize(&copy, &request); !parsed.ok()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 Request::descriptor()->name() + " does not parse: " + parsed.error_message()));
+    return reactor;
+  }
+  grpc::Slice slice(std::forward<Encode>(encode)(request));  // copies: one memcpy, negligible beside the call
+  *response_bytes = grpc::ByteBuffer(&slice, 1);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
 
 }  // namespace chrys::cri

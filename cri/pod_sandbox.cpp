@@ -436,20 +436,10 @@ grpc::Status RuntimeServiceImpl::PodSandboxStatus(grpc::ServerContext* /*context
 grpc::ServerUnaryReactor* RuntimeServiceImpl::ListPodSandbox(grpc::CallbackServerContext* context,
                                                              const grpc::ByteBuffer* request_bytes,
                                                              grpc::ByteBuffer* response_bytes) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  v1::ListPodSandboxRequest request;
-  grpc::ByteBuffer copy(*request_bytes);  // shares the slices; Deserialize consumes its argument
-  if (grpc::Status parsed = grpc::SerializationTraits<v1::ListPodSandboxRequest>::Deserialize(&copy, &request);
-      !parsed.ok()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                 "ListPodSandboxRequest does not parse: " + parsed.error_message()));
-    return reactor;
-  }
-  std::string encoded = EncodeListPodSandboxResponse(backends_.pods.SnapshotPods(), request.filter());
-  grpc::Slice slice(encoded);  // copies: one memcpy, negligible beside the call
-  *response_bytes = grpc::ByteBuffer(&slice, 1);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return ReplyWithEncoded<v1::ListPodSandboxRequest>(
+      context, request_bytes, response_bytes, [this](const v1::ListPodSandboxRequest& request) {
+        return EncodeListPodSandboxResponse(backends_.pods.SnapshotPods(), request.filter());
+      });
 }
 
 void RuntimeServiceImpl::RecoverPods(const runtime::RecoveryReport& report) {
