@@ -82,6 +82,18 @@ Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t 
   return FsyncDir(dir);
 }
 
+Status WriteInterfaceFile(const std::string& path, const std::string& value) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_TRUNC));
+  if (!fd) {
+    return SystemError("open " + path);
+  }
+  ssize_t n = ::write(fd.get(), value.data(), value.size());
+  if (n != static_cast<ssize_t>(value.size())) {
+    return SystemError("write " + path);
+  }
+  return Status::Ok();
+}
+
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {

@@ -17,6 +17,10 @@ Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t 
 // Writes all of `data` to `fd` (retrying short writes and EINTR); errors name `what` ("write <what>: ...").
 Status WriteAll(int fd, const std::string& data, const std::string& what);
 
+// Writes `value` into an existing kernel interface file (/proc/sys, cgroupfs) in one write(2): never creates the
+// file, never renames over it.
+Status WriteInterfaceFile(const std::string& path, const std::string& value);
+
 // Reads a whole file, refusing files larger than `max_bytes`.
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes = 64UL << 20);
 

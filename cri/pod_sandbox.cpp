@@ -387,7 +387,7 @@ grpc::Status RuntimeServiceImpl::PodSandboxStatus(grpc::ServerContext* /*context
   auto* status = response->mutable_status();
   status->set_id(pod->id);
   *status->mutable_metadata() = pod->config.metadata();
-  status->set_state(pod->state == PodState::kReady ? v1::SANDBOX_READY : v1::SANDBOX_NOTREADY);
+  status->set_state(ToCriState(pod->state));
   status->set_created_at(pod->created_at);
   if (!pod->ips.empty()) {
     status->mutable_network()->set_ip(pod->ips[0]);

@@ -12,6 +12,7 @@
 #include "base/file_util.h"
 #include "cri/cri_util.h"
 #include "cri/grpc_status.h"
+#include "cri/list_responses.h"
 #include "cri/runtime_service.h"
 
 namespace chrys::cri {
@@ -286,7 +287,7 @@ void RuntimeServiceImpl::PublishContainerEvent(const std::string& container_id, 
       auto* status = event.mutable_pod_sandbox_status();
       status->set_id(pod->id);
       *status->mutable_metadata() = pod->config.metadata();
-      status->set_state(pod->state == PodState::kReady ? v1::SANDBOX_READY : v1::SANDBOX_NOTREADY);
+      status->set_state(ToCriState(pod->state));
       status->set_created_at(pod->created_at);
       status->set_runtime_handler(pod->handler);
     }

@@ -124,19 +124,6 @@ std::string TrimLine(std::string s) {
   return s;
 }
 
-// Writes a value into an existing kernel interface file in one write(2): never creates it, never renames over it.
-Status WriteInterfaceFile(const std::string& path, const std::string& value) {
-  base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_TRUNC));
-  if (!fd) {
-    return base::SystemError("open " + path);
-  }
-  ssize_t n = ::write(fd.get(), value.data(), value.size());
-  if (n != static_cast<ssize_t>(value.size())) {
-    return base::SystemError("write " + path);
-  }
-  return Status::Ok();
-}
-
 // Reads a small file of a container's root filesystem, resolving symlinks inside that root (openat2
 // RESOLVE_IN_ROOT): an image's /etc/passwd that links to "/../../etc/passwd" reads its own, never the agent's.
 // nullopt when it does not exist.
@@ -258,7 +245,7 @@ Status ApplyCgroupWrites(const std::string& cgroup_dir, const std::vector<Cgroup
   std::vector<CgroupWrite> undo;
   auto restore = [&] {
     for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
-      (void)WriteInterfaceFile(cgroup_dir + "/" + it->file, it->value);
+      (void)base::WriteInterfaceFile(cgroup_dir + "/" + it->file, it->value);
     }
   };
   for (const auto& w : writes) {
@@ -273,7 +260,7 @@ Status ApplyCgroupWrites(const std::string& cgroup_dir, const std::vector<Cgroup
       return base::FailedPrecondition("cgroup file " + w.file + " is not available in this container's cgroup (" +
                                       old.error().message() + ")");
     }
-    auto written = WriteInterfaceFile(path, w.value);
+    auto written = base::WriteInterfaceFile(path, w.value);
     if (!written.ok()) {
       restore();
       return written.error().Wrap("set " + w.file + " to '" + w.value + "'");

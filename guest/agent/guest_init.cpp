@@ -41,15 +41,12 @@ base::Status MountOne(const char* source, const char* target, const char* type, 
 }  // namespace
 
 base::Status QuietIdleKernel() {
+  const char* proactiveness = "/proc/sys/vm/compaction_proactiveness";
   // Absent on kernels before 5.9, which have no proactive compaction to turn off.
-  base::UniqueFd fd(::open("/proc/sys/vm/compaction_proactiveness", O_WRONLY | O_CLOEXEC));
-  if (!fd && errno == ENOENT) {
+  if (::access(proactiveness, F_OK) != 0 && errno == ENOENT) {
     return base::Status::Ok();
   }
-  if (!fd || ::write(fd.get(), "0", 1) != 1) {
-    return base::SystemError("turning off proactive compaction (/proc/sys/vm/compaction_proactiveness)");
-  }
-  return base::Status::Ok();
+  return base::WriteInterfaceFile(proactiveness, "0");
 }
 
 base::Status MountBaseFilesystems() {
