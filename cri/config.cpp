@@ -230,6 +230,7 @@ const std::vector<Field>& Schema() {
     f.push_back(StringField("vmm.microvm_firmware", [](Config& c) -> std::string& { return c.vmm.microvm_firmware; }));
     f.push_back(
         IntField("vmm.boot_timeout_seconds", 1, 3600, [](Config& c) -> int& { return c.vmm.boot_timeout_seconds; }));
+    f.push_back(IntField("vmm.warm_pool_size", 0, 64, [](Config& c) -> int& { return c.vmm.warm_pool_size; }));
     f.push_back(IntField("images.max_concurrent_downloads", 1, 64,
                          [](Config& c) -> int& { return c.images.max_concurrent_downloads; }));
     f.push_back(IntField("images.pull_timeout_seconds", 1, 86400,

@@ -32,6 +32,9 @@ struct VmmConfig {
   std::string accel = "auto";  // auto, kvm, tcg
   std::string guest_dir = "/var/lib/chrysalis/guest";
   int boot_timeout_seconds = 60;
+  // VMs kept booted ahead of demand for pods of the default shape (QEMU, not confidential); 0 turns the pool off.
+  // Each costs its guest's memory (about 100 MiB touched when idle) and a boot's CPU when it is replaced.
+  int warm_pool_size = 0;
   // Firmware for QEMU's direct kernel boot of microVM pods: qboot only loads the kernel, where the default
   // SeaBIOS also probes every PCI device (hundreds of ms under TCG); empty or missing → QEMU's default.
   std::string microvm_firmware = "/usr/share/qemu/qboot.rom";

@@ -16,6 +16,7 @@
 #include "cri/confidential_pods.h"
 #include "cri/logging.h"
 #include "cri/readiness.h"
+#include "cri/shared_dir.h"
 #include "runtime/cloud_hypervisor.h"
 #include "runtime/confidential/cvm_sandbox.h"
 #include "runtime/guest_manifest.h"
@@ -174,6 +175,11 @@ base::Status Daemon::OpenSandboxes() {
   }
   agents_ = std::make_shared<runtime::GrpcAgentConnector>();
   options.agent = agents_;
+  options.warm_pool.size = config_.vmm.warm_pool_size;
+  options.warm_pool.share_tag = kPodShareTag;
+  options.warm_pool.share_root = config_.run_dir + "/pods";
+  options.warm_pool.prepare_share = [](const std::string& dir) { return PrepareSharedDir(dir); };
+  options.warm_pool.release_share = [](const std::string& dir) { return ReleaseSharedDir(dir); };
   sandboxes_ = std::make_unique<runtime::SandboxManager>(options);
   auto report = sandboxes_->Recover();
   if (!report.ok()) {
@@ -218,6 +224,8 @@ base::Status Daemon::Start() {
   });
   runtime_service_->LoadState();
   runtime_service_->RecoverPods(recovery_);
+  // Warm VMs boot beside serving; the first ones are ready a boot's time after start.
+  sandboxes_->StartWarmPool();
   stream_runtime_ = std::make_unique<streaming::AgentStreamRuntime>(*sandboxes_, *agents_);
   streaming::StreamingServerOptions stream_options;
   stream_options.address = config_.streaming.address;
@@ -295,6 +303,10 @@ void Daemon::Close() {
   }
   if (streaming_) {
     streaming_->Stop();
+  }
+  if (sandboxes_) {
+    // Pod VMs outlive chrysd; warm ones belong to no pod and go with it.
+    sandboxes_->StopWarmPool();
   }
   if (socket_owned_) {
     base::RemoveFileIfExists(config_.socket).ok();

@@ -42,9 +42,6 @@ class Rollback {
   bool committed_ = false;
 };
 
-// virtio-fs tag of the per-pod shared directory.
-constexpr const char* kPodShareTag = "chrys-pod";
-
 bool IsHostNetwork(const v1::PodSandboxConfig& config) {
   return config.linux().security_context().namespace_options().network() == v1::NODE;
 }
@@ -222,6 +219,12 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   if (!created.ok()) {
     return created.error().Wrap("pod VM");
   }
+  if (!confidential && !created->fs_shares.empty() && created->fs_shares[0].host_dir != pod.shared_dir) {
+    // A warm VM serves its own shared directory, which is the pod's from now on.
+    CHRYS_RETURN_IF_ERROR(ReleaseSharedDir(pod.shared_dir));
+    pod.shared_dir = created->fs_shares[0].host_dir;
+    rollback.Add([dir = pod.shared_dir] { ReleaseSharedDir(dir).ok(); });
+  }
   rollback.Add([this, id = pod.id] {
     if (auto s = backends_.sandboxes.Remove(id); !s.ok()) {
       spdlog::error("rollback of sandbox {}: VM removal: {}", id, s.error().message());
@@ -236,7 +239,9 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   }
 
   phases.End("vm");
-  phases.Note(fmt::format(" (launch {} ms, boot {} ms)", created->launch_time.count(), created->boot_time.count()));
+  phases.Note(created->from_warm_pool
+                  ? fmt::format(" (a warm VM, claimed in {} ms)", created->claim_time.count())
+                  : fmt::format(" (launch {} ms, boot {} ms)", created->launch_time.count(), created->boot_time.count()));
   auto agent = backends_.agents.Get(pod.id, created->agent);
   if (!agent.ok()) {
     return agent.error();
@@ -418,7 +423,8 @@ grpc::Status RuntimeServiceImpl::PodSandboxStatus(grpc::ServerContext* /*context
                     {"agentSocket", vm->agent.socket_path},
                     {"vcpus", vm->vcpus},
                     {"memoryMib", vm->memory_mib},
-                    {"consoleSocket", vm->console_socket}};
+                    {"consoleSocket", vm->console_socket},
+                    {"fromWarmPool", vm->from_warm_pool}};
       // For chrysctl ps (uptime) and debug (the command line to reproduce the VM by hand).
       if (auto argv = runtime::ProcessCmdline(vm->vmm_pid); vm->vmm_pid > 0 && argv.ok()) {
         info["vm"]["commandLine"] = *argv;

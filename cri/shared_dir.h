@@ -7,6 +7,9 @@
 
 namespace chrys::cri {
 
+// virtio-fs tag of the per-pod shared directory.
+inline constexpr const char* kPodShareTag = "chrys-pod";
+
 // The directory is a shared mount of itself, so bind mounts added under it after virtiofsd started (which sees
 // the host's mounts as a slave) appear in the guest.
 base::Status PrepareSharedDir(const std::string& dir);

@@ -1,9 +1,11 @@
 #include "runtime/cgroup.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -147,6 +149,35 @@ VmmCgroup VmmCgroup::FromCreatedDirs(std::vector<std::string> created_dirs) {
   VmmCgroup cg;
   cg.created_dirs_ = std::move(created_dirs);
   return cg;
+}
+
+Status VmmCgroup::MoveProcessesTo(const VmmCgroup& target) const {
+  if (target.procs_files_.size() != procs_files_.size()) {
+    return base::InvalidArgument("moving processes between cgroups of different hierarchies");
+  }
+  for (size_t i = 0; i < procs_files_.size(); ++i) {
+    // A second pass catches a process forked while the first one moved its parent; nothing here forks twice.
+    for (int pass = 0; pass < 3; ++pass) {
+      CHRYS_ASSIGN_OR_RETURN(std::string pids, base::ReadFile(procs_files_[i], 1 << 20));
+      if (pids.find_first_not_of(" \n") == std::string::npos) {
+        break;
+      }
+      std::istringstream lines(pids);
+      std::string pid;
+      while (std::getline(lines, pid)) {
+        if (pid.empty()) {
+          continue;
+        }
+        Status moved = base::WriteInterfaceFile(target.procs_files_[i], pid);
+        // ESRCH: it exited meanwhile, nothing left to move.
+        auto pid_number = static_cast<pid_t>(std::strtol(pid.c_str(), nullptr, 10));
+        if (!moved.ok() && pid_number > 0 && ::kill(pid_number, 0) == 0) {
+          return moved.error().Wrap("moving process " + pid + " to " + target.procs_files_[i]);
+        }
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 Status VmmCgroup::Remove(std::chrono::milliseconds timeout) {

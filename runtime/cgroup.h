@@ -42,6 +42,10 @@ class VmmCgroup {
   const std::vector<std::string>& procs_files() const { return procs_files_; }
   const std::vector<std::string>& created_dirs() const { return created_dirs_; }
 
+  // Moves every process of this cgroup's leaves into `target`'s (same hierarchies, same order), e.g. a warm VM
+  // into the cgroup of the pod that claimed it. Memory already charged stays with this cgroup's parent on v2.
+  base::Status MoveProcessesTo(const VmmCgroup& target) const;
+
   // Removes the created directories, deepest first. A directory that still holds processes (EBUSY) is retried
   // for up to `timeout` (the kernel frees a cgroup shortly after its last task exits).
   base::Status Remove(std::chrono::milliseconds timeout);

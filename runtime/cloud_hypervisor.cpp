@@ -276,6 +276,18 @@ Status CloudHypervisorVmm::HotplugDisk(const DiskSpec& disk, milliseconds timeou
   return Status::Ok();
 }
 
+// Cloud Hypervisor takes a hot-plugged NIC's tap fds as SCM_RIGHTS on its API socket (PUT /vm.add-net), which
+// this HTTP client cannot send; CH VMs get their NICs at launch and are not pooled.
+Status CloudHypervisorVmm::HotplugNic(const NetInterfaceSpec& nic, milliseconds /*timeout*/) {
+  return base::MakeError(base::ErrorCode::kUnimplemented,
+                         "NIC " + nic.guest_mac + ": Cloud Hypervisor VMs get their NICs at launch (no hot-plug)");
+}
+
+Status CloudHypervisorVmm::Rehome(const VmLaunchSpec& target) {
+  return base::MakeError(base::ErrorCode::kUnimplemented,
+                         "sandbox " + target.sandbox_id + ": Cloud Hypervisor VMs are launched for their pod, never pooled");
+}
+
 Status CloudHypervisorVmm::UnplugDisk(const std::string& serial, milliseconds timeout) {
   auto it = std::find_if(state_.plugged_disks.begin(), state_.plugged_disks.end(),
                          [&](const PluggedDisk& d) { return d.serial == serial; });

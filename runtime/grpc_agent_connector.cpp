@@ -66,6 +66,15 @@ void GrpcAgentConnector::Forget(const std::string& sandbox_id) {
   clients_.erase(sandbox_id);
 }
 
+void GrpcAgentConnector::Rename(const std::string& from, const std::string& to) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto node = clients_.extract(from);
+  if (!node.empty()) {
+    node.key() = to;
+    clients_.insert(std::move(node));
+  }
+}
+
 std::shared_ptr<agent::AgentClient> GrpcAgentConnector::Client(const std::string& sandbox_id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = clients_.find(sandbox_id);

@@ -24,6 +24,7 @@ class GrpcAgentConnector : public AgentConnector {
   base::Status Shutdown(const std::string& sandbox_id, const AgentEndpoint& endpoint,
                         std::chrono::milliseconds timeout) override;
   void Forget(const std::string& sandbox_id) override;
+  void Rename(const std::string& from, const std::string& to) override;
 
   // The connected client of a ready sandbox (owned by the connector; valid until Forget).
   std::shared_ptr<agent::AgentClient> Client(const std::string& sandbox_id);

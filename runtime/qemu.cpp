@@ -463,8 +463,7 @@ Status QemuVmm::HotplugDisk(const DiskSpec& disk, milliseconds timeout) {
   int slots = root_ports ? kLegacyRootPorts : std::clamp(config_.hotplug_ports, 0, kBridgeDiskSlots);
   int slot = -1;
   for (int p = 0; p < slots && slot < 0; ++p) {
-    if (std::none_of(state_.plugged_disks.begin(), state_.plugged_disks.end(),
-                     [p](const PluggedDisk& d) { return d.slot == p; })) {
+    if (!SlotTaken(p)) {
       slot = p;
     }
   }
@@ -497,6 +496,138 @@ Status QemuVmm::HotplugDisk(const DiskSpec& disk, milliseconds timeout) {
                           added.error().message() + extra);
   }
   state_.plugged_disks.push_back({disk.serial, dev, slot, disk.read_only, disk.path});
+  return Status::Ok();
+}
+
+bool QemuVmm::SlotTaken(int slot) const {
+  return std::any_of(state_.plugged_disks.begin(), state_.plugged_disks.end(),
+                     [slot](const PluggedDisk& d) { return d.slot == slot; }) ||
+         std::any_of(state_.plugged_nics.begin(), state_.plugged_nics.end(),
+                     [slot](const PluggedNic& n) { return n.slot == slot; });
+}
+
+Status QemuVmm::HotplugNic(const NetInterfaceSpec& nic, milliseconds timeout) {
+  if (nic.guest_mac.empty() || nic.tap_queue_fds.empty()) {
+    return base::InvalidArgument("NIC hot-plug needs a guest MAC and at least one tap queue fd");
+  }
+  if (state_.disk_hotplug_bus != kDiskBusBridge) {
+    return base::FailedPrecondition("VM " + spec_.sandbox_id + " has no hot-plug bridge for a NIC");
+  }
+  // NICs take the bridge's slots from the top, disks from the bottom.
+  int slot = -1;
+  for (int p = kBridgeDiskSlots - 1; p >= 0 && slot < 0; --p) {
+    if (!SlotTaken(p)) {
+      slot = p;
+    }
+  }
+  if (slot < 0) {
+    return base::MakeError(base::ErrorCode::kResourceExhausted,
+                           "no hot-plug slot of " + spec_.sandbox_id + " is free for NIC " + nic.guest_mac);
+  }
+  auto deadline = Clock::now() + timeout;
+  auto left = [&] {
+    return std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
+  };
+  std::string netdev = "hnet" + std::to_string(slot);
+  std::string device = "hnic" + std::to_string(slot);
+  // QEMU takes each queue's fd by name (getfd); netdev_add consumes the names it uses.
+  std::vector<std::string> fd_names;
+  auto close_names = [&] {
+    for (const auto& name : fd_names) {
+      (void)Qmp("closefd", {{"fdname", name}}, left());
+    }
+  };
+  for (size_t q = 0; q < nic.tap_queue_fds.size(); ++q) {
+    std::string name = netdev + "q" + std::to_string(q);
+    if (!qmp_ || !qmp_->connected()) {
+      close_names();
+      return base::Unavailable("QMP connection of " + spec_.sandbox_id + " is closed");
+    }
+    auto passed = qmp_->ExecuteWithFd("getfd", {{"fdname", name}}, nic.tap_queue_fds[q], left());
+    if (!passed.ok()) {
+      close_names();
+      return passed.error().Wrap("passing tap queue " + std::to_string(q) + " of NIC " + nic.guest_mac);
+    }
+    fd_names.push_back(name);
+  }
+  auto added = Qmp("netdev_add", {{"type", "tap"}, {"id", netdev}, {"fds", Join(fd_names, ":")}, {"vhost", false}},
+                   left());
+  if (!added.ok()) {
+    close_names();
+    return added.error().Wrap("adding the tap backend of NIC " + nic.guest_mac);
+  }
+  size_t queues = nic.tap_queue_fds.size();
+  json dev = {{"driver", "virtio-net-pci"},
+              {"id", device},
+              {"netdev", netdev},
+              {"mac", nic.guest_mac},
+              {"host_mtu", nic.mtu},
+              {"bus", kHotplugBridgeId},
+              {"addr", BridgeSlotAddr(slot)}};
+  if (queues > 1) {
+    dev["mq"] = true;
+    dev["vectors"] = 2 * queues + 2;
+  }
+  auto plugged = Qmp("device_add", dev, left());
+  if (!plugged.ok()) {
+    auto undo = Qmp("netdev_del", {{"id", netdev}}, left());
+    return base::Internal("hot-plugging NIC " + nic.guest_mac + " into " + spec_.sandbox_id + ": " +
+                          plugged.error().message() +
+                          (undo.ok() ? "" : " (and removing its backend failed: " + undo.error().message() + ")"));
+  }
+  state_.plugged_nics.push_back({device, netdev, slot, nic.guest_mac});
+  return Status::Ok();
+}
+
+Status QemuVmm::Rehome(const VmLaunchSpec& target) {
+  if (!Alive()) {
+    return base::FailedPrecondition("VM " + spec_.sandbox_id + " is not running");
+  }
+  if (target.run_dir.empty() || target.console_log_path.empty()) {
+    return base::InvalidArgument("rehoming " + spec_.sandbox_id + ": the target needs a run dir and a console log");
+  }
+  VmmCgroup moved;
+  if (config_.place_in_cgroup) {
+    std::vector<CgroupHierarchy> hierarchies = config_.cgroup_hierarchies;
+    if (hierarchies.empty()) {
+      CHRYS_ASSIGN_OR_RETURN(hierarchies, DiscoverCgroupHierarchies());
+    }
+    CHRYS_ASSIGN_OR_RETURN(std::string rel,
+                           VmmCgroupRelativePath(target.cgroup_parent, target.cgroup_driver, target.sandbox_id));
+    CHRYS_ASSIGN_OR_RETURN(moved, VmmCgroup::Create(hierarchies, rel));
+    if (Status m = cgroup_.MoveProcessesTo(moved); !m.ok()) {
+      (void)moved.MoveProcessesTo(cgroup_);
+      (void)moved.Remove(std::chrono::seconds(1));
+      return m.error().Wrap("moving VM " + spec_.sandbox_id + " into the cgroup of " + target.sandbox_id);
+    }
+  }
+  auto undo_cgroup = [&] {
+    (void)moved.MoveProcessesTo(cgroup_);
+    (void)moved.Remove(std::chrono::seconds(1));
+  };
+  if (::rename(spec_.run_dir.c_str(), target.run_dir.c_str()) != 0) {
+    base::Error err = base::SystemError("renaming " + spec_.run_dir + " to " + target.run_dir);
+    undo_cgroup();
+    return err;
+  }
+  if (::rename(spec_.console_log_path.c_str(), target.console_log_path.c_str()) != 0) {
+    base::Error err = base::SystemError("renaming " + spec_.console_log_path + " to " + target.console_log_path);
+    (void)::rename(target.run_dir.c_str(), spec_.run_dir.c_str());
+    undo_cgroup();
+    return err;
+  }
+  if (config_.place_in_cgroup) {
+    (void)cgroup_.Remove(std::chrono::seconds(1));  // empty now
+    cgroup_ = std::move(moved);
+    state_.cgroup_dirs = cgroup_.created_dirs();
+  }
+  uint32_t cid = spec_.vsock_cid;  // the device keeps the CID it booted with
+  spec_ = target;
+  spec_.vsock_cid = cid;
+  state_.control_socket = QmpSocketPath(spec_);
+  if (state_.agent.kind == AgentChannelKind::kVirtioSerial) {
+    state_.agent.socket_path = AgentSocketPath(spec_);
+  }
   return Status::Ok();
 }
 
@@ -576,6 +707,7 @@ Status QemuVmm::Cleanup() {
   }
   state_.cgroup_dirs = cgroup_.created_dirs();
   state_.plugged_disks.clear();
+  state_.plugged_nics.clear();
   if (!first_error.empty()) {
     return base::Internal("cleaning up VM " + spec_.sandbox_id + ": " + first_error);
   }

@@ -51,6 +51,8 @@ class QemuVmm : public Vmm {
   base::Status WaitReady(const ReadinessCheck& check, std::chrono::milliseconds timeout) override;
   base::Status HotplugDisk(const DiskSpec& disk, std::chrono::milliseconds timeout) override;
   base::Status UnplugDisk(const std::string& serial, std::chrono::milliseconds timeout) override;
+  base::Status HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds timeout) override;
+  base::Status Rehome(const VmLaunchSpec& target) override;
   base::Status Shutdown(bool graceful, std::chrono::milliseconds timeout) override;
   base::Status Kill() override;
   base::Result<VmInfo> Info() override;
@@ -78,6 +80,8 @@ class QemuVmm : public Vmm {
  private:
   AgentChannelKind EffectiveAgentChannel(const VmLaunchSpec& spec) const;
   base::Status StartHelpers(const VmLaunchSpec& spec);
+  // True when a hot-plugged disk or NIC occupies bridge slot `slot`.
+  bool SlotTaken(int slot) const;
   base::Result<nlohmann::json> Qmp(const std::string& command, const nlohmann::json& args,
                                    std::chrono::milliseconds timeout);
   // Stops helpers, removes sockets and cgroups; the VMM process must be gone already.

@@ -58,7 +58,7 @@ Result<QmpClient> QmpClient::Connect(const std::string& socket_path, std::chrono
   return client;
 }
 
-Status QmpClient::WriteAll(const std::string& data, Clock::time_point deadline) {
+Status QmpClient::WriteAll(const std::string& data, Clock::time_point deadline, int pass_fd) {
   size_t off = 0;
   while (off < data.size()) {
     pollfd pfd{fd_.get(), POLLOUT, 0};
@@ -73,7 +73,24 @@ Status QmpClient::WriteAll(const std::string& data, Clock::time_point deadline) 
       }
       return base::SystemError("poll QMP");
     }
-    ssize_t n = ::send(fd_.get(), data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    ssize_t n = 0;
+    if (off == 0 && pass_fd >= 0) {
+      iovec iov{const_cast<char*>(data.data()), data.size()};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+      cmsg->cmsg_level = SOL_SOCKET;
+      cmsg->cmsg_type = SCM_RIGHTS;
+      cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+      std::memcpy(CMSG_DATA(cmsg), &pass_fd, sizeof(int));
+      n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+    } else {
+      n = ::send(fd_.get(), data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    }
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) {
         continue;
@@ -142,6 +159,11 @@ Result<json> QmpClient::ReadMessage(Clock::time_point deadline) {
 }
 
 Result<json> QmpClient::Execute(const std::string& command, const json& arguments, std::chrono::milliseconds timeout) {
+  return ExecuteWithFd(command, arguments, -1, timeout);
+}
+
+Result<json> QmpClient::ExecuteWithFd(const std::string& command, const json& arguments, int fd,
+                                      std::chrono::milliseconds timeout) {
   if (!fd_.valid()) {
     return base::Unavailable("QMP connection " + socket_path_ + " is closed");
   }
@@ -151,7 +173,7 @@ Result<json> QmpClient::Execute(const std::string& command, const json& argument
   if (!arguments.is_null() && !arguments.empty()) {
     request["arguments"] = arguments;
   }
-  CHRYS_RETURN_IF_ERROR(WriteAll(request.dump() + "\n", deadline));
+  CHRYS_RETURN_IF_ERROR(WriteAll(request.dump() + "\n", deadline, fd));
   while (true) {
     CHRYS_ASSIGN_OR_RETURN(json msg, ReadMessage(deadline));
     if (msg.contains("event")) {

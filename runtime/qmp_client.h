@@ -28,6 +28,10 @@ class QmpClient {
   // description; anything that is not QMP (garbage, oversize, EOF) is an Error and drops the connection.
   base::Result<nlohmann::json> Execute(const std::string& command, const nlohmann::json& arguments,
                                        std::chrono::milliseconds timeout);
+  // Execute with `fd` attached to the command (SCM_RIGHTS), as QMP's getfd and add-fd expect; QEMU keeps its
+  // own copy.
+  base::Result<nlohmann::json> ExecuteWithFd(const std::string& command, const nlohmann::json& arguments, int fd,
+                                             std::chrono::milliseconds timeout);
 
   // Waits for an event named `name` whose data satisfies `match` (events seen earlier are kept and searched).
   base::Result<nlohmann::json> WaitEvent(const std::string& name,
@@ -42,7 +46,8 @@ class QmpClient {
  private:
   using Clock = std::chrono::steady_clock;
   base::Result<nlohmann::json> ReadMessage(Clock::time_point deadline);
-  base::Status WriteAll(const std::string& data, Clock::time_point deadline);
+  // Writes `data`; `pass_fd` >= 0 rides along with its first byte.
+  base::Status WriteAll(const std::string& data, Clock::time_point deadline, int pass_fd = -1);
   void Drop() { fd_.Reset(); }
 
   base::UniqueFd fd_;

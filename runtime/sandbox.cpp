@@ -15,6 +15,7 @@
 #include "base/subprocess.h"
 #include "runtime/cloud_hypervisor.h"
 #include "runtime/qemu.h"
+#include "runtime/sandbox_record.h"
 
 namespace chrys::runtime {
 
@@ -77,6 +78,14 @@ std::vector<PluggedDisk> DisksFromJson(const json& j) {
   return out;
 }
 
+json NicsToJson(const std::vector<PluggedNic>& nics) {
+  json out = json::array();
+  for (const auto& n : nics) {
+    out.push_back({{"device_id", n.device_id}, {"netdev_id", n.netdev_id}, {"slot", n.slot}, {"mac", n.mac}});
+  }
+  return out;
+}
+
 json ProcessStateToJson(const VmmProcessState& s) {
   return {{"kind", VmmKindName(s.kind)},
           {"pid", s.pid},
@@ -92,6 +101,7 @@ json ProcessStateToJson(const VmmProcessState& s) {
             {"vsock_cid", s.agent.vsock_cid},
             {"vsock_port", s.agent.vsock_port}}},
           {"disks", DisksToJson(s.plugged_disks)},
+          {"nics", NicsToJson(s.plugged_nics)},
           {"disk_hotplug_bus", s.disk_hotplug_bus}};
 }
 
@@ -116,6 +126,9 @@ VmmProcessState ProcessStateFromJson(const json& j) {
     s.agent.vsock_port = a.value("vsock_port", 1024u);
   }
   s.plugged_disks = DisksFromJson(j.value("disks", json::array()));
+  for (const auto& n : j.value("nics", json::array())) {
+    s.plugged_nics.push_back({n.value("device_id", ""), n.value("netdev_id", ""), n.value("slot", -1), n.value("mac", "")});
+  }
   if (s.kind == VmmKind::kQemu) {
     s.disk_hotplug_bus = j.value("disk_hotplug_bus", std::string(kDiskBusRootPorts));
   }
@@ -202,23 +215,12 @@ Result<VmmKind> SelectVmmKind(const std::string& handler, bool ch_usable) {
                                "\" (known: chrysalis, chrysalis-qemu, chrysalis-cvm, chrysalis-snp, chrysalis-tdx)");
 }
 
-struct SandboxManager::Sandbox {
-  std::mutex mu;
-  std::string id;
-  std::string handler;
-  SandboxState state = SandboxState::kCreating;
-  VmmKind kind = VmmKind::kQemu;
-  VmLaunchSpec spec;
-  VmmProcessState process;
-  std::unique_ptr<Vmm> vmm;
-  std::string error;
-  std::chrono::milliseconds launch_time{0};
-  std::chrono::milliseconds boot_time{0};
-};
 
 SandboxManager::SandboxManager(SandboxManagerOptions options) : options_(std::move(options)) {}
 
-SandboxManager::~SandboxManager() = default;
+SandboxManager::~SandboxManager() {
+  StopWarmPool();
+}
 
 Result<std::unique_ptr<Vmm>> SandboxManager::MakeVmm(VmmKind kind) {
   if (options_.vmm_factory) {
@@ -265,6 +267,9 @@ SandboxStatus SandboxManager::Snapshot(const Sandbox& sb) const {
   st.boot_time = sb.boot_time;
   st.vcpus = sb.spec.vcpus;
   st.memory_mib = sb.spec.memory_mib;
+  st.fs_shares = sb.spec.fs_shares;
+  st.from_warm_pool = sb.from_warm_pool;
+  st.claim_time = sb.claim_time;
   // Every driver serves the serial console on <run_dir>/console.sock; VMs started before that have none.
   std::string console = sb.spec.run_dir + "/console.sock";
   struct stat console_stat {};
@@ -293,6 +298,12 @@ Result<SandboxStatus> SandboxManager::Create(const SandboxRequest& request) {
     return base::InvalidArgument("sandbox id \"" + request.id + "\" must be 1-64 of [A-Za-z0-9_.-]");
   }
   CHRYS_ASSIGN_OR_RETURN(VmmKind kind, SelectVmmKind(request.handler, options_.ch_usable));
+  if (request.id.rfind(kWarmIdPrefix, 0) == 0) {
+    return base::InvalidArgument("sandbox id \"" + request.id + "\" uses the warm pool's prefix " + kWarmIdPrefix);
+  }
+  if (auto claimed = ClaimWarm(request, kind)) {
+    return std::move(*claimed);
+  }
   auto sb = std::make_shared<Sandbox>();
   sb->id = request.id;
   sb->handler = request.handler;
@@ -306,6 +317,12 @@ Result<SandboxStatus> SandboxManager::Create(const SandboxRequest& request) {
     sandboxes_[request.id] = sb;
   }
   std::lock_guard<std::mutex> sandbox_lock(sb->mu);
+  CHRYS_RETURN_IF_ERROR(Boot(*sb, request, kind));
+  return Snapshot(*sb);
+}
+
+Status SandboxManager::Boot(Sandbox& sandbox, const SandboxRequest& request, VmmKind kind) {
+  Sandbox* sb = &sandbox;
   VmLaunchSpec& spec = sb->spec;
   spec.sandbox_id = request.id;
   spec.kernel_path = options_.kernel_path;
@@ -351,6 +368,9 @@ Result<SandboxStatus> SandboxManager::Create(const SandboxRequest& request) {
   if (!started.ok()) {
     return fail(started.error().Wrap("starting the VM of sandbox " + request.id));
   }
+  if (request.id.rfind(kWarmIdPrefix, 0) == 0) {
+    warm_booting_pid_ = sb->vmm->process_state().pid;  // StopWarmPool ends a boot by killing it
+  }
   // From here a crash leaves a record with the VMM's pid: the next Recover finds and removes it.
   persisted = Persist(*sb);
   if (!persisted.ok()) {
@@ -383,7 +403,7 @@ Result<SandboxStatus> SandboxManager::Create(const SandboxRequest& request) {
   if (!persisted.ok()) {
     return fail(persisted.error().Wrap("recording sandbox " + request.id));
   }
-  return Snapshot(*sb);
+  return Status::Ok();
 }
 
 Status SandboxManager::StopLocked(Sandbox& sb) {
@@ -634,11 +654,29 @@ Status SandboxManager::RecoverOne(const std::string& id, RecoveryReport& report)
   CHRYS_ASSIGN_OR_RETURN(sb->vmm, MakeVmm(sb->kind));
   Status adopted =
       sb->process.pid > 0 ? sb->vmm->Adopt(sb->process, sb->spec) : Status(base::NotFound("no VMM was recorded"));
+  // A warm VM's share dir is the pool's until a claim completes; nobody else releases it.
+  auto release_warm_shares = [this, &sb] {
+    const std::string warm_shares = options_.warm_pool.share_root + "/" + kWarmIdPrefix;
+    for (const auto& share : sb->spec.fs_shares) {
+      if (options_.warm_pool.release_share && !options_.warm_pool.share_root.empty() &&
+          share.host_dir.rfind(warm_shares, 0) == 0) {
+        (void)options_.warm_pool.release_share(share.host_dir);
+      }
+    }
+  };
+  if (id.rfind(kWarmIdPrefix, 0) == 0) {
+    // Warm VMs are not adopted: nobody waits for them, and the pool boots fresh ones.
+    CleanupFailedCreate(*sb);
+    release_warm_shares();
+    report.cleaned_up.push_back(id);
+    return Status::Ok();
+  }
   switch (sb->state) {
     case SandboxState::kCreating:
     case SandboxState::kBooting:
       // Half-created: the Create that owned it is gone, nobody will finish it.
       CleanupFailedCreate(*sb);
+      release_warm_shares();
       report.cleaned_up.push_back(id);
       return Status::Ok();
     case SandboxState::kStopping:

@@ -1,7 +1,10 @@
-// SandboxManager: one VM per pod sandbox — lifecycle, crash-safe records, hot-plug, stop, adoption on restart.
+// SandboxManager: one VM per pod sandbox — lifecycle, crash-safe records, hot-plug, stop, adoption on restart,
+// and a pool of warm VMs that pods claim instead of booting their own.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -9,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/result.h"
@@ -52,6 +56,8 @@ class AgentConnector {
                                 std::chrono::milliseconds timeout) = 0;
   // Drops any connection kept for the sandbox.
   virtual void Forget(const std::string& sandbox_id) = 0;
+  // The sandbox `from` now answers to `to` (a claimed warm VM): a kept connection stays open under the new id.
+  virtual void Rename(const std::string& from, const std::string& to) = 0;
 };
 
 struct SandboxRequest {
@@ -71,6 +77,35 @@ using VmmFactory = std::function<base::Result<std::unique_ptr<Vmm>>(VmmKind kind
 // Which VMM a handler gets: `chrysalis` → Cloud Hypervisor when `ch_usable`, else QEMU; `chrysalis-qemu` and
 // `chrysalis-cvm` → QEMU; anything else is an error naming the handler.
 base::Result<VmmKind> SelectVmmKind(const std::string& handler, bool ch_usable);
+
+// VMs booted ahead of demand with the default pod shape (QEMU, not confidential), so that a pod's VM is already
+// up when RunPodSandbox comes: the claim hot-plugs the pod's NICs, renames the VM's files to the pod's and moves
+// it into the pod's cgroup. A pod whose shape or handler differs boots its own VM, as without the pool.
+struct WarmPoolOptions {
+  int size = 0;  // warm VMs kept booted; 0 disables the pool
+  // The one virtio-fs share a pod VM gets; a warm VM shares <share_root>/<its id>, which becomes the pod's.
+  std::string share_tag;
+  std::string share_root;
+  std::function<base::Status(const std::string& dir)> prepare_share;
+  std::function<base::Status(const std::string& dir)> release_share;
+  // cgroupfs parent of the warm VMs' cgroups (below each hierarchy root); a claim moves the VM into the pod's.
+  std::string cgroup_parent = "chrysalis-warm";
+  // Pause after a warm VM failed to boot, before the next try.
+  std::chrono::milliseconds retry_delay{std::chrono::seconds(10)};
+};
+
+// What the pool holds and has done, for status and benchmarks.
+struct WarmPoolStatus {
+  int size = 0;
+  int ready = 0;
+  int booting = 0;
+  uint64_t claimed = 0;
+  uint64_t missed = 0;  // eligible pods that found no ready VM
+  std::string last_error;
+};
+
+// Warm VMs are recorded (and their run dirs named) with this prefix; a restarted chrysd removes them.
+inline constexpr const char* kWarmIdPrefix = "warm-";
 
 struct SandboxManagerOptions {
   std::string state_dir;  // persistent records: <state_dir>/<id>/sandbox.json, console.log, disks/
@@ -92,6 +127,7 @@ struct SandboxManagerOptions {
   bool ch_usable = false;  // result of the Cloud Hypervisor probe (binary present and KVM runs a guest)
   VmmFactory vmm_factory;
   std::shared_ptr<AgentConnector> agent;
+  WarmPoolOptions warm_pool;
 };
 
 // A snapshot of one sandbox for callers (CRI status, chrysctl).
@@ -110,6 +146,11 @@ struct SandboxStatus {
   // How long Create took to launch the VMM (and its helpers), then for the agent to answer; zero after adoption.
   std::chrono::milliseconds launch_time{0};
   std::chrono::milliseconds boot_time{0};
+  // The shares as served: a VM claimed from the warm pool shares its own directory, not the one requested.
+  std::vector<FsShareSpec> fs_shares;
+  // Set when the VM came from the warm pool; claim_time is what taking it over cost (NICs included).
+  bool from_warm_pool = false;
+  std::chrono::milliseconds claim_time{0};
 };
 
 // What Recover found.
@@ -128,7 +169,8 @@ class SandboxManager {
   // Loads every record under state_dir and re-attaches to the VMs. Call once at start.
   base::Result<RecoveryReport> Recover();
 
-  // creating → booting → ready. On failure everything is undone (VMM killed, sockets, cgroup, record removed) and
+  // creating → booting → ready, or a warm VM claimed when the request fits one (see WarmPoolOptions); the status's
+  // fs_shares then name the warm VM's share directory. On failure everything is undone (VMM killed, sockets, cgroup, record removed) and
   // the error says why (with the console tail when the guest did not come up).
   base::Result<SandboxStatus> Create(const SandboxRequest& request);
 
@@ -151,6 +193,12 @@ class SandboxManager {
   // Re-checks a ready sandbox's VMM; a dead one becomes not ready (and its leftovers are collected).
   base::Result<SandboxState> Refresh(const std::string& id);
 
+  // Starts keeping options.warm_pool.size VMs booted (a background thread); no-op when the size is 0.
+  void StartWarmPool();
+  // Stops refilling and kills every warm VM (in-flight boots included). Also done by the destructor.
+  void StopWarmPool();
+  WarmPoolStatus warm_pool_status();
+
   std::string SandboxStateDir(const std::string& id) const { return options_.state_dir + "/" + id; }
   std::string SandboxRunDir(const std::string& id) const { return options_.run_dir + "/" + id; }
 
@@ -163,10 +211,28 @@ class SandboxManager {
   SandboxStatus Snapshot(const Sandbox& sb) const;
   base::Result<std::unique_ptr<Vmm>> MakeVmm(VmmKind kind);
   base::Status RecoverOne(const std::string& id, RecoveryReport& report);
+  // Fills in the spec from the request and boots the VM; on failure everything is undone.
+  base::Status Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind);
+  bool FitsWarmPool(const SandboxRequest& request, VmmKind kind) const;
+  // Empty when no warm VM fits (the caller boots one); otherwise the claimed sandbox or why the claim failed.
+  std::optional<base::Result<SandboxStatus>> ClaimWarm(const SandboxRequest& request, VmmKind kind);
+  // Kills a warm (or half-claimed) VM and removes its files and share.
+  void DiscardWarm(Sandbox& sb, const std::string& warm_id);
+  void RefillWarmPool();
 
   SandboxManagerOptions options_;
   std::mutex mu_;  // guards sandboxes_ (each Sandbox has its own lock for its operations)
   std::map<std::string, std::shared_ptr<Sandbox>> sandboxes_;
+
+  // Warm pool: VMs by warm id (guarded by mu_), the refill thread and its wake-up.
+  std::map<std::string, std::shared_ptr<Sandbox>> warm_;
+  std::condition_variable pool_cv_;
+  bool pool_stopping_ = false;
+  std::atomic<pid_t> warm_booting_pid_{0};
+  uint64_t pool_claimed_ = 0;
+  uint64_t pool_missed_ = 0;
+  std::string pool_last_error_;
+  std::thread refill_;
 };
 
 }  // namespace chrys::runtime

@@ -91,6 +91,14 @@ struct PluggedDisk {
   std::string path;
 };
 
+// A NIC hot-plugged into a running VM (a warm VM boots without one and gets its pod's NICs when claimed).
+struct PluggedNic {
+  std::string device_id;
+  std::string netdev_id;
+  int slot = -1;
+  std::string mac;
+};
+
 // What a restarted chrysd needs to find and re-check a running VM. Persisted by the sandbox layer.
 struct VmmProcessState {
   VmmKind kind = VmmKind::kQemu;
@@ -103,6 +111,7 @@ struct VmmProcessState {
   std::vector<std::string> cgroup_dirs;  // every cgroup directory created for the VMM
   AgentEndpoint agent;
   std::vector<PluggedDisk> plugged_disks;
+  std::vector<PluggedNic> plugged_nics;
   // QEMU: where hot-plugged disks go. kDiskBusBridge (the slots of one PCI bridge) for VMs started now; records
   // without it are VMs started before it existed, with one PCIe root port per disk (kDiskBusRootPorts).
   std::string disk_hotplug_bus;
@@ -137,6 +146,14 @@ class Vmm {
 
   virtual base::Status HotplugDisk(const DiskSpec& disk, std::chrono::milliseconds timeout) = 0;
   virtual base::Status UnplugDisk(const std::string& serial, std::chrono::milliseconds timeout) = 0;
+
+  // Hot-plugs a NIC backed by `nic`'s tap queue fds (the VMM gets its own copies).
+  virtual base::Status HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds timeout) = 0;
+
+  // Gives a running VM another sandbox's identity (a warm VM claimed by a pod): its run dir and console log are
+  // renamed to `target`'s, and the VMM and its helpers move into `target`'s cgroup. Listening sockets and open
+  // files follow a rename, so the VM never notices. On failure nothing has moved.
+  virtual base::Status Rehome(const VmLaunchSpec& target) = 0;
 
   // graceful: power button first and wait up to `timeout` for the guest to halt; then SIGTERM, then SIGKILL.
   // Returns once the VMM and its helpers are gone and their sockets and cgroups removed.

@@ -243,6 +243,15 @@ void LineAgentConnector::Forget(const std::string& sandbox_id) {
   conns_.erase(sandbox_id);
 }
 
+void LineAgentConnector::Rename(const std::string& from, const std::string& to) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto node = conns_.extract(from);
+  if (!node.empty()) {
+    node.key() = to;
+    conns_.insert(std::move(node));
+  }
+}
+
 Result<std::unique_ptr<TestNetns>> TestNetns::Create(const std::string& name, int queues) {
   base::CommandSpec add;
   add.argv = {"ip", "netns", "add", name};

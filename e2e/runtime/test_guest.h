@@ -40,6 +40,7 @@ class LineAgentConnector : public AgentConnector {
   base::Status Shutdown(const std::string& sandbox_id, const AgentEndpoint& endpoint,
                         std::chrono::milliseconds timeout) override;
   void Forget(const std::string& sandbox_id) override;
+  void Rename(const std::string& from, const std::string& to) override;
 
   // Sends one command and returns the reply text after the id.
   base::Result<std::string> Call(const std::string& sandbox_id, const AgentEndpoint& endpoint,

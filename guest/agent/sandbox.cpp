@@ -12,10 +12,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <thread>
 
 #include "base/file_util.h"
 #include "base/netlink_ptr.h"
@@ -59,6 +61,24 @@ std::vector<std::pair<std::string, std::string>> ListNics() {
   }
   ::closedir(dir);
   return nics;
+}
+
+// The NICs by MAC once every NIC the request names is there, or as they are after `timeout`. A warm VM gets its
+// pod's NICs by hot-plug just before SetupSandbox: the guest sees them a moment after the host's device_add.
+std::vector<std::pair<std::string, std::string>> WaitForNics(const v1::SetupSandboxRequest& request,
+                                                             std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    auto nics = ListNics();
+    bool all_present = std::all_of(request.interfaces().begin(), request.interfaces().end(), [&](const auto& itf) {
+      std::string mac = Lower(itf.mac());
+      return std::any_of(nics.begin(), nics.end(), [&](const auto& nic) { return nic.first == mac; });
+    });
+    if (all_present || std::chrono::steady_clock::now() >= deadline) {
+      return nics;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 // `ip link set dev DEV up|down|mtu N|name NEW` done in this process (SIOCSIFFLAGS/SIOCSIFMTU/SIOCSIFNAME):
@@ -362,7 +382,8 @@ base::Status ApplySandboxSetup(const v1::SetupSandboxRequest& request) {
   CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic(dir + "/resolv.conf", resolv));
   CHRYS_RETURN_IF_ERROR(base::WriteFileAtomic("/etc/resolv.conf", resolv));
 
-  CHRYS_ASSIGN_OR_RETURN(auto cmds, NetworkCommands(request, ListNics()));
+  constexpr auto kHotpluggedNicWait = std::chrono::seconds(20);
+  CHRYS_ASSIGN_OR_RETURN(auto cmds, NetworkCommands(request, WaitForNics(request, kHotpluggedNicWait)));
   for (const auto& cmd : cmds) {
     CHRYS_RETURN_IF_ERROR(RunIp(cmd));
   }

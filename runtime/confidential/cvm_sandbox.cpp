@@ -274,6 +274,16 @@ Status CvmVmm::UnplugDisk(const std::string& serial, std::chrono::milliseconds) 
   return base::NotFound("no disk " + serial + " is plugged into a confidential VM");
 }
 
+Status CvmVmm::HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds) {
+  return base::MakeError(base::ErrorCode::kUnimplemented,
+                         "NIC " + nic.guest_mac + ": a confidential VM gets its NICs at launch (its device model is measured)");
+}
+
+Status CvmVmm::Rehome(const VmLaunchSpec& target) {
+  return base::MakeError(base::ErrorCode::kUnimplemented,
+                         "sandbox " + target.sandbox_id + ": confidential VMs are launched for their pod, never pooled");
+}
+
 Status CvmVmm::Shutdown(bool graceful, std::chrono::milliseconds timeout) {
   Status down = qemu_vmm_ ? qemu_vmm_->Shutdown(graceful, timeout) : Status::Ok();
   if (!down.ok()) {
@@ -334,6 +344,10 @@ class QemuOrCvmVmm : public Vmm {
   Status UnplugDisk(const std::string& serial, std::chrono::milliseconds timeout) override {
     return impl_ ? impl_->UnplugDisk(serial, timeout) : NotStarted();
   }
+  Status HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds timeout) override {
+    return impl_ ? impl_->HotplugNic(nic, timeout) : NotStarted();
+  }
+  Status Rehome(const VmLaunchSpec& target) override { return impl_ ? impl_->Rehome(target) : NotStarted(); }
   Status Shutdown(bool graceful, std::chrono::milliseconds timeout) override {
     return impl_ ? impl_->Shutdown(graceful, timeout) : Status::Ok();
   }

@@ -54,6 +54,8 @@ class CvmVmm : public Vmm {
   base::Status WaitReady(const ReadinessCheck& check, std::chrono::milliseconds timeout) override;
   base::Status HotplugDisk(const DiskSpec& disk, std::chrono::milliseconds timeout) override;
   base::Status UnplugDisk(const std::string& serial, std::chrono::milliseconds timeout) override;
+  base::Status HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds timeout) override;
+  base::Status Rehome(const VmLaunchSpec& target) override;
   base::Status Shutdown(bool graceful, std::chrono::milliseconds timeout) override;
   base::Status Kill() override;
   base::Result<VmInfo> Info() override;

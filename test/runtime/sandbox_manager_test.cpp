@@ -23,6 +23,9 @@ struct FakeWorld {
   bool adopt_fails = false;
   int starts = 0, kills = 0, shutdowns = 0, adopts = 0;
   std::vector<std::string> hotplugged;
+  bool nic_hotplug_fails = false;
+  int rehomes = 0;
+  std::vector<std::string> hotplugged_nics;
   std::vector<DiskSpec> boot_disks;                     // what the last Start was given
   std::map<std::string, std::string> adopted_disk_bus;  // sandbox id -> disk_hotplug_bus Adopt was given
 };
@@ -41,6 +44,7 @@ class FakeVmm : public Vmm {
     state_.binary = "/fake";
     state_.disk_hotplug_bus = kDiskBusBridge;
     state_.agent.socket_path = spec.run_dir + "/agent.sock";
+    run_dir_ = spec.run_dir;
     alive_ = true;
     return Status::Ok();
   }
@@ -60,6 +64,23 @@ class FakeVmm : public Vmm {
   }
   Status UnplugDisk(const std::string& serial, std::chrono::milliseconds) override {
     std::erase_if(state_.plugged_disks, [&](const PluggedDisk& d) { return d.serial == serial; });
+    return Status::Ok();
+  }
+  Status HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds) override {
+    if (world_->nic_hotplug_fails) {
+      return base::Internal("fake NIC hot-plug failure");
+    }
+    world_->hotplugged_nics.push_back(nic.guest_mac);
+    state_.plugged_nics.push_back({"nic", "net", 29, nic.guest_mac});
+    return Status::Ok();
+  }
+  Status Rehome(const VmLaunchSpec& target) override {
+    ++world_->rehomes;
+    if (::rename(run_dir_.c_str(), target.run_dir.c_str()) != 0) {
+      return base::SystemError("fake rehome");
+    }
+    run_dir_ = target.run_dir;
+    state_.agent.socket_path = target.run_dir + "/agent.sock";
     return Status::Ok();
   }
   Status Shutdown(bool, std::chrono::milliseconds) override {
@@ -96,6 +117,7 @@ class FakeVmm : public Vmm {
 
  private:
   FakeWorld* world_;
+  std::string run_dir_;
   VmmProcessState state_;
   bool alive_ = false;
 };
@@ -108,6 +130,7 @@ class AlwaysReady : public AgentConnector {
     return Status::Ok();
   }
   void Forget(const std::string&) override {}
+  void Rename(const std::string&, const std::string&) override {}
   int shutdowns = 0;
 };
 
@@ -272,6 +295,7 @@ TEST_F(SandboxManagerTest, RecoverAdoptsCleansAndMarksNotReady) {
       return Status::Ok();
     }
     void Forget(const std::string&) override {}
+  void Rename(const std::string&, const std::string&) override {}
   };
   auto probe = std::make_shared<FailSecond>();
   opts.agent = probe;

@@ -1,0 +1,263 @@
+// The sandbox manager's warm pool: VMs booted ahead of demand and claimed by pods (see WarmPoolOptions).
+#include <signal.h>
+#include <unistd.h>
+
+#include <random>
+
+#include "base/file_util.h"
+#include "runtime/sandbox.h"
+#include "runtime/sandbox_record.h"
+
+namespace chrys::runtime {
+
+using base::Result;
+using base::Status;
+
+namespace {
+
+std::string NewWarmId() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(rng()));
+  return std::string(kWarmIdPrefix) + std::string(hex, 12);
+}
+
+bool IsPlainQemuHandler(const std::string& handler) {
+  return handler.empty() || handler == "chrysalis" || handler == "chrysalis-qemu";
+}
+
+}  // namespace
+
+bool SandboxManager::FitsWarmPool(const SandboxRequest& request, VmmKind kind) const {
+  const WarmPoolOptions& pool = options_.warm_pool;
+  // Confidential VMs are launched from their pod's measured plan; Cloud Hypervisor VMs cannot take a NIC later.
+  return pool.size > 0 && kind == VmmKind::kQemu && IsPlainQemuHandler(request.handler) &&
+         request.extra_cmdline.empty() && request.fs_shares.size() == 1 &&
+         request.fs_shares[0].tag == pool.share_tag && !request.fs_shares[0].read_only &&
+         VcpusFor(request.resources, options_.sizing) == VcpusFor({}, options_.sizing) &&
+         MemoryMibFor(request.resources, options_.sizing) == MemoryMibFor({}, options_.sizing);
+}
+
+void SandboxManager::DiscardWarm(Sandbox& sb, const std::string& warm_id) {
+  if (options_.agent) {
+    options_.agent->Forget(sb.id);
+    options_.agent->Forget(warm_id);
+  }
+  if (sb.vmm) {
+    (void)sb.vmm->Kill();
+  }
+  for (const std::string& id : {warm_id, sb.id}) {
+    (void)base::RemoveTree(SandboxRunDir(id));
+    (void)base::RemoveTree(SandboxStateDir(id));
+  }
+  for (const auto& share : sb.spec.fs_shares) {
+    if (options_.warm_pool.release_share) {
+      (void)options_.warm_pool.release_share(share.host_dir);
+    }
+  }
+}
+
+std::optional<Result<SandboxStatus>> SandboxManager::ClaimWarm(const SandboxRequest& request, VmmKind kind) {
+  if (!FitsWarmPool(request, kind)) {
+    return std::nullopt;
+  }
+  std::shared_ptr<Sandbox> sb;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = warm_.begin(); it != warm_.end() && !sb; ++it) {
+      // A VM still booting is locked by the refill thread (which takes mu_ only after unlocking it).
+      if (it->second->mu.try_lock()) {
+        bool ready = it->second->state == SandboxState::kReady;
+        it->second->mu.unlock();
+        if (ready) {
+          sb = it->second;
+          warm_.erase(it);
+          break;
+        }
+      }
+    }
+    if (!sb) {
+      ++pool_missed_;
+      return std::nullopt;
+    }
+    if (sandboxes_.count(request.id) != 0 ||
+        ::access((SandboxStateDir(request.id) + "/sandbox.json").c_str(), F_OK) == 0) {
+      warm_[sb->id] = sb;
+      return Result<SandboxStatus>(
+          base::MakeError(base::ErrorCode::kAlreadyExists, "sandbox " + request.id + " already exists"));
+    }
+    sandboxes_[request.id] = sb;
+    ++pool_claimed_;
+  }
+  pool_cv_.notify_all();  // the refill thread boots a replacement
+  auto claim_start = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> sandbox_lock(sb->mu);
+  const std::string warm_id = sb->id;
+  auto forget_claim = [this, &request] {
+    std::lock_guard<std::mutex> lock(mu_);
+    sandboxes_.erase(request.id);
+  };
+  // A warm VM that died or cannot be moved is dropped; the pod boots its own as if the pool were empty.
+  auto fall_back = [&](const std::string& why) -> std::optional<Result<SandboxStatus>> {
+    DiscardWarm(*sb, warm_id);
+    (void)::rmdir(SandboxStateDir(request.id).c_str());
+    forget_claim();
+    std::lock_guard<std::mutex> lock(mu_);
+    pool_last_error_ = "claiming " + warm_id + " for " + request.id + ": " + why;
+    return std::nullopt;
+  };
+  if (!sb->vmm || !sb->vmm->Alive()) {
+    return fall_back("the warm VM exited");
+  }
+  VmLaunchSpec target = sb->spec;
+  target.sandbox_id = request.id;
+  target.run_dir = SandboxRunDir(request.id);
+  target.console_log_path = SandboxStateDir(request.id) + "/console.log";
+  target.netns_path = request.netns_path;
+  target.cgroup_parent = request.cgroup_parent;
+  target.cgroup_driver = request.cgroup_driver;
+  if (Status dir = base::MakeDirs(SandboxStateDir(request.id), 0700); !dir.ok()) {
+    return fall_back(dir.error().message());
+  }
+  if (Status moved = sb->vmm->Rehome(target); !moved.ok()) {
+    return fall_back(moved.error().message());
+  }
+  if (options_.agent) {
+    options_.agent->Rename(warm_id, request.id);
+  }
+  sb->id = request.id;
+  sb->handler = request.handler;
+  sb->spec = target;
+  sb->state = SandboxState::kCreating;
+  sb->error.clear();
+  sb->from_warm_pool = true;
+  // The pod's record names the VM from here on; the warm one goes. A crash in between leaves both, and Recover
+  // removes both (the half-created pod and the warm VM, killed once).
+  auto fail = [&](const base::Error& err) -> std::optional<Result<SandboxStatus>> {
+    DiscardWarm(*sb, warm_id);
+    forget_claim();
+    return Result<SandboxStatus>(err);
+  };
+  if (Status persisted = Persist(*sb); !persisted.ok()) {
+    return fail(persisted.error().Wrap("recording sandbox " + request.id));
+  }
+  (void)base::RemoveTree(SandboxStateDir(warm_id));
+  for (const auto& nic : request.interfaces) {
+    if (Status plugged = sb->vmm->HotplugNic(nic, options_.hotplug_timeout); !plugged.ok()) {
+      return fail(plugged.error().Wrap("sandbox " + request.id + " (a warm VM)"));
+    }
+  }
+  sb->spec.interfaces = request.interfaces;
+  sb->claim_time =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - claim_start);
+  sb->state = SandboxState::kReady;
+  if (Status persisted = Persist(*sb); !persisted.ok()) {
+    return fail(persisted.error().Wrap("recording sandbox " + request.id));
+  }
+  return Result<SandboxStatus>(Snapshot(*sb));
+}
+
+void SandboxManager::StartWarmPool() {
+  const WarmPoolOptions& pool = options_.warm_pool;
+  if (pool.size <= 0 || refill_.joinable()) {
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pool_stopping_ = false;
+  }
+  refill_ = std::thread([this] { RefillWarmPool(); });
+}
+
+void SandboxManager::RefillWarmPool() {
+  const WarmPoolOptions& pool = options_.warm_pool;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!pool_stopping_) {
+    if (static_cast<int>(warm_.size()) >= pool.size) {
+      pool_cv_.wait(lock);
+      continue;
+    }
+    auto sb = std::make_shared<Sandbox>();
+    sb->id = NewWarmId();
+    sb->handler = "chrysalis-qemu";
+    sb->kind = VmmKind::kQemu;
+    warm_[sb->id] = sb;
+    lock.unlock();
+
+    SandboxRequest request;
+    request.id = sb->id;
+    request.handler = sb->handler;
+    request.cgroup_parent = pool.cgroup_parent;
+    request.cgroup_driver = CgroupDriver::kCgroupfs;
+    std::string share_dir = pool.share_root + "/" + sb->id;
+    request.fs_shares.push_back({pool.share_tag, share_dir, false});
+    Status booted = Status::Ok();
+    {
+      std::lock_guard<std::mutex> sandbox_lock(sb->mu);
+      booted = pool.prepare_share ? pool.prepare_share(share_dir) : Status::Ok();
+      if (booted.ok()) {
+        booted = Boot(*sb, request, VmmKind::kQemu);  // undoes itself on failure
+        warm_booting_pid_ = 0;
+      }
+      if (!booted.ok() && pool.release_share) {
+        (void)pool.release_share(share_dir);
+      }
+    }
+
+    lock.lock();
+    if (!booted.ok()) {
+      warm_.erase(sb->id);
+      if (!pool_stopping_) {
+        pool_last_error_ = "booting warm VM " + sb->id + ": " + booted.error().message();
+        pool_cv_.wait_for(lock, pool.retry_delay, [this] { return pool_stopping_; });
+      }
+    }
+  }
+}
+
+void SandboxManager::StopWarmPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pool_stopping_ = true;
+  }
+  pool_cv_.notify_all();
+  if (refill_.joinable()) {
+    // A boot in flight ends when its VMM dies: the agent channel closes and the readiness wait fails.
+    if (pid_t pid = warm_booting_pid_.load(); pid > 0) {
+      ::kill(pid, SIGKILL);
+    }
+    refill_.join();
+  }
+  std::map<std::string, std::shared_ptr<Sandbox>> warm;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    warm.swap(warm_);
+  }
+  for (auto& [id, sb] : warm) {
+    std::lock_guard<std::mutex> sandbox_lock(sb->mu);
+    DiscardWarm(*sb, id);
+  }
+}
+
+WarmPoolStatus SandboxManager::warm_pool_status() {
+  std::lock_guard<std::mutex> lock(mu_);
+  WarmPoolStatus status;
+  status.size = options_.warm_pool.size;
+  for (const auto& [id, sb] : warm_) {
+    // A VM being booted is locked by the refill thread.
+    if (sb->mu.try_lock()) {
+      (sb->state == SandboxState::kReady ? status.ready : status.booting)++;
+      sb->mu.unlock();
+    } else {
+      status.booting++;
+    }
+  }
+  status.claimed = pool_claimed_;
+  status.missed = pool_missed_;
+  status.last_error = pool_last_error_;
+  return status;
+}
+
+}  // namespace chrys::runtime
