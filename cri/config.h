@@ -56,7 +56,7 @@ struct ImagesConfig {
 // The exec/attach/port-forward streaming server.
 struct StreamingConfig {
   std::string address = "127.0.0.1";
-  int port = 0;  // 0: an ephemeral port
+  int port = 0;               // 0: an ephemeral port
   std::string tls_cert_file;  // both set: HTTPS
   std::string tls_key_file;
   int idle_timeout_seconds = 14400;

@@ -239,9 +239,9 @@ base::Result<PodRecord> RuntimeServiceImpl::CreatePod(const v1::RunPodSandboxReq
   }
 
   phases.End("vm");
-  phases.Note(created->from_warm_pool
-                  ? fmt::format(" (a warm VM, claimed in {} ms)", created->claim_time.count())
-                  : fmt::format(" (launch {} ms, boot {} ms)", created->launch_time.count(), created->boot_time.count()));
+  phases.Note(created->from_warm_pool ? fmt::format(" (a warm VM, claimed in {} ms)", created->claim_time.count())
+                                      : fmt::format(" (launch {} ms, boot {} ms)", created->launch_time.count(),
+                                                    created->boot_time.count()));
   auto agent = backends_.agents.Get(pod.id, created->agent);
   if (!agent.ok()) {
     return agent.error();

@@ -18,11 +18,12 @@ constexpr const char* kRuntimeStateKind = "runtime";
 constexpr const char* kRuntimeStateId = "config";
 
 // Handlers served: the microVM default, forced QEMU, and the confidential disk-boot kinds.
-constexpr const char* kHandlers[] = {"chrysalis", "chrysalis-qemu", "chrysalis-cvm", "chrysalis-snp",
-                                     "chrysalis-tdx"};
+constexpr const char* kHandlers[] = {"chrysalis", "chrysalis-qemu", "chrysalis-cvm", "chrysalis-snp", "chrysalis-tdx"};
 }  // namespace
 
-const char* ChrysalisVersion() { return CHRYSALIS_VERSION; }
+const char* ChrysalisVersion() {
+  return CHRYSALIS_VERSION;
+}
 
 base::Status ValidatePodCidr(const std::string& cidr) {
   if (cidr.empty()) {

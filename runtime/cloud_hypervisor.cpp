@@ -284,8 +284,9 @@ Status CloudHypervisorVmm::HotplugNic(const NetInterfaceSpec& nic, milliseconds 
 }
 
 Status CloudHypervisorVmm::Rehome(const VmLaunchSpec& target) {
-  return base::MakeError(base::ErrorCode::kUnimplemented,
-                         "sandbox " + target.sandbox_id + ": Cloud Hypervisor VMs are launched for their pod, never pooled");
+  return base::MakeError(
+      base::ErrorCode::kUnimplemented,
+      "sandbox " + target.sandbox_id + ": Cloud Hypervisor VMs are launched for their pod, never pooled");
 }
 
 Status CloudHypervisorVmm::UnplugDisk(const std::string& serial, milliseconds timeout) {

@@ -550,19 +550,15 @@ Status QemuVmm::HotplugNic(const NetInterfaceSpec& nic, milliseconds timeout) {
     }
     fd_names.push_back(name);
   }
-  auto added = Qmp("netdev_add", {{"type", "tap"}, {"id", netdev}, {"fds", Join(fd_names, ":")}, {"vhost", false}},
-                   left());
+  auto added =
+      Qmp("netdev_add", {{"type", "tap"}, {"id", netdev}, {"fds", Join(fd_names, ":")}, {"vhost", false}}, left());
   if (!added.ok()) {
     close_names();
     return added.error().Wrap("adding the tap backend of NIC " + nic.guest_mac);
   }
   size_t queues = nic.tap_queue_fds.size();
-  json dev = {{"driver", "virtio-net-pci"},
-              {"id", device},
-              {"netdev", netdev},
-              {"mac", nic.guest_mac},
-              {"host_mtu", nic.mtu},
-              {"bus", kHotplugBridgeId},
+  json dev = {{"driver", "virtio-net-pci"},  {"id", device},        {"netdev", netdev},
+              {"mac", nic.guest_mac},        {"host_mtu", nic.mtu}, {"bus", kHotplugBridgeId},
               {"addr", BridgeSlotAddr(slot)}};
   if (queues > 1) {
     dev["mq"] = true;

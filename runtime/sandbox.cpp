@@ -127,7 +127,8 @@ VmmProcessState ProcessStateFromJson(const json& j) {
   }
   s.plugged_disks = DisksFromJson(j.value("disks", json::array()));
   for (const auto& n : j.value("nics", json::array())) {
-    s.plugged_nics.push_back({n.value("device_id", ""), n.value("netdev_id", ""), n.value("slot", -1), n.value("mac", "")});
+    s.plugged_nics.push_back(
+        {n.value("device_id", ""), n.value("netdev_id", ""), n.value("slot", -1), n.value("mac", "")});
   }
   if (s.kind == VmmKind::kQemu) {
     s.disk_hotplug_bus = j.value("disk_hotplug_bus", std::string(kDiskBusRootPorts));
@@ -214,7 +215,6 @@ Result<VmmKind> SelectVmmKind(const std::string& handler, bool ch_usable) {
   return base::InvalidArgument("unknown runtime handler \"" + handler +
                                "\" (known: chrysalis, chrysalis-qemu, chrysalis-cvm, chrysalis-snp, chrysalis-tdx)");
 }
-
 
 SandboxManager::SandboxManager(SandboxManagerOptions options) : options_(std::move(options)) {}
 

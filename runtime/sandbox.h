@@ -170,8 +170,8 @@ class SandboxManager {
   base::Result<RecoveryReport> Recover();
 
   // creating → booting → ready, or a warm VM claimed when the request fits one (see WarmPoolOptions); the status's
-  // fs_shares then name the warm VM's share directory. On failure everything is undone (VMM killed, sockets, cgroup, record removed) and
-  // the error says why (with the console tail when the guest did not come up).
+  // fs_shares then name the warm VM's share directory. On failure everything is undone (VMM killed, sockets, cgroup,
+  // record removed) and the error says why (with the console tail when the guest did not come up).
   base::Result<SandboxStatus> Create(const SandboxRequest& request);
 
   // ready → stopping → stopped: agent shutdown, power button, SIGTERM, SIGKILL (each bounded); then sockets,

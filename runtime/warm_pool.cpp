@@ -34,8 +34,8 @@ bool SandboxManager::FitsWarmPool(const SandboxRequest& request, VmmKind kind) c
   const WarmPoolOptions& pool = options_.warm_pool;
   // Confidential VMs are launched from their pod's measured plan; Cloud Hypervisor VMs cannot take a NIC later.
   return pool.size > 0 && kind == VmmKind::kQemu && IsPlainQemuHandler(request.handler) &&
-         request.extra_cmdline.empty() && request.fs_shares.size() == 1 &&
-         request.fs_shares[0].tag == pool.share_tag && !request.fs_shares[0].read_only &&
+         request.extra_cmdline.empty() && request.fs_shares.size() == 1 && request.fs_shares[0].tag == pool.share_tag &&
+         !request.fs_shares[0].read_only &&
          VcpusFor(request.resources, options_.sizing) == VcpusFor({}, options_.sizing) &&
          MemoryMibFor(request.resources, options_.sizing) == MemoryMibFor({}, options_.sizing);
 }

@@ -1,7 +1,14 @@
 // Pods and containers of a real chrysd, driven only through its CRI socket: lifecycles, exit codes, logs, ExecSync,
-// localhost between containers, volumes both ways, chrysd restarts with pods running, 10 pods at once.
+// localhost between containers, volumes both ways, chrysd restarts with pods running, 10 pods at once, a pod that
+// takes a VM from the warm pool.
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -451,6 +458,161 @@ TEST(ChrysdRestart, PodsKeepRunningAndStayUsable) {
   EXPECT_TRUE(WaitGone(vm, std::chrono::seconds(10))) << "adopted VMM " << vm << " survived StopPodSandbox";
   ASSERT_TRUE(env->RemovePod(*pod).ok());
   EXPECT_EQ(NewTraces(clean, env->Traces()), "");
+}
+
+// chrysd's warm pool as Status reports it (verbose info "config" → "warm_pool").
+nlohmann::json WarmPool(PodEnv& env) {
+  v1::StatusRequest req;
+  req.set_verbose(true);
+  v1::StatusResponse resp;
+  if (!env.runtime().Status(Ctx().get(), req, &resp).ok() || !resp.info().contains("config")) {
+    return nlohmann::json::object();
+  }
+  auto config = nlohmann::json::parse(resp.info().at("config"), nullptr, false);
+  return config.is_object() && config.contains("warm_pool") ? config["warm_pool"] : nlohmann::json::object();
+}
+
+// Waits (bounded: a warm VM boots in ~5 s under TCG) until every warm VM is booted; the last pool state.
+nlohmann::json WaitPoolFull(PodEnv& env, std::chrono::seconds timeout = std::chrono::seconds(180)) {
+  auto deadline = Clock::now() + timeout;
+  nlohmann::json pool = WarmPool(env);
+  while (Clock::now() < deadline) {
+    if (pool.value("size", -1) > 0 && pool.value("ready", 0) == pool.value("size", -1) &&
+        pool.value("booting", 1) == 0) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    pool = WarmPool(env);
+  }
+  return pool;
+}
+
+// What a TCP server at ip:port sends before closing, retried (bounded) until something answers.
+std::string ReadFromTcp(const std::string& ip, int port, std::chrono::seconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    if (::inet_pton(AF_INET, ip.c_str(), &addr.sin_addr) != 1) {
+      return "(bad address " + ip + ")";
+    }
+    base::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (fd.valid() && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      std::string got;
+      char buf[512];
+      pollfd p{fd.get(), POLLIN, 0};
+      while (::poll(&p, 1, 5000) > 0) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n <= 0) {
+          break;
+        }
+        got.append(buf, static_cast<size_t>(n));
+      }
+      if (!got.empty()) {
+        return got;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  return "";
+}
+
+// The VMM processes of chrysd whose command line names a warm VM (warm VMs keep their boot-time name).
+std::set<pid_t> WarmVmPids(PodEnv& env, const std::set<pid_t>& except = {}) {
+  std::set<pid_t> out;
+  for (pid_t pid : env.Traces().vmm_pids) {
+    auto cmdline = base::ReadFile("/proc/" + std::to_string(pid) + "/cmdline", 1 << 20);
+    if (cmdline.ok() && cmdline->find("chrys-warm-") != std::string::npos && except.count(pid) == 0) {
+      out.insert(pid);
+    }
+  }
+  return out;
+}
+
+// A pod of the default shape takes the booted warm VM: its NIC is hot-plugged (the host reaches a server in the
+// pod at the pod's CNI address), the pod's shared directory works (a volume's file reaches that server), the
+// hostname is set, and the pool boots a replacement. A crash of chrysd leaves the pod running and the warm VM is
+// not adopted; stopping chrysd ends the warm VM.
+TEST(WarmPool, APodTakesAWarmVmThatWorksLikeABootedOne) {
+  auto created = PodEnv::Create({"--set", "vmm.warm_pool_size=1"});
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  auto env = std::move(created).value();
+  nlohmann::json pool = WaitPoolFull(*env);
+  ASSERT_EQ(pool.value("ready", 0), 1) << pool.dump() << "\n" << env->chrysd().Output();
+  std::set<pid_t> warm = WarmVmPids(*env);
+  ASSERT_EQ(warm.size(), 1u);
+  pid_t warm_vm = *warm.begin();
+
+  v1::PodSandboxConfig pod_config = env->PodConfig("warm-claimed");
+  auto pod = env->RunPod(pod_config);
+  ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
+  EXPECT_EQ(VmPid(*env, *pod), warm_vm) << "the pod did not take the warm VM";
+  auto status = env->PodStatus(*pod);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  ASSERT_FALSE(status->network().ip().empty());
+  v1::PodSandboxStatusRequest verbose;
+  verbose.set_pod_sandbox_id(*pod);
+  verbose.set_verbose(true);
+  v1::PodSandboxStatusResponse verbose_resp;
+  ASSERT_TRUE(env->runtime().PodSandboxStatus(Ctx().get(), verbose, &verbose_resp).ok());
+  auto info = nlohmann::json::parse(verbose_resp.info().at("info"));
+  EXPECT_EQ(info["vm"]["fromWarmPool"], true) << info.dump();
+
+  std::string volume = env->root() + "/warm-volume";
+  ASSERT_TRUE(base::MakeDirs(volume).ok());
+  ASSERT_TRUE(base::WriteFileAtomic(volume + "/message", "through-the-warm-pods-share\n").ok());
+  auto server_config =
+      env->ContainerConfig("server", {"/bin/sh", "-c", "cat /data/message | nc -l -p 8080; exec sleep 3600"});
+  auto* mount = server_config.add_mounts();
+  mount->set_container_path("/data");
+  mount->set_host_path(volume);
+  mount->set_readonly(true);
+  std::string server = RunContainer(*env, *pod, pod_config, server_config);
+  ASSERT_FALSE(server.empty());
+  EXPECT_EQ(ReadFromTcp(status->network().ip(), 8080, std::chrono::seconds(90)), "through-the-warm-pods-share\n")
+      << "the host could not reach the pod through its hot-plugged NIC\n"
+      << LogText(env->LogPath(pod_config, server_config));
+  auto hostname_config = env->ContainerConfig("hostname", {"hostname"});
+  std::string hostname = RunContainer(*env, *pod, pod_config, hostname_config);
+  ASSERT_FALSE(hostname.empty());
+  ASSERT_TRUE(env->WaitExited(hostname).ok());
+  EXPECT_TRUE(WaitForLogLine(env->LogPath(pod_config, hostname_config), "stdout", "warm-claimed"))
+      << LogText(env->LogPath(pod_config, hostname_config));
+
+  // A replacement boots beside the pod.
+  pool = WaitPoolFull(*env);
+  EXPECT_EQ(pool.value("ready", 0), 1) << pool.dump();
+  EXPECT_EQ(pool.value("claimed", 0), 1) << pool.dump();
+  std::set<pid_t> replacement = WarmVmPids(*env, {warm_vm});
+  ASSERT_EQ(replacement.size(), 1u);
+
+  // A crash: the pod is adopted, the warm VM is not (the restarted chrysd boots its own).
+  ASSERT_TRUE(env->Restart(/*crash=*/true).ok()) << env->chrysd().Output();
+  EXPECT_TRUE(WaitGone(*replacement.begin(), std::chrono::seconds(10))) << "a warm VM survived recovery";
+  EXPECT_EQ(VmPid(*env, *pod), warm_vm);
+  v1::ExecSyncResponse resp;
+  auto exec = ExecSync(*env, server, {"cat", "/data/message"}, 30, &resp);
+  ASSERT_TRUE(exec.ok()) << exec.error_message();
+  EXPECT_EQ(resp.stdout(), "through-the-warm-pods-share\n");
+  pool = WaitPoolFull(*env);
+  ASSERT_EQ(pool.value("ready", 0), 1) << pool.dump();
+  std::set<pid_t> after_crash = WarmVmPids(*env, {warm_vm});
+  ASSERT_EQ(after_crash.size(), 1u);
+
+  ASSERT_TRUE(env->StopPod(*pod).ok());
+  EXPECT_TRUE(WaitGone(warm_vm, std::chrono::seconds(10))) << "the claimed VM survived StopPodSandbox";
+  ASSERT_TRUE(env->RemovePod(*pod).ok());
+  HostTraces left = env->Traces();
+  EXPECT_TRUE(left.netns.empty());
+  EXPECT_EQ(left.vmm_pids, after_crash) << "only the warm VM may run";
+  for (const auto& m : left.mounts) {
+    EXPECT_NE(m.find("/pods/warm-"), std::string::npos) << "a mount outlived its pod: " << m;
+  }
+  // Stopping chrysd ends the warm VM and releases its share.
+  EXPECT_EQ(env->chrysd().Stop(), 0);
+  EXPECT_TRUE(WaitGone(*after_crash.begin(), std::chrono::seconds(10))) << "a warm VM outlived chrysd";
+  EXPECT_TRUE(env->Traces().mounts.empty());
 }
 
 // Ten pods started at once, each running a container: all ready with distinct addresses, all logs right, all gone

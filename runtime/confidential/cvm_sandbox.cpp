@@ -275,13 +275,15 @@ Status CvmVmm::UnplugDisk(const std::string& serial, std::chrono::milliseconds) 
 }
 
 Status CvmVmm::HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds) {
-  return base::MakeError(base::ErrorCode::kUnimplemented,
-                         "NIC " + nic.guest_mac + ": a confidential VM gets its NICs at launch (its device model is measured)");
+  return base::MakeError(
+      base::ErrorCode::kUnimplemented,
+      "NIC " + nic.guest_mac + ": a confidential VM gets its NICs at launch (its device model is measured)");
 }
 
 Status CvmVmm::Rehome(const VmLaunchSpec& target) {
-  return base::MakeError(base::ErrorCode::kUnimplemented,
-                         "sandbox " + target.sandbox_id + ": confidential VMs are launched for their pod, never pooled");
+  return base::MakeError(
+      base::ErrorCode::kUnimplemented,
+      "sandbox " + target.sandbox_id + ": confidential VMs are launched for their pod, never pooled");
 }
 
 Status CvmVmm::Shutdown(bool graceful, std::chrono::milliseconds timeout) {

@@ -1,10 +1,15 @@
 // SandboxManager's state machine and records against a scripted in-memory Vmm: no QEMU, no root.
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "base/file_util.h"
 #include "runtime/sandbox.h"
@@ -295,7 +300,7 @@ TEST_F(SandboxManagerTest, RecoverAdoptsCleansAndMarksNotReady) {
       return Status::Ok();
     }
     void Forget(const std::string&) override {}
-  void Rename(const std::string&, const std::string&) override {}
+    void Rename(const std::string&, const std::string&) override {}
   };
   auto probe = std::make_shared<FailSecond>();
   opts.agent = probe;
@@ -332,6 +337,227 @@ TEST_F(SandboxManagerTest, RecoveredVmsKeepTheirDiskHotplugLayout) {
   ASSERT_TRUE(m2.Recover().ok());
   EXPECT_EQ(world_.adopted_disk_bus["current"], kDiskBusBridge);
   EXPECT_EQ(world_.adopted_disk_bus["older"], kDiskBusRootPorts);
+}
+
+// The warm pool's fixture: shares are plain directories whose preparation and release are counted.
+class WarmPoolTest : public SandboxManagerTest {
+ protected:
+  SandboxManagerOptions PoolOptions(int size) {
+    SandboxManagerOptions o = Options();
+    o.warm_pool.size = size;
+    o.warm_pool.share_tag = "chrys-pod";
+    o.warm_pool.share_root = root_ + "/shares";
+    o.warm_pool.retry_delay = 10ms;
+    o.warm_pool.prepare_share = [this](const std::string& dir) {
+      std::lock_guard<std::mutex> lock(shares_mu_);
+      prepared_.push_back(dir);
+      return base::MakeDirs(dir);
+    };
+    o.warm_pool.release_share = [this](const std::string& dir) {
+      std::lock_guard<std::mutex> lock(shares_mu_);
+      released_.push_back(dir);
+      return base::RemoveTree(dir);
+    };
+    return o;
+  }
+  // A pod of the default shape (no pod-level limits) with one NIC and the pod share.
+  SandboxRequest PodRequest(const std::string& id) {
+    SandboxRequest r;
+    r.id = id;
+    r.handler = "chrysalis";
+    r.fs_shares.push_back({"chrys-pod", root_ + "/pods/" + id, false});
+    EXPECT_TRUE(base::MakeDirs(r.fs_shares[0].host_dir).ok());  // the caller prepares it, as cri does
+    NetInterfaceSpec nic;
+    nic.tap_queue_fds = {0};
+    nic.guest_mac = "02:00:00:00:00:01";
+    r.interfaces.push_back(nic);
+    return r;
+  }
+  static bool WaitFor(const std::function<bool()>& done) {
+    for (int i = 0; i < 500; ++i) {
+      if (done()) {
+        return true;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return done();
+  }
+  static bool PoolFull(SandboxManager& m) {
+    return WaitFor([&m] {
+      auto s = m.warm_pool_status();
+      return s.ready == s.size && s.booting == 0;
+    });
+  }
+  std::vector<std::string> Entries(const std::string& dir) {
+    std::vector<std::string> out;
+    if (DIR* d = ::opendir(dir.c_str())) {
+      while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] != '.') {
+          out.emplace_back(e->d_name);
+        }
+      }
+      ::closedir(d);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::vector<std::string> Released() {
+    std::lock_guard<std::mutex> lock(shares_mu_);
+    return released_;
+  }
+
+  std::mutex shares_mu_;
+  std::vector<std::string> prepared_;
+  std::vector<std::string> released_;
+};
+
+TEST_F(WarmPoolTest, AFittingPodClaimsAWarmVmAndThePoolRefills) {
+  SandboxManager m(PoolOptions(1));
+  ASSERT_TRUE(m.Recover().ok());
+  m.StartWarmPool();
+  ASSERT_TRUE(PoolFull(m));
+  std::vector<std::string> warm_ids = Entries(root_ + "/state");
+  ASSERT_EQ(warm_ids.size(), 1u);
+  const std::string warm_id = warm_ids[0];
+  EXPECT_EQ(warm_id.rfind(kWarmIdPrefix, 0), 0u) << warm_id;
+  EXPECT_TRUE(m.List().empty()) << "warm VMs are nobody's sandboxes";
+
+  auto created = m.Create(PodRequest("pod1"));
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  EXPECT_TRUE(created->from_warm_pool);
+  EXPECT_EQ(created->state, SandboxState::kReady);
+  // The warm VM's share is served, not the one requested: the caller takes it over.
+  ASSERT_EQ(created->fs_shares.size(), 1u);
+  EXPECT_EQ(created->fs_shares[0].host_dir, root_ + "/shares/" + warm_id);
+  EXPECT_EQ(created->agent.socket_path, root_ + "/run/pod1/agent.sock");
+  EXPECT_EQ(world_.rehomes, 1);
+  EXPECT_EQ(world_.hotplugged_nics, std::vector<std::string>{"02:00:00:00:00:01"});
+  auto rec = Record("pod1");
+  EXPECT_EQ(rec["id"], "pod1");
+  EXPECT_EQ(rec["state"], "ready");
+  EXPECT_EQ(rec["spec"]["run_dir"], root_ + "/run/pod1");
+  EXPECT_EQ(rec["spec"]["console"], root_ + "/state/pod1/console.log");
+  EXPECT_EQ(rec["process"]["nics"][0]["mac"], "02:00:00:00:00:01");
+  EXPECT_NE(::access((root_ + "/state/" + warm_id).c_str(), F_OK), 0) << "the warm record goes";
+  EXPECT_EQ(::access((root_ + "/run/pod1").c_str(), F_OK), 0) << "the run dir was renamed";
+
+  // A replacement boots; the pod is an ordinary sandbox from here on.
+  ASSERT_TRUE(PoolFull(m));
+  auto status = m.warm_pool_status();
+  EXPECT_EQ(status.claimed, 1u);
+  EXPECT_EQ(status.missed, 0u);
+  EXPECT_EQ(world_.starts, 2);
+  ASSERT_EQ(m.List().size(), 1u);
+  ASSERT_TRUE(m.Stop("pod1").ok());
+  ASSERT_TRUE(m.Remove("pod1").ok());
+  EXPECT_TRUE(Released().empty()) << "the pod's share is its owner's to release";
+
+  m.StopWarmPool();
+  EXPECT_TRUE(Entries(root_ + "/state").empty());
+  EXPECT_TRUE(Entries(root_ + "/run").empty());
+  EXPECT_EQ(Released().size(), 1u) << "the replacement's share";
+  EXPECT_TRUE(Entries(root_ + "/shares").size() == 1u && Entries(root_ + "/shares")[0] == warm_id)
+      << "only the claimed share is left, for its pod";
+}
+
+TEST_F(WarmPoolTest, PodsThatDoNotFitBootTheirOwnVm) {
+  SandboxManager m(PoolOptions(1));
+  ASSERT_TRUE(m.Recover().ok());
+  m.StartWarmPool();
+  ASSERT_TRUE(PoolFull(m));
+  SandboxRequest limited = PodRequest("limited");
+  limited.resources.cpu_millis = 2500;  // another shape
+  SandboxRequest confidential = PodRequest("cvm");
+  confidential.handler = "chrysalis-snp";
+  SandboxRequest read_only_share = PodRequest("ro");
+  read_only_share.fs_shares[0].read_only = true;
+  SandboxRequest no_nic = PodRequest("plain");
+  no_nic.interfaces.clear();
+  no_nic.extra_cmdline = "debug";
+  for (const auto& request : {limited, confidential, read_only_share, no_nic}) {
+    auto created = m.Create(request);
+    ASSERT_TRUE(created.ok()) << request.id << ": " << created.error().message();
+    EXPECT_FALSE(created->from_warm_pool) << request.id;
+    EXPECT_EQ(created->fs_shares[0].host_dir, request.fs_shares[0].host_dir) << request.id;
+  }
+  auto status = m.warm_pool_status();
+  EXPECT_EQ(status.ready, 1);
+  EXPECT_EQ(status.claimed, 0u);
+  EXPECT_EQ(world_.rehomes, 0);
+
+  // The pool's own ids are not for pods, and a refusal leaves nothing.
+  auto reserved = m.Create(PodRequest("warm-123"));
+  ASSERT_FALSE(reserved.ok());
+  EXPECT_EQ(reserved.error().code(), base::ErrorCode::kInvalidArgument);
+  EXPECT_NE(reserved.error().message().find("warm-"), std::string::npos) << reserved.error().message();
+  EXPECT_EQ(Entries(root_ + "/state").size(), 5u) << "4 pods and the warm VM";
+}
+
+TEST_F(WarmPoolTest, AnEmptyPoolIsAMissAndThePodBoots) {
+  SandboxManager m(PoolOptions(1));
+  ASSERT_TRUE(m.Recover().ok());
+  // No StartWarmPool: nothing is warm.
+  auto created = m.Create(PodRequest("pod1"));
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  EXPECT_FALSE(created->from_warm_pool);
+  EXPECT_EQ(m.warm_pool_status().missed, 1u);
+}
+
+TEST_F(WarmPoolTest, AFailedClaimUndoesEverythingAndLeavesTheRequestedIdFree) {
+  SandboxManager m(PoolOptions(1));
+  ASSERT_TRUE(m.Recover().ok());
+  m.StartWarmPool();
+  ASSERT_TRUE(PoolFull(m));
+  const std::string warm_id = Entries(root_ + "/state")[0];
+  world_.nic_hotplug_fails = true;
+  auto created = m.Create(PodRequest("pod1"));
+  ASSERT_FALSE(created.ok());
+  EXPECT_NE(created.error().message().find("fake NIC hot-plug failure"), std::string::npos)
+      << created.error().message();
+  EXPECT_NE(::access((root_ + "/state/pod1").c_str(), F_OK), 0);
+  EXPECT_NE(::access((root_ + "/run/pod1").c_str(), F_OK), 0);
+  EXPECT_NE(::access((root_ + "/state/" + warm_id).c_str(), F_OK), 0);
+  auto released = Released();
+  EXPECT_NE(std::find(released.begin(), released.end(), root_ + "/shares/" + warm_id), released.end())
+      << "the claimed VM's share is released: no pod owns it";
+  EXPECT_GE(world_.kills, 1);
+  EXPECT_FALSE(m.Inspect("pod1").ok());
+  world_.nic_hotplug_fails = false;
+  ASSERT_TRUE(PoolFull(m));
+  auto again = m.Create(PodRequest("pod1"));
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_TRUE(again->from_warm_pool);
+}
+
+TEST_F(WarmPoolTest, ARestartedManagerRemovesWarmVmsLeftByACrash) {
+  std::string warm_id;
+  std::string record;
+  {
+    SandboxManager m(PoolOptions(1));
+    ASSERT_TRUE(m.Recover().ok());
+    m.StartWarmPool();
+    ASSERT_TRUE(PoolFull(m));
+    warm_id = Entries(root_ + "/state")[0];
+    record = *base::ReadFile(root_ + "/state/" + warm_id + "/sandbox.json");
+  }
+  // The destructor killed it; a crash would have left the record and the share behind.
+  ASSERT_TRUE(base::MakeDirs(root_ + "/state/" + warm_id).ok());
+  ASSERT_TRUE(base::WriteFileAtomic(root_ + "/state/" + warm_id + "/sandbox.json", record).ok());
+  ASSERT_TRUE(base::MakeDirs(root_ + "/shares/" + warm_id).ok());
+  {
+    std::lock_guard<std::mutex> lock(shares_mu_);
+    released_.clear();
+  }
+  int kills_before = world_.kills;
+  SandboxManager m2(PoolOptions(0));
+  auto report = m2.Recover();
+  ASSERT_TRUE(report.ok()) << report.error().message();
+  EXPECT_EQ(report->cleaned_up, std::vector<std::string>{warm_id});
+  EXPECT_TRUE(report->adopted.empty());
+  EXPECT_EQ(world_.kills, kills_before + 1);
+  EXPECT_NE(::access((root_ + "/state/" + warm_id).c_str(), F_OK), 0);
+  EXPECT_EQ(Released(), std::vector<std::string>{root_ + "/shares/" + warm_id});
+  EXPECT_TRUE(m2.List().empty());
 }
 
 }  // namespace
