@@ -7,6 +7,10 @@
 //   - p50/p99 of ListContainers, ContainerStatus and ListPodSandbox with those pods × containers per pod, right
 //     after the last pod started and again once the host has gone quiet, each with the host's CPU use meanwhile.
 // Prints a table and one JSON line. Flags: --serial N --parallel N --containers N --rpc-iterations N --bare-every N
+// --warm-pool N. With --warm-pool N (0..64, default 0: no pool) chrysd keeps N VMs booted (vmm.warm_pool_size) and
+// the bench waits for a full pool before each serial pod, each bare boot and each at-once phase, so a pod meets a node
+// whose pool refilled since the last start and no refill boot runs beside a bare one; it counts the pods that claimed
+// a warm VM (pods started at once beyond N boot cold).
 #include <signal.h>
 #include <unistd.h>
 
@@ -41,6 +45,7 @@ struct Options {
   int containers = 3;
   int rpc_iterations = 1000;
   int bare_every = 5;  // one bare boot before every Nth serial pod
+  int warm_pool = 0;   // chrysd's vmm.warm_pool_size; 0: no pool, the output is as without the flag
 };
 
 double Ms(Clock::duration d) {
@@ -296,16 +301,68 @@ void RemovePods(PodEnv& env, const std::vector<std::string>& ids) {
   }
 }
 
-pid_t VmPidOf(PodEnv& env, const std::string& pod_id) {
+// The "vm" object of the pod's verbose PodSandboxStatus info; empty when there is none or the call failed.
+json VmInfoOf(PodEnv& env, const std::string& pod_id) {
   v1::PodSandboxStatusRequest req;
   req.set_pod_sandbox_id(pod_id);
   req.set_verbose(true);
   v1::PodSandboxStatusResponse resp;
   if (!env.runtime().PodSandboxStatus(Ctx().get(), req, &resp).ok() || !resp.info().contains("info")) {
-    return -1;
+    return json::object();
   }
   auto info = json::parse(resp.info().at("info"), nullptr, false);
-  return info.contains("vm") ? info["vm"].value("pid", -1) : -1;
+  return info.is_object() && info.contains("vm") && info["vm"].is_object() ? info["vm"] : json::object();
+}
+
+pid_t VmPidOf(PodEnv& env, const std::string& pod_id) {
+  return VmInfoOf(env, pod_id).value("pid", -1);
+}
+
+bool FromWarmPool(PodEnv& env, const std::string& pod_id) {
+  return VmInfoOf(env, pod_id).value("fromWarmPool", false);
+}
+
+// Polls chrysd's verbose Status every 200 ms until its warm pool holds `size` ready VMs and boots none, at most
+// max(180 s, 30 s per VM). Returns how long it waited, in ms; on timeout the error quotes the pool's last_error.
+base::Result<double> WaitForFullWarmPool(PodEnv& env, int size) {
+  auto start = Clock::now();
+  auto deadline = start + std::max<Clock::duration>(std::chrono::seconds(180), size * std::chrono::seconds(30));
+  json pool;
+  while (true) {
+    v1::StatusRequest req;
+    req.set_verbose(true);
+    v1::StatusResponse resp;
+    auto status = env.runtime().Status(Ctx(std::chrono::seconds(30)).get(), req, &resp);
+    if (!status.ok()) {
+      return cri::CriClient::CallError("Status", status);
+    }
+    if (!resp.info().contains("config")) {
+      return base::Internal("verbose Status has no \"config\" info");
+    }
+    auto config = json::parse(resp.info().at("config"), nullptr, false);
+    if (!config.is_object() || !config.contains("warm_pool") || !config["warm_pool"].is_object()) {
+      return base::Internal("verbose Status info has no warm_pool object");
+    }
+    pool = config["warm_pool"];
+    if (pool.value("ready", -1) == size && pool.value("booting", -1) == 0) {
+      return Ms(Clock::now() - start);
+    }
+    if (Clock::now() >= deadline) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  std::string last_error = pool.value("last_error", "");
+  std::string message = "the warm pool did not fill (" + std::to_string(size) + " ready, none booting) in ";
+  message.append(std::to_string(std::lround(Ms(Clock::now() - start) / 1000)))
+      .append(" s: ready ")
+      .append(std::to_string(pool.value("ready", -1)))
+      .append(", booting ")
+      .append(std::to_string(pool.value("booting", -1)))
+      .append(", last_error '")
+      .append(last_error.empty() ? "none" : last_error)
+      .append("'");
+  return base::DeadlineExceeded(message);
 }
 
 // Share of all host CPUs busy (not idle or iowait) between two /proc/stat readings, in percent.
@@ -406,11 +463,12 @@ json RpcJson(const RpcLatency& r) {
           {"host_busy_percent", r.host_busy_percent}};
 }
 
-int ParseCount(const char* flag, const char* value) {
+int ParseCount(const char* flag, const char* value, long min = 1, long max = 1000000) {
   char* end = nullptr;
   long n = std::strtol(value, &end, 10);
-  if (*end != '\0' || n < 1 || n > 1000000) {
-    Die(std::string(flag) + " takes a positive number, got '" + value + "'");
+  if (*end != '\0' || n < min || n > max) {
+    Die(std::string(flag) + (min == 1 ? " takes a positive number" : " takes a number from " + std::to_string(min)) +
+        (max == 1000000 ? "" : " to " + std::to_string(max)) + ", got '" + value + "'");
   }
   return static_cast<int>(n);
 }
@@ -437,15 +495,22 @@ int Main(int argc, char** argv) {
       o.rpc_iterations = ParseCount("--rpc-iterations", next());
     } else if (arg == "--bare-every") {
       o.bare_every = ParseCount("--bare-every", next());
+    } else if (arg == "--warm-pool") {
+      o.warm_pool = ParseCount("--warm-pool", next(), 0, 64);
     } else {
       std::fprintf(stderr,
                    "usage: pod_bench [--serial N (20)] [--parallel N (10)] [--containers N per serial pod (3)]\n"
-                   "                 [--rpc-iterations N (1000)] [--bare-every N serial pods (5)]\n");
+                   "                 [--rpc-iterations N (1000)] [--bare-every N serial pods (5)]\n"
+                   "                 [--warm-pool N chrysd's vmm.warm_pool_size, 0..64 (0)]\n");
       return 2;
     }
   }
 
-  auto env = PodEnv::Create();
+  std::vector<std::string> chrysd_args;
+  if (o.warm_pool > 0) {
+    chrysd_args = {"--set", "vmm.warm_pool_size=" + std::to_string(o.warm_pool)};
+  }
+  auto env = PodEnv::Create(chrysd_args);
   if (!env.ok()) {
     std::fprintf(stderr, "pod_bench: environment: %s\n", env.error().message().c_str());
     return 1;
@@ -461,6 +526,16 @@ int Main(int argc, char** argv) {
 }
 
 base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods) {
+  // With a warm pool: wait until it is full (no refill boot running). `what` names the phase for the log.
+  auto full_pool = [&](const std::string& what) -> base::Status {
+    if (o.warm_pool == 0) {
+      return base::Status::Ok();
+    }
+    CHRYS_ASSIGN_OR_RETURN(double waited, WaitForFullWarmPool(env, o.warm_pool));
+    std::fprintf(stderr, "warm pool full (%d) before %s after %.0f ms\n", o.warm_pool, what.c_str(), waited);
+    return base::Status::Ok();
+  };
+  CHRYS_RETURN_IF_ERROR(full_pool("the serial pods"));
   pid_t chrysd = env.chrysd().pid();
   long idle_rss = StatusKib(chrysd, "VmRSS");
   std::string work = env.root() + "/bench";
@@ -470,18 +545,26 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   std::vector<PodTiming> serial;
   std::vector<double> bare_serial;
   std::vector<int> bare_paired_pod;  // the serial pod each bare boot ran beside (same background load)
+  std::vector<bool> serial_warm;     // per serial pod: its VM came from the warm pool (only with --warm-pool)
   std::unique_ptr<BareBoot> bare;
   for (int i = 0; i < o.serial; ++i) {
     if (bare && i % o.bare_every == 0) {
+      CHRYS_RETURN_IF_ERROR(full_pool("bare boot " + std::to_string(bare_serial.size())));
       CHRYS_ASSIGN_OR_RETURN(std::vector<double> one, bare->Run(1));
       bare_serial.push_back(one[0]);
       bare_paired_pod.push_back(i);
     }
+    CHRYS_RETURN_IF_ERROR(full_pool("serial pod " + std::to_string(i)));
     pods.emplace_back();
     CHRYS_ASSIGN_OR_RETURN(PodTiming timing, RunOnePod(env, "serial-" + std::to_string(i), o.containers, &pods.back()));
     serial.push_back(std::move(timing));
-    std::fprintf(stderr, "serial pod %d: ready %.0f ms, running %.0f ms, first log line %.0f ms\n", i,
-                 serial.back().ready_ms, serial.back().running_ms, serial.back().log_ms);
+    std::string source;
+    if (o.warm_pool > 0) {
+      serial_warm.push_back(FromWarmPool(env, serial.back().pod_id));
+      source = serial_warm.back() ? ", warm VM" : ", booted its VM";
+    }
+    std::fprintf(stderr, "serial pod %d: ready %.0f ms, running %.0f ms, first log line %.0f ms%s\n", i,
+                 serial.back().ready_ms, serial.back().running_ms, serial.back().log_ms, source.c_str());
     if (!bare) {
       // The first pod tells the VM shape; its first bare boot follows it directly.
       VmShape shape;
@@ -495,6 +578,7 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       }
       bare = std::make_unique<BareBoot>(CHRYS_GUEST_IMAGE_DIR, shape, work);
       CHRYS_RETURN_IF_ERROR(bare->Load());
+      CHRYS_RETURN_IF_ERROR(full_pool("bare boot 0"));
       CHRYS_ASSIGN_OR_RETURN(std::vector<double> one, bare->Run(1));
       bare_serial.push_back(one[0]);
       bare_paired_pod.push_back(0);
@@ -518,6 +602,7 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   pods.clear();
 
   // --- pods all at once, then bare VMs all at once ---
+  CHRYS_RETURN_IF_ERROR(full_pool("the pods at once"));
   auto parallel_start = Clock::now();
   std::vector<std::future<base::Result<PodTiming>>> runs;
   runs.reserve(o.parallel);
@@ -540,8 +625,15 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   double parallel_wall = Ms(Clock::now() - parallel_start);
   pods = parallel_ids;
   CHRYS_RETURN_IF_ERROR(std::move(parallel_status));
+  std::vector<bool> parallel_warm;  // per pod started at once, as `parallel` (only with --warm-pool)
+  if (o.warm_pool > 0) {
+    for (const auto& p : parallel) {
+      parallel_warm.push_back(FromWarmPool(env, p.pod_id));
+    }
+  }
   RemovePods(env, pods);
   pods.clear();
+  CHRYS_RETURN_IF_ERROR(full_pool("the bare boots at once"));
   auto bare_parallel_start = Clock::now();
   CHRYS_ASSIGN_OR_RETURN(std::vector<double> bare_parallel, bare->Run(o.parallel));
   double bare_parallel_wall = Ms(Clock::now() - bare_parallel_start);
@@ -569,10 +661,17 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
     paired_delta.push_back(serial[bare_paired_pod[b]].log_ms - bare_serial[b]);
   }
 
+  std::string pool_note = o.warm_pool > 0 ? " (warm pool " + std::to_string(o.warm_pool) + ")" : "";
   std::printf(
-      "\npod_bench: %d pods one after another (kept running), %d at once; accel from the pod VM's command "
+      "\npod_bench%s: %d pods one after another (kept running), %d at once; accel from the pod VM's command "
       "line; bare = qemu-system-x86_64 to '%s'\n\n",
-      o.serial, o.parallel, BareBoot::kMarker);
+      pool_note.c_str(), o.serial, o.parallel, BareBoot::kMarker);
+  auto count_warm = [](const std::vector<bool>& v) { return std::count(v.begin(), v.end(), true); };
+  if (o.warm_pool > 0) {
+    std::printf("warm pool: %d VMs; serial pods that claimed a warm VM: %ld of %zu; at once: %ld of %zu\n\n",
+                o.warm_pool, static_cast<long>(count_warm(serial_warm)), serial_warm.size(),
+                static_cast<long>(count_warm(parallel_warm)), parallel_warm.size());
+  }
   std::printf("%-52s %12s %12s %8s %10s\n", "metric", "chrysalis", "bare qemu", "ratio", "delta");
   auto row = [](const char* name, double ours, double peer) {
     std::printf("%-52s %12.0f %12.0f %8.2f %10.0f\n", name, ours, peer, peer > 0 ? ours / peer : 0, ours - peer);
@@ -635,6 +734,11 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       {"rpc_settled", RpcJson(rpc_settled)},
       {"rpc_settle_wait_ms", settle_ms},
   };
+  if (o.warm_pool > 0) {
+    out["warm_pool_size"] = o.warm_pool;
+    out["serial_from_warm_pool"] = serial_warm;  // per pod, in the order of serial_ready_ms
+    out["parallel_from_warm_pool"] = parallel_warm;
+  }
   std::printf("\n%s\n", out.dump().c_str());
   return base::Status::Ok();
 }
