@@ -92,6 +92,8 @@ struct WarmPoolOptions {
   std::string cgroup_parent = "chrysalis-warm";
   // Pause after a warm VM failed to boot, before the next try.
   std::chrono::milliseconds retry_delay{std::chrono::seconds(10)};
+  // How often a full pool looks for warm VMs that died (they are replaced, instead of failing a claim later).
+  std::chrono::milliseconds health_check_interval{std::chrono::seconds(30)};
 };
 
 // What the pool holds and has done, for status and benchmarks.

@@ -176,7 +176,29 @@ void SandboxManager::RefillWarmPool() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!pool_stopping_) {
     if (static_cast<int>(warm_.size()) >= pool.size) {
-      pool_cv_.wait(lock);
+      pool_cv_.wait_for(lock, pool.health_check_interval);
+      // Warm VMs that died are dropped here, and replaced on the next turn.
+      std::vector<std::shared_ptr<Sandbox>> dead;
+      for (auto it = warm_.begin(); it != warm_.end();) {
+        bool gone = false;
+        if (it->second->mu.try_lock()) {
+          gone = it->second->state == SandboxState::kReady && (!it->second->vmm || !it->second->vmm->Alive());
+          it->second->mu.unlock();
+        }
+        if (gone) {
+          pool_last_error_ = "warm VM " + it->first + " exited while it waited";
+          dead.push_back(it->second);
+          it = warm_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      lock.unlock();
+      for (auto& sb : dead) {
+        std::lock_guard<std::mutex> sandbox_lock(sb->mu);
+        DiscardWarm(*sb, sb->id);
+      }
+      lock.lock();
       continue;
     }
     auto sb = std::make_shared<Sandbox>();

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -29,6 +30,7 @@ struct FakeWorld {
   int starts = 0, kills = 0, shutdowns = 0, adopts = 0;
   std::vector<std::string> hotplugged;
   bool nic_hotplug_fails = false;
+  std::atomic<bool> vms_died{false};  // every VM's process is gone (read by the warm pool's thread)
   int rehomes = 0;
   std::vector<std::string> hotplugged_nics;
   std::vector<DiskSpec> boot_disks;                     // what the last Start was given
@@ -113,7 +115,7 @@ class FakeVmm : public Vmm {
     alive_ = true;
     return Status::Ok();
   }
-  bool Alive() const override { return alive_; }
+  bool Alive() const override { return alive_ && !world_->vms_died; }
   const VmmProcessState& process_state() const override { return state_; }
   AgentEndpoint agent_endpoint() const override { return state_.agent; }
   Result<std::vector<std::string>> CommandLine(const VmLaunchSpec&) const override {
@@ -348,6 +350,7 @@ class WarmPoolTest : public SandboxManagerTest {
     o.warm_pool.share_tag = "chrys-pod";
     o.warm_pool.share_root = root_ + "/shares";
     o.warm_pool.retry_delay = 10ms;
+    o.warm_pool.health_check_interval = 10ms;
     o.warm_pool.prepare_share = [this](const std::string& dir) {
       std::lock_guard<std::mutex> lock(shares_mu_);
       prepared_.push_back(dir);
@@ -527,6 +530,24 @@ TEST_F(WarmPoolTest, AFailedClaimUndoesEverythingAndLeavesTheRequestedIdFree) {
   auto again = m.Create(PodRequest("pod1"));
   ASSERT_TRUE(again.ok()) << again.error().message();
   EXPECT_TRUE(again->from_warm_pool);
+}
+
+TEST_F(WarmPoolTest, AWarmVmThatDiesWhileWaitingIsReplaced) {
+  SandboxManager m(PoolOptions(1));
+  ASSERT_TRUE(m.Recover().ok());
+  m.StartWarmPool();
+  ASSERT_TRUE(PoolFull(m));
+  const std::string first = Entries(root_ + "/state")[0];
+  world_.vms_died = true;
+  ASSERT_TRUE(WaitFor([&] { return m.warm_pool_status().last_error.find("exited") != std::string::npos; }));
+  world_.vms_died = false;
+  ASSERT_TRUE(WaitFor([&] {
+    auto entries = Entries(root_ + "/state");
+    return entries.size() == 1 && entries[0] != first && m.warm_pool_status().ready == 1;
+  }));
+  EXPECT_NE(::access((root_ + "/state/" + first).c_str(), F_OK), 0);
+  auto released = Released();
+  EXPECT_NE(std::find(released.begin(), released.end(), root_ + "/shares/" + first), released.end());
 }
 
 TEST_F(WarmPoolTest, ARestartedManagerRemovesWarmVmsLeftByACrash) {
