@@ -543,6 +543,14 @@ int Debug(CriClient& client, const std::vector<std::string>& args) {
             << vm.value("vmm", "?") << " pid " << pid << (netns.empty() ? "" : ", netns " + netns) << "\n"
             << "# command line as running, from " << source << ":\n"
             << FormatCommandLine(argv, prefix);
+  if (vm.value("fromWarmPool", false)) {
+    std::cout << "#\n# This VM was booted ahead of the pod (vmm.warm_pool_size): the command line keeps the warm VM's\n"
+                 "# names and has no NIC. Claiming it renamed its run dir to the pod's and hot-plugged the pod's NIC\n"
+                 "# (netdev_add tap + device_add virtio-net-pci on bridge hpbr0); to boot it by hand, add\n"
+                 "# -netdev tap,id=net0,ifname=TAP,script=no,downscript=no -device virtio-net-pci,netdev=net0,mac=MAC\n"
+                 "# with the pod's tap and MAC (ip -n " +
+                     (netns_name.empty() ? std::string("<netns>") : netns_name) + " link).\n";
+  }
   if (!fds.empty()) {
     std::cout << "#\n# inherited fds (opened by chrysd, passed to the VMM at start):\n";
     for (const auto& note : fd_notes) {
