@@ -47,7 +47,9 @@ base::Status ValidatePodCidr(const std::string& cidr) {
     } else if (::inet_pton(AF_INET6, address.c_str(), buf) == 1) {
       max_prefix = 128;
     } else {
-      return base::InvalidArgument("pod_cidr '" + part + "': '" + address + "' is not an IPv4 or IPv6 address");
+      std::string what = "pod_cidr '" + part;
+      what.append("': '").append(address).append("' is not an IPv4 or IPv6 address");
+      return base::InvalidArgument(what);
     }
     if (prefix.empty() || prefix.size() > 3 || prefix.find_first_not_of("0123456789") != std::string::npos ||
         std::stoi(prefix) > max_prefix) {

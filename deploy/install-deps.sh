@@ -10,7 +10,7 @@ fi
 
 build_pkgs=(
   build-essential cmake ninja-build pkg-config git
-  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev libabsl-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev
   libnl-3-dev libnl-route-3-dev
   libcurl4-openssl-dev libssl-dev

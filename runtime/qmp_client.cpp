@@ -193,7 +193,9 @@ Result<json> QmpClient::ExecuteWithFd(const std::string& command, const json& ar
       const json& e = msg["error"];
       std::string cls = e.value("class", std::string("GenericError"));
       std::string desc = e.value("desc", std::string("(no description)"));
-      return base::Internal("QMP " + command + " failed: " + cls + ": " + desc);
+      std::string what = "QMP " + command;
+      what.append(" failed: ").append(cls).append(": ").append(desc);
+      return base::Internal(what);
     }
     Drop();
     return base::Internal("QMP reply to " + command + " has neither return nor error: " + msg.dump().substr(0, 200));

@@ -321,9 +321,8 @@ Result<SandboxStatus> SandboxManager::Create(const SandboxRequest& request) {
   return Snapshot(*sb);
 }
 
-Status SandboxManager::Boot(Sandbox& sandbox, const SandboxRequest& request, VmmKind kind) {
-  Sandbox* sb = &sandbox;
-  VmLaunchSpec& spec = sb->spec;
+Status SandboxManager::Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind) {
+  VmLaunchSpec& spec = sb.spec;
   spec.sandbox_id = request.id;
   spec.kernel_path = options_.kernel_path;
   spec.initramfs_path = options_.initramfs_path;
@@ -341,15 +340,15 @@ Status SandboxManager::Boot(Sandbox& sandbox, const SandboxRequest& request, Vmm
   spec.cgroup_driver = request.cgroup_driver;
 
   auto fail = [&](const base::Error& err) -> base::Error {
-    CleanupFailedCreate(*sb);
+    CleanupFailedCreate(sb);
     return err;
   };
   Status valid = ValidateLaunchSpec(spec);
   if (!valid.ok()) {
     return fail(valid.error());
   }
-  sb->state = SandboxState::kCreating;
-  Status persisted = Persist(*sb);
+  sb.state = SandboxState::kCreating;
+  Status persisted = Persist(sb);
   if (!persisted.ok()) {
     return fail(persisted.error().Wrap("recording sandbox " + request.id));
   }
@@ -357,26 +356,26 @@ Status SandboxManager::Boot(Sandbox& sandbox, const SandboxRequest& request, Vmm
   if (!vmm.ok()) {
     return fail(vmm.error());
   }
-  sb->vmm = std::move(vmm).value();
+  sb.vmm = std::move(vmm).value();
   Status dirs = base::MakeDirs(spec.run_dir, 0700);
   if (!dirs.ok()) {
     return fail(dirs.error());
   }
-  sb->state = SandboxState::kBooting;
+  sb.state = SandboxState::kBooting;
   auto launch_start = std::chrono::steady_clock::now();
-  Status started = sb->vmm->Start(spec);
+  Status started = sb.vmm->Start(spec);
   if (!started.ok()) {
     return fail(started.error().Wrap("starting the VM of sandbox " + request.id));
   }
   if (request.id.rfind(kWarmIdPrefix, 0) == 0) {
-    warm_booting_pid_ = sb->vmm->process_state().pid;  // StopWarmPool ends a boot by killing it
+    warm_booting_pid_ = sb.vmm->process_state().pid;  // StopWarmPool ends a boot by killing it
   }
   // From here a crash leaves a record with the VMM's pid: the next Recover finds and removes it.
-  persisted = Persist(*sb);
+  persisted = Persist(sb);
   if (!persisted.ok()) {
     return fail(persisted.error().Wrap("recording sandbox " + request.id));
   }
-  AgentEndpoint endpoint = sb->vmm->agent_endpoint();
+  AgentEndpoint endpoint = sb.vmm->agent_endpoint();
   std::string id = request.id;
   auto agent = options_.agent;
   auto boot_deadline = std::chrono::steady_clock::now() + options_.boot_timeout;
@@ -392,14 +391,14 @@ Status SandboxManager::Boot(Sandbox& sandbox, const SandboxRequest& request, Vmm
     return agent->Probe(id, endpoint, std::max(left, milliseconds(100)));
   };
   auto boot_start = std::chrono::steady_clock::now();
-  Status ready = sb->vmm->WaitReady(check, options_.boot_timeout);
+  Status ready = sb.vmm->WaitReady(check, options_.boot_timeout);
   if (!ready.ok()) {
     return fail(ready.error().Wrap("sandbox " + request.id + " did not become ready"));
   }
-  sb->launch_time = std::chrono::duration_cast<std::chrono::milliseconds>(boot_start - launch_start);
-  sb->boot_time = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - boot_start);
-  sb->state = SandboxState::kReady;
-  persisted = Persist(*sb);
+  sb.launch_time = std::chrono::duration_cast<std::chrono::milliseconds>(boot_start - launch_start);
+  sb.boot_time = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - boot_start);
+  sb.state = SandboxState::kReady;
+  persisted = Persist(sb);
   if (!persisted.ok()) {
     return fail(persisted.error().Wrap("recording sandbox " + request.id));
   }
