@@ -314,6 +314,16 @@ Result<std::vector<std::string>> QemuVmm::CommandLine(const VmLaunchSpec& spec) 
   return BuildCommandLine(spec, accel);
 }
 
+Result<VmmCgroup> QemuVmm::CreateCgroup(const VmLaunchSpec& spec) const {
+  std::vector<CgroupHierarchy> hierarchies = config_.cgroup_hierarchies;
+  if (hierarchies.empty()) {
+    CHRYS_ASSIGN_OR_RETURN(hierarchies, DiscoverCgroupHierarchies());
+  }
+  CHRYS_ASSIGN_OR_RETURN(std::string rel,
+                         VmmCgroupRelativePath(spec.cgroup_parent, spec.cgroup_driver, spec.sandbox_id));
+  return VmmCgroup::Create(hierarchies, rel);
+}
+
 Status QemuVmm::StartHelpers(const VmLaunchSpec& spec) {
   for (size_t i = 0; i < spec.fs_shares.size(); ++i) {
     CHRYS_ASSIGN_OR_RETURN(
@@ -352,13 +362,7 @@ Status QemuVmm::Start(const VmLaunchSpec& spec) {
     return err;
   };
   if (config_.place_in_cgroup) {
-    std::vector<CgroupHierarchy> hierarchies = config_.cgroup_hierarchies;
-    if (hierarchies.empty()) {
-      CHRYS_ASSIGN_OR_RETURN(hierarchies, DiscoverCgroupHierarchies());
-    }
-    CHRYS_ASSIGN_OR_RETURN(std::string rel,
-                           VmmCgroupRelativePath(spec_.cgroup_parent, spec_.cgroup_driver, spec_.sandbox_id));
-    CHRYS_ASSIGN_OR_RETURN(cgroup_, VmmCgroup::Create(hierarchies, rel));
+    CHRYS_ASSIGN_OR_RETURN(cgroup_, CreateCgroup(spec_));
     state_.cgroup_dirs = cgroup_.created_dirs();
   }
   for (const auto& path : {QmpSocketPath(spec_), AgentSocketPath(spec_), ConsoleSocketPath(spec_)}) {
@@ -584,13 +588,7 @@ Status QemuVmm::Rehome(const VmLaunchSpec& target) {
   }
   VmmCgroup moved;
   if (config_.place_in_cgroup) {
-    std::vector<CgroupHierarchy> hierarchies = config_.cgroup_hierarchies;
-    if (hierarchies.empty()) {
-      CHRYS_ASSIGN_OR_RETURN(hierarchies, DiscoverCgroupHierarchies());
-    }
-    CHRYS_ASSIGN_OR_RETURN(std::string rel,
-                           VmmCgroupRelativePath(target.cgroup_parent, target.cgroup_driver, target.sandbox_id));
-    CHRYS_ASSIGN_OR_RETURN(moved, VmmCgroup::Create(hierarchies, rel));
+    CHRYS_ASSIGN_OR_RETURN(moved, CreateCgroup(target));
     if (Status m = cgroup_.MoveProcessesTo(moved); !m.ok()) {
       (void)moved.MoveProcessesTo(cgroup_);
       (void)moved.Remove(std::chrono::seconds(1));

@@ -80,6 +80,8 @@ class QemuVmm : public Vmm {
  private:
   AgentChannelKind EffectiveAgentChannel(const VmLaunchSpec& spec) const;
   base::Status StartHelpers(const VmLaunchSpec& spec);
+  // The sandbox's cgroup (in every hierarchy) under spec.cgroup_parent.
+  base::Result<VmmCgroup> CreateCgroup(const VmLaunchSpec& spec) const;
   // True when a hot-plugged disk or NIC occupies bridge slot `slot`.
   bool SlotTaken(int slot) const;
   base::Result<nlohmann::json> Qmp(const std::string& command, const nlohmann::json& args,

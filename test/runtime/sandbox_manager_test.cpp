@@ -385,6 +385,12 @@ class WarmPoolTest : public SandboxManagerTest {
     }
     return done();
   }
+  // Recovers (nothing), starts the pool and waits until its VMs are booted.
+  static void StartFull(SandboxManager& m) {
+    ASSERT_TRUE(m.Recover().ok());
+    m.StartWarmPool();
+    ASSERT_TRUE(PoolFull(m));
+  }
   static bool PoolFull(SandboxManager& m) {
     return WaitFor([&m] {
       auto s = m.warm_pool_status();
@@ -416,9 +422,7 @@ class WarmPoolTest : public SandboxManagerTest {
 
 TEST_F(WarmPoolTest, AFittingPodClaimsAWarmVmAndThePoolRefills) {
   SandboxManager m(PoolOptions(1));
-  ASSERT_TRUE(m.Recover().ok());
-  m.StartWarmPool();
-  ASSERT_TRUE(PoolFull(m));
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
   std::vector<std::string> warm_ids = Entries(root_ + "/state");
   ASSERT_EQ(warm_ids.size(), 1u);
   const std::string warm_id = warm_ids[0];
@@ -465,9 +469,7 @@ TEST_F(WarmPoolTest, AFittingPodClaimsAWarmVmAndThePoolRefills) {
 
 TEST_F(WarmPoolTest, PodsThatDoNotFitBootTheirOwnVm) {
   SandboxManager m(PoolOptions(1));
-  ASSERT_TRUE(m.Recover().ok());
-  m.StartWarmPool();
-  ASSERT_TRUE(PoolFull(m));
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
   SandboxRequest limited = PodRequest("limited");
   limited.resources.cpu_millis = 2500;  // another shape
   SandboxRequest confidential = PodRequest("cvm");
@@ -508,9 +510,7 @@ TEST_F(WarmPoolTest, AnEmptyPoolIsAMissAndThePodBoots) {
 
 TEST_F(WarmPoolTest, AFailedClaimUndoesEverythingAndLeavesTheRequestedIdFree) {
   SandboxManager m(PoolOptions(1));
-  ASSERT_TRUE(m.Recover().ok());
-  m.StartWarmPool();
-  ASSERT_TRUE(PoolFull(m));
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
   const std::string warm_id = Entries(root_ + "/state")[0];
   world_.nic_hotplug_fails = true;
   auto created = m.Create(PodRequest("pod1"));
@@ -534,9 +534,7 @@ TEST_F(WarmPoolTest, AFailedClaimUndoesEverythingAndLeavesTheRequestedIdFree) {
 
 TEST_F(WarmPoolTest, AWarmVmThatDiesWhileWaitingIsReplaced) {
   SandboxManager m(PoolOptions(1));
-  ASSERT_TRUE(m.Recover().ok());
-  m.StartWarmPool();
-  ASSERT_TRUE(PoolFull(m));
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
   const std::string first = Entries(root_ + "/state")[0];
   world_.vms_died = true;
   ASSERT_TRUE(WaitFor([&] { return m.warm_pool_status().last_error.find("exited") != std::string::npos; }));
@@ -555,9 +553,7 @@ TEST_F(WarmPoolTest, ARestartedManagerRemovesWarmVmsLeftByACrash) {
   std::string record;
   {
     SandboxManager m(PoolOptions(1));
-    ASSERT_TRUE(m.Recover().ok());
-    m.StartWarmPool();
-    ASSERT_TRUE(PoolFull(m));
+    ASSERT_NO_FATAL_FAILURE(StartFull(m));
     warm_id = Entries(root_ + "/state")[0];
     record = *base::ReadFile(root_ + "/state/" + warm_id + "/sandbox.json");
   }
