@@ -1,8 +1,10 @@
 // QmpClient against a scripted fake QMP server on a real unix socket: normal exchange, events, errors, garbage.
 #include "runtime/qmp_client.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -174,6 +176,50 @@ TEST(QmpClientTest, MismatchedIdAndOversizeAndSilenceAreErrors) {
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code(), base::ErrorCode::kDeadlineExceeded);
   }
+}
+
+TEST(QmpClientTest, ExecuteWithFdPassesTheFdWithTheCommand) {
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  struct stat passed {};
+  ASSERT_EQ(::fstat(pipe_fds[1], &passed), 0);
+  FakeQmpServer server([&passed](int fd) {
+    FakeQmpServer::Greet(fd);
+    // The fd rides on the command's first bytes (SCM_RIGHTS), as QEMU's monitor expects for getfd.
+    char first[1];
+    iovec iov{first, sizeof first};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ASSERT_EQ(::recvmsg(fd, &msg, 0), 1);
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    ASSERT_NE(cmsg, nullptr);
+    ASSERT_EQ(cmsg->cmsg_type, SCM_RIGHTS);
+    int received = -1;
+    std::memcpy(&received, CMSG_DATA(cmsg), sizeof(int));
+    struct stat got {};
+    EXPECT_EQ(::fstat(received, &got), 0);
+    EXPECT_EQ(got.st_ino, passed.st_ino) << "a different file arrived";
+    ::close(received);
+    std::string line(1, first[0]);
+    char c;
+    while (::read(fd, &c, 1) == 1 && c != '\n') {
+      line += c;
+    }
+    json req = json::parse(line, nullptr, false);
+    EXPECT_EQ(req["execute"], "getfd");
+    EXPECT_EQ(req["arguments"]["fdname"], "hnet29q0");
+    FakeQmpServer::Send(fd, json{{"return", json::object()}, {"id", req["id"]}}.dump() + "\n");
+  });
+  auto client = QmpClient::Connect(server.path(), 2s);
+  ASSERT_TRUE(client.ok()) << client.error().message();
+  auto got = client->ExecuteWithFd("getfd", {{"fdname", "hnet29q0"}}, pipe_fds[1], 2s);
+  EXPECT_TRUE(got.ok()) << got.error().message();
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
 }
 
 TEST(QmpClientTest, ConnectTimesOutWhenNobodyListens) {
