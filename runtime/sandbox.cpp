@@ -298,7 +298,7 @@ Result<SandboxStatus> SandboxManager::Create(const SandboxRequest& request) {
     return base::InvalidArgument("sandbox id \"" + request.id + "\" must be 1-64 of [A-Za-z0-9_.-]");
   }
   CHRYS_ASSIGN_OR_RETURN(VmmKind kind, SelectVmmKind(request.handler, options_.ch_usable));
-  if (request.id.rfind(kWarmIdPrefix, 0) == 0) {
+  if (IsWarmId(request.id)) {
     return base::InvalidArgument("sandbox id \"" + request.id + "\" uses the warm pool's prefix " + kWarmIdPrefix);
   }
   if (auto claimed = ClaimWarm(request, kind)) {
@@ -321,7 +321,7 @@ Result<SandboxStatus> SandboxManager::Create(const SandboxRequest& request) {
   return Snapshot(*sb);
 }
 
-Status SandboxManager::Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind) {
+Status SandboxManager::Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind, std::atomic<pid_t>* vmm_pid) {
   VmLaunchSpec& spec = sb.spec;
   spec.sandbox_id = request.id;
   spec.kernel_path = options_.kernel_path;
@@ -367,8 +367,8 @@ Status SandboxManager::Boot(Sandbox& sb, const SandboxRequest& request, VmmKind 
   if (!started.ok()) {
     return fail(started.error().Wrap("starting the VM of sandbox " + request.id));
   }
-  if (request.id.rfind(kWarmIdPrefix, 0) == 0) {
-    warm_booting_pid_ = sb.vmm->process_state().pid;  // StopWarmPool ends a boot by killing it
+  if (vmm_pid != nullptr) {
+    *vmm_pid = sb.vmm->process_state().pid;
   }
   // From here a crash leaves a record with the VMM's pid: the next Recover finds and removes it.
   persisted = Persist(sb);
@@ -663,7 +663,7 @@ Status SandboxManager::RecoverOne(const std::string& id, RecoveryReport& report)
       }
     }
   };
-  if (id.rfind(kWarmIdPrefix, 0) == 0) {
+  if (IsWarmId(id)) {
     // Warm VMs are not adopted: nobody waits for them, and the pool boots fresh ones.
     CleanupFailedCreate(*sb);
     release_warm_shares();

@@ -108,6 +108,9 @@ struct WarmPoolStatus {
 
 // Warm VMs are recorded (and their run dirs named) with this prefix; a restarted chrysd removes them.
 inline constexpr const char* kWarmIdPrefix = "warm-";
+inline bool IsWarmId(const std::string& id) {
+  return id.rfind(kWarmIdPrefix, 0) == 0;
+}
 
 struct SandboxManagerOptions {
   std::string state_dir;  // persistent records: <state_dir>/<id>/sandbox.json, console.log, disks/
@@ -213,8 +216,9 @@ class SandboxManager {
   SandboxStatus Snapshot(const Sandbox& sb) const;
   base::Result<std::unique_ptr<Vmm>> MakeVmm(VmmKind kind);
   base::Status RecoverOne(const std::string& id, RecoveryReport& report);
-  // Fills in the spec from the request and boots the VM; on failure everything is undone.
-  base::Status Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind);
+  // Fills in the spec from the request and boots the VM; on failure everything is undone. `vmm_pid`, when given,
+  // holds the VMM's pid from its launch until Boot returns (the warm pool ends a boot in flight by killing it).
+  base::Status Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind, std::atomic<pid_t>* vmm_pid = nullptr);
   bool FitsWarmPool(const SandboxRequest& request, VmmKind kind) const;
   // Empty when no warm VM fits (the caller boots one); otherwise the claimed sandbox or why the claim failed.
   std::optional<base::Result<SandboxStatus>> ClaimWarm(const SandboxRequest& request, VmmKind kind);

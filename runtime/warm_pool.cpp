@@ -220,7 +220,7 @@ void SandboxManager::RefillWarmPool() {
       std::lock_guard<std::mutex> sandbox_lock(sb->mu);
       booted = pool.prepare_share ? pool.prepare_share(share_dir) : Status::Ok();
       if (booted.ok()) {
-        booted = Boot(*sb, request, VmmKind::kQemu);  // undoes itself on failure
+        booted = Boot(*sb, request, VmmKind::kQemu, &warm_booting_pid_);  // undoes itself on failure
         warm_booting_pid_ = 0;
       }
       if (!booted.ok() && pool.release_share) {
