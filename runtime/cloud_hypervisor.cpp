@@ -283,6 +283,13 @@ Status CloudHypervisorVmm::HotplugNic(const NetInterfaceSpec& nic, milliseconds 
                          "NIC " + nic.guest_mac + ": Cloud Hypervisor VMs get their NICs at launch (no hot-plug)");
 }
 
+// CH VMs are sized for their pod at launch (they are never pooled, so never grown to a pod's size).
+Status CloudHypervisorVmm::Grow(int vcpus, int memory_mib, milliseconds /*timeout*/) {
+  return base::MakeError(base::ErrorCode::kUnimplemented, "growing a Cloud Hypervisor VM to " + std::to_string(vcpus) +
+                                                              " vCPUs and " + std::to_string(memory_mib) +
+                                                              " MiB: its VMs are sized for their pod at launch");
+}
+
 Status CloudHypervisorVmm::Rehome(const VmLaunchSpec& target) {
   return base::MakeError(
       base::ErrorCode::kUnimplemented,

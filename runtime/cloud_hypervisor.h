@@ -42,6 +42,7 @@ class CloudHypervisorVmm : public Vmm {
   base::Status HotplugDisk(const DiskSpec& disk, std::chrono::milliseconds timeout) override;
   base::Status UnplugDisk(const std::string& serial, std::chrono::milliseconds timeout) override;
   base::Status HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds timeout) override;
+  base::Status Grow(int vcpus, int memory_mib, std::chrono::milliseconds timeout) override;
   base::Status Rehome(const VmLaunchSpec& target) override;
   base::Status Shutdown(bool graceful, std::chrono::milliseconds timeout) override;
   base::Status Kill() override;

@@ -61,6 +61,16 @@ Status GrpcAgentConnector::Shutdown(const std::string& sandbox_id, const AgentEn
   return client->Shutdown(timeout);
 }
 
+Status GrpcAgentConnector::OnlineResources(const std::string& sandbox_id, const AgentEndpoint& endpoint, int vcpus,
+                                           int added_memory_mib, milliseconds timeout) {
+  CHRYS_ASSIGN_OR_RETURN(std::shared_ptr<agent::AgentClient> client, Get(sandbox_id, endpoint, timeout));
+  auto online = client->OnlineResources(vcpus, added_memory_mib, timeout);
+  if (!online.ok()) {
+    return online.error();
+  }
+  return Status::Ok();
+}
+
 void GrpcAgentConnector::Forget(const std::string& sandbox_id) {
   std::lock_guard<std::mutex> lock(mu_);
   clients_.erase(sandbox_id);

@@ -25,6 +25,8 @@ class GrpcAgentConnector : public AgentConnector {
                         std::chrono::milliseconds timeout) override;
   void Forget(const std::string& sandbox_id) override;
   void Rename(const std::string& from, const std::string& to) override;
+  base::Status OnlineResources(const std::string& sandbox_id, const AgentEndpoint& endpoint, int vcpus,
+                               int added_memory_mib, std::chrono::milliseconds timeout) override;
 
   // The connected client of a ready sandbox (owned by the connector; valid until Forget).
   std::shared_ptr<agent::AgentClient> Client(const std::string& sandbox_id);

@@ -37,6 +37,8 @@ constexpr const char* kAgentPortName = agent::kAgentSerialPortName;
 // device that sizes the bridge's windows (see BuildCommandLine).
 constexpr const char* kHotplugBridgeId = "hpbr0";
 constexpr const char* kBridgeAnchorSlot = "0x1f";
+// DIMM slots of a VM booted with room to grow (Grow plugs one DIMM per call).
+constexpr int kMemorySlots = 4;
 constexpr int kBridgeDiskSlots = 30;
 // VMs started before the bridge have one PCIe root port per disk, hp0..hp7.
 constexpr int kLegacyRootPorts = 8;
@@ -225,17 +227,23 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
   add({"-name", "chrys-" + spec.sandbox_id + ",debug-threads=on"});
   add({"-machine", "q35,accel=" + accel});
   add({"-cpu", accel == "kvm" ? "host" : kTcgCpuModel});
-  add({"-smp", std::to_string(spec.vcpus)});
+  add({"-smp",
+       std::to_string(spec.vcpus) + (spec.max_vcpus > spec.vcpus ? ",maxcpus=" + std::to_string(spec.max_vcpus) : "")});
   add({"-nodefaults", "-no-user-config", "-nographic", "-no-reboot"});
   bool shared_memory = !spec.fs_shares.empty();
+  std::string memory = std::to_string(spec.memory_mib) + "M";
+  if (spec.max_memory_mib > spec.memory_mib) {
+    // DIMM slots for Grow: one per growth, a few spare.
+    memory += ",slots=" + std::to_string(kMemorySlots) + ",maxmem=" + std::to_string(spec.max_memory_mib) + "M";
+  }
   if (shared_memory) {
     // vhost-user-fs needs guest RAM the daemon can map: a shared memfd backend.
-    add({"-m", std::to_string(spec.memory_mib) + "M"});
+    add({"-m", memory});
     add({"-object", "memory-backend-memfd,id=mem0,size=" + std::to_string(spec.memory_mib) + "M,share=on" +
                         (spec.hugepages ? ",hugetlb=on" : "")});
     add({"-numa", "node,memdev=mem0"});
   } else {
-    add({"-m", std::to_string(spec.memory_mib) + "M"});
+    add({"-m", memory});
   }
   add({"-chardev", "socket,id=qmp,path=" + QemuEscape(QmpSocketPath(spec)) + ",server=on,wait=off"});
   add({"-mon", "chardev=qmp,mode=control"});
@@ -621,6 +629,97 @@ Status QemuVmm::Rehome(const VmLaunchSpec& target) {
   state_.control_socket = QmpSocketPath(spec_);
   if (state_.agent.kind == AgentChannelKind::kVirtioSerial) {
     state_.agent.socket_path = AgentSocketPath(spec_);
+  }
+  return Status::Ok();
+}
+
+Status QemuVmm::Grow(int vcpus, int memory_mib, milliseconds timeout) {
+  const std::string vm = "VM " + spec_.sandbox_id;
+  if (vcpus < spec_.vcpus || memory_mib < spec_.memory_mib) {
+    return base::InvalidArgument(vm + " has " + std::to_string(spec_.vcpus) + " vCPUs and " +
+                                 std::to_string(spec_.memory_mib) + " MiB: it can grow, not shrink, to " +
+                                 std::to_string(vcpus) + " vCPUs and " + std::to_string(memory_mib) + " MiB");
+  }
+  int max_vcpus = std::max(spec_.vcpus, spec_.max_vcpus);
+  int max_memory = std::max(spec_.memory_mib, spec_.max_memory_mib);
+  if (vcpus > max_vcpus || memory_mib > max_memory) {
+    return base::MakeError(base::ErrorCode::kResourceExhausted,
+                           vm + " booted with room for " + std::to_string(max_vcpus) + " vCPUs and " +
+                               std::to_string(max_memory) + " MiB, not " + std::to_string(vcpus) + " and " +
+                               std::to_string(memory_mib));
+  }
+  int added_memory = memory_mib - spec_.memory_mib;
+  if (vcpus == spec_.vcpus && added_memory == 0) {
+    return Status::Ok();
+  }
+  if (added_memory % kHotplugMemoryBlockMib != 0) {
+    return base::InvalidArgument(vm + ": memory grows in " + std::to_string(kHotplugMemoryBlockMib) + " MiB blocks; " +
+                                 std::to_string(added_memory) + " MiB is not a whole number of them");
+  }
+  if (!Alive()) {
+    return base::FailedPrecondition(vm + " is not running");
+  }
+  auto deadline = Clock::now() + timeout;
+  auto left = [&] {
+    return std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
+  };
+  if (vcpus > spec_.vcpus) {
+    // QEMU lists every CPU slot with the properties that address it; the free ones have no QOM path yet.
+    CHRYS_ASSIGN_OR_RETURN(json slots, Qmp("query-hotpluggable-cpus", json::object(), left()));
+    std::vector<json> free;
+    for (const json& slot : slots) {
+      if (slot.is_object() && !slot.contains("qom-path") && slot.contains("props") && slot.contains("type")) {
+        free.push_back(slot);
+      }
+    }
+    // Lowest socket first, so that guest CPU numbers follow the order they were added in.
+    std::sort(free.begin(), free.end(), [](const json& a, const json& b) {
+      return a["props"].value("socket-id", 0) < b["props"].value("socket-id", 0);
+    });
+    size_t wanted = static_cast<size_t>(vcpus - spec_.vcpus);
+    if (free.size() < wanted) {
+      return base::MakeError(
+          base::ErrorCode::kResourceExhausted,
+          vm + " has " + std::to_string(free.size()) + " free CPU slots, " + std::to_string(wanted) + " wanted");
+    }
+    for (size_t i = 0; i < wanted; ++i) {
+      json device = free[i]["props"];
+      device["driver"] = free[i]["type"];
+      device["id"] = "vcpu" + std::to_string(free[i]["props"].value("socket-id", 0)) + "-" +
+                     std::to_string(free[i]["props"].value("core-id", 0)) + "-" +
+                     std::to_string(free[i]["props"].value("thread-id", 0));
+      auto plugged = Qmp("device_add", device, left());
+      if (!plugged.ok()) {
+        return plugged.error().Wrap(vm + ": hot-plugging vCPU " + std::to_string(spec_.vcpus + 1) + " of " +
+                                    std::to_string(vcpus));
+      }
+      ++spec_.vcpus;
+    }
+  }
+  if (added_memory > 0) {
+    // One DIMM per growth; its backend is shared like the boot memory when virtiofsd has to map guest RAM.
+    std::string id = std::to_string(spec_.memory_mib);
+    json backend = {{"qom-type", spec_.fs_shares.empty() ? "memory-backend-ram" : "memory-backend-memfd"},
+                    {"id", "hmem" + id},
+                    {"size", static_cast<uint64_t>(added_memory) << 20}};
+    if (!spec_.fs_shares.empty()) {
+      backend["share"] = true;
+      if (spec_.hugepages) {
+        backend["hugetlb"] = true;
+      }
+    }
+    auto made = Qmp("object-add", backend, left());
+    if (!made.ok()) {
+      return made.error().Wrap(vm + ": making " + std::to_string(added_memory) + " MiB of memory to hot-plug");
+    }
+    auto plugged = Qmp("device_add", {{"driver", "pc-dimm"}, {"id", "dimm" + id}, {"memdev", "hmem" + id}}, left());
+    if (!plugged.ok()) {
+      auto undo = Qmp("object-del", {{"id", "hmem" + id}}, left());
+      return base::Internal(vm + ": hot-plugging " + std::to_string(added_memory) +
+                            " MiB of memory: " + plugged.error().message() +
+                            (undo.ok() ? "" : " (and removing its backend failed: " + undo.error().message() + ")"));
+    }
+    spec_.memory_mib = memory_mib;
   }
   return Status::Ok();
 }

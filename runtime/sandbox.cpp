@@ -152,6 +152,8 @@ json LaunchSpecToJson(const VmLaunchSpec& s) {
           {"cmdline", s.kernel_cmdline},
           {"vcpus", s.vcpus},
           {"memory_mib", s.memory_mib},
+          {"max_vcpus", s.max_vcpus},
+          {"max_memory_mib", s.max_memory_mib},
           {"run_dir", s.run_dir},
           {"console", s.console_log_path},
           {"netns", s.netns_path},
@@ -169,6 +171,8 @@ VmLaunchSpec LaunchSpecFromJson(const json& j) {
   s.kernel_cmdline = j.value("cmdline", "");
   s.vcpus = j.value("vcpus", 1);
   s.memory_mib = j.value("memory_mib", 512);
+  s.max_vcpus = j.value("max_vcpus", 0);
+  s.max_memory_mib = j.value("max_memory_mib", 0);
   s.run_dir = j.value("run_dir", "");
   s.console_log_path = j.value("console", "");
   s.netns_path = j.value("netns", "");
@@ -329,6 +333,8 @@ Status SandboxManager::Boot(Sandbox& sb, const SandboxRequest& request, VmmKind 
   spec.kernel_cmdline = options_.kernel_cmdline + (request.extra_cmdline.empty() ? "" : " " + request.extra_cmdline);
   spec.vcpus = VcpusFor(request.resources, options_.sizing);
   spec.memory_mib = MemoryMibFor(request.resources, options_.sizing);
+  spec.max_vcpus = request.max_vcpus > spec.vcpus ? request.max_vcpus : 0;
+  spec.max_memory_mib = request.max_memory_mib > spec.memory_mib ? request.max_memory_mib : 0;
   spec.interfaces = request.interfaces;
   spec.fs_shares = request.fs_shares;
   spec.disks = options_.boot_disks;

@@ -58,6 +58,10 @@ class AgentConnector {
   virtual void Forget(const std::string& sandbox_id) = 0;
   // The sandbox `from` now answers to `to` (a claimed warm VM): a kept connection stays open under the new id.
   virtual void Rename(const std::string& from, const std::string& to) = 0;
+  // Has the guest bring hot-plugged vCPUs and memory online (a warm VM grown to its pod's size): returns once
+  // `vcpus` CPUs and `added_memory_mib` MiB beyond the boot memory are online, or fails after `timeout`.
+  virtual base::Status OnlineResources(const std::string& sandbox_id, const AgentEndpoint& endpoint, int vcpus,
+                                       int added_memory_mib, std::chrono::milliseconds timeout) = 0;
 };
 
 struct SandboxRequest {
@@ -71,6 +75,9 @@ struct SandboxRequest {
   CgroupDriver cgroup_driver = CgroupDriver::kCgroupfs;
   // Extra kernel command line words (appended to the configured one).
   std::string extra_cmdline;
+  // Room to grow by hot-plug (warm VMs): vCPUs and MiB the VM may reach; 0 or below its size means none.
+  int max_vcpus = 0;
+  int max_memory_mib = 0;
 };
 
 using VmmFactory = std::function<base::Result<std::unique_ptr<Vmm>>(VmmKind kind)>;
@@ -220,6 +227,7 @@ class SandboxManager {
   // holds the VMM's pid from its launch until Boot returns (the warm pool ends a boot in flight by killing it).
   base::Status Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind, std::atomic<pid_t>* vmm_pid = nullptr);
   bool FitsWarmPool(const SandboxRequest& request, VmmKind kind) const;
+  bool CanGrowTo(const PodResources& resources) const;
   // Empty when no warm VM fits (the caller boots one); otherwise the claimed sandbox or why the claim failed.
   std::optional<base::Result<SandboxStatus>> ClaimWarm(const SandboxRequest& request, VmmKind kind);
   // Kills a warm (or half-claimed) VM and removes its files and share.

@@ -55,6 +55,14 @@ Status ValidateLaunchSpec(const VmLaunchSpec& spec) {
   if (spec.memory_mib < 64 || spec.memory_mib > (1 << 22)) {
     return base::InvalidArgument("memory_mib " + std::to_string(spec.memory_mib) + " is outside 64..4194304");
   }
+  if (spec.max_vcpus != 0 && (spec.max_vcpus < spec.vcpus || spec.max_vcpus > 255)) {
+    return base::InvalidArgument("max_vcpus " + std::to_string(spec.max_vcpus) + " is outside vcpus (" +
+                                 std::to_string(spec.vcpus) + ")..255");
+  }
+  if (spec.max_memory_mib != 0 && (spec.max_memory_mib < spec.memory_mib || spec.max_memory_mib > (1 << 22))) {
+    return base::InvalidArgument("max_memory_mib " + std::to_string(spec.max_memory_mib) + " is outside memory_mib (" +
+                                 std::to_string(spec.memory_mib) + ")..4194304");
+  }
   if (spec.disk_path.empty()) {
     if (spec.kernel_path.empty() || !IsRegularFile(spec.kernel_path)) {
       return base::InvalidArgument("kernel_path \"" + spec.kernel_path + "\" is not a readable file");

@@ -27,6 +27,9 @@ const char* AgentChannelKindName(AgentChannelKind kind);
 
 enum class CgroupDriver { kCgroupfs, kSystemd };
 
+// Hot-plugged memory comes in blocks of this size: the guest kernel adds memory in whole 128 MiB sections (x86-64).
+inline constexpr int kHotplugMemoryBlockMib = 128;
+
 // One guest NIC backed by the queue fds of a multi-queue tap. The caller owns the fds; the driver only hands
 // copies to the VMM process.
 struct NetInterfaceSpec {
@@ -58,6 +61,10 @@ struct VmLaunchSpec {
   std::string firmware_path;  // OVMF for disk boot
   int vcpus = 1;
   int memory_mib = 512;
+  // Room to grow while running (Vmm::Grow): vCPUs and MiB the VM may reach by hot-plug; 0 means none. Warm VMs
+  // boot with it so that a pod sized above the pool's shape can still take one.
+  int max_vcpus = 0;
+  int max_memory_mib = 0;
   bool hugepages = false;
   std::vector<NetInterfaceSpec> interfaces;
   std::vector<FsShareSpec> fs_shares;
@@ -154,6 +161,12 @@ class Vmm {
   // renamed to `target`'s, and the VMM and its helpers move into `target`'s cgroup. Listening sockets and open
   // files follow a rename, so the VM never notices. On failure nothing has moved.
   virtual base::Status Rehome(const VmLaunchSpec& target) = 0;
+
+  // Grows a running VM to `vcpus` and `memory_mib` by hot-plug, within the room it booted with (max_vcpus,
+  // max_memory_mib); memory grows in whole kHotplugMemoryBlockMib blocks. The guest still has to bring the new
+  // CPUs and memory online (the agent's OnlineResources). On failure the VM keeps what was plugged before the
+  // step that failed, and the error says how far it got.
+  virtual base::Status Grow(int vcpus, int memory_mib, std::chrono::milliseconds timeout) = 0;
 
   // graceful: power button first and wait up to `timeout` for the guest to halt; then SIGTERM, then SIGKILL.
   // Returns once the VMM and its helpers are gone and their sockets and cgroups removed.

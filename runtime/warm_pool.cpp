@@ -28,6 +28,21 @@ bool IsPlainQemuHandler(const std::string& handler) {
   return handler.empty() || handler == "chrysalis" || handler == "chrysalis-qemu";
 }
 
+// How far a warm VM may grow: the host's memory (no pod VM can use more), in whole hot-plug blocks; 0 when it
+// cannot be read (the VM then boots without room to grow).
+int WarmMaxMemoryMib() {
+  auto meminfo = base::ReadFile("/proc/meminfo", 1 << 16);
+  if (!meminfo.ok()) {
+    return 0;
+  }
+  long long kib = 0;
+  if (std::sscanf(meminfo->c_str(), "MemTotal: %lld kB", &kib) != 1 || kib <= 0) {
+    return 0;
+  }
+  long long mib = kib / 1024 / kHotplugMemoryBlockMib * kHotplugMemoryBlockMib;
+  return static_cast<int>(std::min<long long>(mib, 1 << 22));
+}
+
 }  // namespace
 
 bool SandboxManager::FitsWarmPool(const SandboxRequest& request, VmmKind kind) const {
@@ -35,9 +50,22 @@ bool SandboxManager::FitsWarmPool(const SandboxRequest& request, VmmKind kind) c
   // Confidential VMs are launched from their pod's measured plan; Cloud Hypervisor VMs cannot take a NIC later.
   return pool.size > 0 && kind == VmmKind::kQemu && IsPlainQemuHandler(request.handler) &&
          request.extra_cmdline.empty() && request.fs_shares.size() == 1 && request.fs_shares[0].tag == pool.share_tag &&
-         !request.fs_shares[0].read_only &&
-         VcpusFor(request.resources, options_.sizing) == VcpusFor({}, options_.sizing) &&
-         MemoryMibFor(request.resources, options_.sizing) == MemoryMibFor({}, options_.sizing);
+         !request.fs_shares[0].read_only && CanGrowTo(request.resources);
+}
+
+// A warm VM has the default pod shape and room to grow (vCPUs up to sizing.max_vcpus, memory up to the host's in
+// whole hot-plug blocks), never to shrink: inside the pod's cgroup, a VM larger than the pod was sized for could
+// use more than the pod's limits allow.
+bool SandboxManager::CanGrowTo(const PodResources& resources) const {
+  int vcpus = VcpusFor(resources, options_.sizing);
+  int memory = MemoryMibFor(resources, options_.sizing);
+  int warm_vcpus = VcpusFor({}, options_.sizing);
+  int warm_memory = MemoryMibFor({}, options_.sizing);
+  if (vcpus == warm_vcpus && memory == warm_memory) {
+    return true;
+  }
+  return vcpus >= warm_vcpus && vcpus <= std::max(warm_vcpus, options_.sizing.max_vcpus) && memory >= warm_memory &&
+         (memory - warm_memory) % kHotplugMemoryBlockMib == 0 && memory <= WarmMaxMemoryMib();
 }
 
 void SandboxManager::DiscardWarm(Sandbox& sb, const std::string& warm_id) {
@@ -144,6 +172,28 @@ std::optional<Result<SandboxStatus>> SandboxManager::ClaimWarm(const SandboxRequ
     return fail(persisted.error().Wrap("recording sandbox " + request.id));
   }
   (void)base::RemoveTree(SandboxStateDir(warm_id));
+  // A pod sized above the pool's shape gets the difference hot-plugged. When that fails the VM goes and the pod
+  // boots its own, as if the pool were empty.
+  int vcpus = VcpusFor(request.resources, options_.sizing);
+  int memory = MemoryMibFor(request.resources, options_.sizing);
+  if (vcpus != sb->spec.vcpus || memory != sb->spec.memory_mib) {
+    int added_memory = memory - sb->spec.memory_mib;
+    Status grown = sb->vmm->Grow(vcpus, memory, options_.hotplug_timeout);
+    if (grown.ok() && options_.agent) {
+      grown = options_.agent->OnlineResources(request.id, sb->vmm->agent_endpoint(), vcpus, added_memory,
+                                              options_.hotplug_timeout);
+    }
+    if (!grown.ok()) {
+      DiscardWarm(*sb, warm_id);
+      forget_claim();
+      std::lock_guard<std::mutex> lock(mu_);
+      pool_last_error_ = "growing " + warm_id + " to " + std::to_string(vcpus) + " vCPUs and " +
+                         std::to_string(memory) + " MiB for " + request.id + ": " + grown.error().message();
+      return std::nullopt;
+    }
+    sb->spec.vcpus = vcpus;
+    sb->spec.memory_mib = memory;
+  }
   for (const auto& nic : request.interfaces) {
     if (Status plugged = sb->vmm->HotplugNic(nic, options_.hotplug_timeout); !plugged.ok()) {
       return fail(plugged.error().Wrap("sandbox " + request.id + " (a warm VM)"));
@@ -213,6 +263,8 @@ void SandboxManager::RefillWarmPool() {
     request.handler = sb->handler;
     request.cgroup_parent = pool.cgroup_parent;
     request.cgroup_driver = CgroupDriver::kCgroupfs;
+    request.max_vcpus = options_.sizing.max_vcpus;
+    request.max_memory_mib = WarmMaxMemoryMib();
     std::string share_dir = pool.share_root + "/" + sb->id;
     request.fs_shares.push_back({pool.share_tag, share_dir, false});
     Status booted = Status::Ok();

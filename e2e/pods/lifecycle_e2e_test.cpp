@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -612,6 +614,55 @@ TEST(WarmPool, APodTakesAWarmVmThatWorksLikeABootedOne) {
   // Stopping chrysd ends the warm VM and releases its share.
   EXPECT_EQ(env->chrysd().Stop(), 0);
   EXPECT_TRUE(WaitGone(*after_crash.begin(), std::chrono::seconds(10))) << "a warm VM outlived chrysd";
+  EXPECT_TRUE(env->Traces().mounts.empty());
+}
+
+// A pod with limits above the pool's shape (2 CPUs, 1 GiB) takes the warm VM grown to its size: the guest sees the
+// hot-plugged vCPU and memory online, and the pod reports the VM's new shape.
+TEST(WarmPool, APodWithLimitsGetsTheWarmVmGrownToItsSize) {
+  auto created = PodEnv::Create({"--set", "vmm.warm_pool_size=1"});
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  auto env = std::move(created).value();
+  nlohmann::json pool = WaitPoolFull(*env);
+  ASSERT_EQ(pool.value("ready", 0), 1) << pool.dump() << "\n" << env->chrysd().Output();
+  std::set<pid_t> warm = WarmVmPids(*env);
+  ASSERT_EQ(warm.size(), 1u);
+
+  v1::PodSandboxConfig pod_config = env->PodConfig("warm-grown");
+  auto* resources = pod_config.mutable_linux()->mutable_resources();
+  resources->set_cpu_period(100000);
+  resources->set_cpu_quota(200000);
+  resources->set_memory_limit_in_bytes(1LL << 30);
+  auto pod = env->RunPod(pod_config);
+  ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
+  EXPECT_EQ(VmPid(*env, *pod), *warm.begin()) << "the pod did not take the warm VM: " << WarmPool(*env).dump();
+  v1::PodSandboxStatusRequest verbose;
+  verbose.set_pod_sandbox_id(*pod);
+  verbose.set_verbose(true);
+  v1::PodSandboxStatusResponse verbose_resp;
+  ASSERT_TRUE(env->runtime().PodSandboxStatus(Ctx().get(), verbose, &verbose_resp).ok());
+  auto info = nlohmann::json::parse(verbose_resp.info().at("info"));
+  EXPECT_EQ(info["vm"]["fromWarmPool"], true) << info.dump();
+  EXPECT_EQ(info["vm"]["vcpus"], 2) << info.dump();
+  EXPECT_EQ(info["vm"]["memoryMib"], 1024 + 128) << info.dump();
+
+  auto probe_config = env->ContainerConfig("shape", {"/bin/sh", "-c", "nproc; grep MemTotal /proc/meminfo"});
+  std::string probe = RunContainer(*env, *pod, pod_config, probe_config);
+  ASSERT_FALSE(probe.empty());
+  ASSERT_TRUE(env->WaitExited(probe).ok());
+  std::string log = LogText(env->LogPath(pod_config, probe_config));
+  EXPECT_NE(log.find(" stdout F 2\n"), std::string::npos) << "two vCPUs online in the guest:\n" << log;
+  // The warm VM booted with 640 MiB (MemTotal ~526 MiB); grown to 1152 MiB its MemTotal is ~1038 MiB.
+  size_t at = log.find("MemTotal:");
+  ASSERT_NE(at, std::string::npos) << log;
+  long long mem_kib = std::atoll(log.c_str() + at + std::strlen("MemTotal:"));
+  EXPECT_GT(mem_kib, 900LL * 1024) << log;
+  EXPECT_LT(mem_kib, 1152LL * 1024) << log;
+
+  ASSERT_TRUE(env->StopPod(*pod).ok());
+  EXPECT_TRUE(WaitGone(*warm.begin(), std::chrono::seconds(10))) << "the claimed VM survived StopPodSandbox";
+  ASSERT_TRUE(env->RemovePod(*pod).ok());
+  EXPECT_EQ(env->chrysd().Stop(), 0);
   EXPECT_TRUE(env->Traces().mounts.empty());
 }
 

@@ -243,6 +243,13 @@ void LineAgentConnector::Forget(const std::string& sandbox_id) {
   conns_.erase(sandbox_id);
 }
 
+base::Status LineAgentConnector::OnlineResources(const std::string& sandbox_id, const AgentEndpoint&, int, int,
+                                                 std::chrono::milliseconds) {
+  return base::MakeError(
+      base::ErrorCode::kUnimplemented,
+      "sandbox " + sandbox_id + ": the line-protocol test guest cannot online hot-plugged resources");
+}
+
 void LineAgentConnector::Rename(const std::string& from, const std::string& to) {
   std::lock_guard<std::mutex> lock(mu_);
   auto node = conns_.extract(from);

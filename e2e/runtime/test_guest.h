@@ -41,6 +41,9 @@ class LineAgentConnector : public AgentConnector {
                         std::chrono::milliseconds timeout) override;
   void Forget(const std::string& sandbox_id) override;
   void Rename(const std::string& from, const std::string& to) override;
+  // The line-protocol guest has no hot-plug: it is never a warm VM.
+  base::Status OnlineResources(const std::string& sandbox_id, const AgentEndpoint& endpoint, int vcpus,
+                               int added_memory_mib, std::chrono::milliseconds timeout) override;
 
   // Sends one command and returns the reply text after the id.
   base::Result<std::string> Call(const std::string& sandbox_id, const AgentEndpoint& endpoint,

@@ -410,6 +410,41 @@ grpc::Status AgentService::WatchEvents(grpc::ServerContext* ctx, const v1::Watch
   });
 }
 
+grpc::Status AgentService::OnlineResources(grpc::ServerContext*, const v1::OnlineResourcesRequest* req,
+                                           v1::OnlineResourcesResponse* resp) {
+  return Guarded("OnlineResources", [&] {
+    if (req->vcpus() < 1 || req->vcpus() > 255) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "vcpus: " + std::to_string(req->vcpus()) + " is outside 1..255");
+    }
+    if (req->added_memory_mib() > (1U << 22)) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "added_memory_mib: " + std::to_string(req->added_memory_mib()) + " is over 4194304");
+    }
+    uint32_t timeout = req->timeout_ms() == 0 ? 10000 : req->timeout_ms();
+    if (timeout > 60000) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "timeout_ms: at most 60000");
+    }
+    std::lock_guard lock(online_mu_);
+    base::PhaseTimer phases;
+    auto online = onliner_.WaitOnline(static_cast<int>(req->vcpus()), static_cast<int>(req->added_memory_mib()),
+                                      std::chrono::milliseconds(timeout));
+    if (!online.ok()) {
+      return ToGrpc(online.error());
+    }
+    phases.End("online");
+    resp->set_online_vcpus(static_cast<uint32_t>(online->vcpus));
+    long long mem_kib = 0;
+    if (auto meminfo = base::ReadFile("/proc/meminfo", 1 << 16); meminfo.ok()) {
+      (void)std::sscanf(meminfo->c_str(), "MemTotal: %lld kB", &mem_kib);
+    }
+    resp->set_memory_total_kib(static_cast<uint64_t>(std::max(0LL, mem_kib)));
+    LogInfo("%d vCPUs and %d MiB of hot-plugged memory online, MemTotal %lld KiB (%s)", online->vcpus,
+            online->added_memory_mib, mem_kib, phases.summary().c_str());
+    return grpc::Status::OK;
+  });
+}
+
 grpc::Status AgentService::Shutdown(grpc::ServerContext*, const v1::ShutdownRequest* req, v1::ShutdownResponse*) {
   return Guarded("Shutdown", [&] {
     uint32_t grace = req->grace_period_ms() == 0 ? 10000 : req->grace_period_ms();

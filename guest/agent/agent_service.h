@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "guest/agent/container_manager.h"
+#include "guest/agent/hotplug.h"
 #include "guest/proto/agent.grpc.pb.h"
 
 namespace chrys::guest {
@@ -63,10 +64,14 @@ class AgentService final : public v1::Agent::Service {
                             grpc::ServerWriter<v1::OutputChunk>* writer) override;
   grpc::Status PortForward(grpc::ServerContext* ctx,
                            grpc::ServerReaderWriter<v1::PortForwardFrame, v1::PortForwardFrame>* stream) override;
+  grpc::Status OnlineResources(grpc::ServerContext* ctx, const v1::OnlineResourcesRequest* req,
+                               v1::OnlineResourcesResponse* resp) override;
 
  private:
   ContainerManager& containers_;
   std::function<void()> power_off_;
+  ResourceOnliner onliner_;  // made with the agent: the memory present then is the boot memory
+  std::mutex online_mu_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> sandbox_configured_{false};
   std::atomic<bool> shutting_down_{false};

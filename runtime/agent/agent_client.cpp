@@ -459,6 +459,22 @@ Status AgentClient::Shutdown(std::chrono::milliseconds grace) {
   return Status::Ok();
 }
 
+Result<v1::OnlineResourcesResponse> AgentClient::OnlineResources(int vcpus, int added_memory_mib,
+                                                                 std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, timeout + options_.call_timeout);
+  v1::OnlineResourcesRequest req;
+  req.set_vcpus(static_cast<uint32_t>(vcpus));
+  req.set_added_memory_mib(static_cast<uint32_t>(added_memory_mib));
+  req.set_timeout_ms(static_cast<uint32_t>(timeout.count()));
+  v1::OnlineResourcesResponse resp;
+  grpc::Status s = stub_->OnlineResources(&ctx, req, &resp);
+  if (!s.ok()) {
+    return Fail(s, "agent OnlineResources");
+  }
+  return resp;
+}
+
 Result<v1::Resources> AgentClient::UpdateContainerResources(const std::string& container_id,
                                                             const v1::Resources& resources) {
   grpc::ClientContext ctx;

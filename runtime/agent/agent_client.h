@@ -108,6 +108,11 @@ class AgentClient {
   // Asks the guest to stop its containers and power off. The reply comes before the power-off.
   base::Status Shutdown(std::chrono::milliseconds grace);
 
+  // Has the guest bring hot-plugged vCPUs and memory online (see the agent's OnlineResources); waits at most
+  // `timeout` for them to appear.
+  base::Result<v1::OnlineResourcesResponse> OnlineResources(int vcpus, int added_memory_mib,
+                                                            std::chrono::milliseconds timeout);
+
   // Changes a created or running container's cgroup limits (fields left zero/empty stay as they are);
   // returns the limits the guest reports in force afterwards.
   base::Result<v1::Resources> UpdateContainerResources(const std::string& container_id, const v1::Resources& resources);

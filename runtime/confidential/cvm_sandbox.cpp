@@ -280,6 +280,12 @@ Status CvmVmm::HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds
       "NIC " + nic.guest_mac + ": a confidential VM gets its NICs at launch (its device model is measured)");
 }
 
+Status CvmVmm::Grow(int vcpus, int memory_mib, std::chrono::milliseconds) {
+  return base::MakeError(base::ErrorCode::kUnimplemented, "growing a confidential VM to " + std::to_string(vcpus) +
+                                                              " vCPUs and " + std::to_string(memory_mib) +
+                                                              " MiB: its shape is part of its launch measurement");
+}
+
 Status CvmVmm::Rehome(const VmLaunchSpec& target) {
   return base::MakeError(
       base::ErrorCode::kUnimplemented,
@@ -350,6 +356,9 @@ class QemuOrCvmVmm : public Vmm {
     return impl_ ? impl_->HotplugNic(nic, timeout) : NotStarted();
   }
   Status Rehome(const VmLaunchSpec& target) override { return impl_ ? impl_->Rehome(target) : NotStarted(); }
+  Status Grow(int vcpus, int memory_mib, std::chrono::milliseconds timeout) override {
+    return impl_ ? impl_->Grow(vcpus, memory_mib, timeout) : NotStarted();
+  }
   Status Shutdown(bool graceful, std::chrono::milliseconds timeout) override {
     return impl_ ? impl_->Shutdown(graceful, timeout) : Status::Ok();
   }

@@ -8,6 +8,7 @@
 
 #include "base/file_util.h"
 #include "guest/agent/container_manager.h"
+#include "guest/agent/hotplug.h"
 #include "guest/agent/oci_spec.h"
 #include "guest/agent/storage.h"
 #include "guest/agent/validation.h"
@@ -415,4 +416,78 @@ TEST(Storage, WaitUntilReadableIsBoundedAndNamesTheDisk) {
 }
 
 }  // namespace
+// A stand-in for /sys/devices/system: CPU and memory-block directories whose state files the onliner writes, as
+// the kernel's would be.
+class FakeSystemDir {
+ public:
+  FakeSystemDir() {
+    char tmpl[] = "/tmp/chrys-sysfs-test-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+    EXPECT_TRUE(base::MakeDirs(path_ + "/cpu/cpu0").ok());  // the boot CPU: no 'online' file
+    EXPECT_TRUE(base::MakeDirs(path_ + "/memory").ok());
+    EXPECT_TRUE(base::WriteFileAtomic(path_ + "/memory/block_size_bytes", "8000000\n").ok());  // 128 MiB
+  }
+  ~FakeSystemDir() { (void)base::RemoveTree(path_); }
+  void AddCpu(int n, const std::string& online) {
+    ASSERT_TRUE(base::MakeDirs(path_ + "/cpu/cpu" + std::to_string(n)).ok());
+    ASSERT_TRUE(base::WriteFileAtomic(path_ + "/cpu/cpu" + std::to_string(n) + "/online", online + "\n").ok());
+  }
+  void AddMemoryBlock(int n, const std::string& state) {
+    ASSERT_TRUE(base::MakeDirs(path_ + "/memory/memory" + std::to_string(n)).ok());
+    ASSERT_TRUE(base::WriteFileAtomic(path_ + "/memory/memory" + std::to_string(n) + "/state", state + "\n").ok());
+  }
+  std::string Read(const std::string& rel) const {
+    auto text = base::ReadFile(path_ + "/" + rel);
+    return text.ok() ? *text : "<missing>";
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST(ResourceOnliner, OnlinesHotPluggedCpusAndMemoryBeyondTheBootMemory) {
+  FakeSystemDir sys;
+  sys.AddMemoryBlock(0, "online");
+  sys.AddMemoryBlock(1, "online");
+  ResourceOnliner onliner(sys.path());  // boot: 1 CPU, 2 blocks
+  EXPECT_EQ(onliner.boot_memory_blocks(), 2);
+  auto nothing_yet = onliner.OnlinePass();
+  ASSERT_TRUE(nothing_yet.ok()) << nothing_yet.error().message();
+  EXPECT_EQ(nothing_yet->vcpus, 1);
+  EXPECT_EQ(nothing_yet->added_memory_mib, 0);
+  EXPECT_EQ(nothing_yet->memory_block_mib, 128);
+
+  // The host plugs a vCPU and 256 MiB: the kernel adds them offline.
+  sys.AddCpu(1, "0");
+  sys.AddMemoryBlock(32, "offline");
+  sys.AddMemoryBlock(33, "offline");
+  auto online = onliner.WaitOnline(2, 256, std::chrono::seconds(2));
+  ASSERT_TRUE(online.ok()) << online.error().message();
+  EXPECT_EQ(online->vcpus, 2);
+  EXPECT_EQ(online->added_memory_mib, 256);
+  EXPECT_EQ(sys.Read("cpu/cpu1/online"), "1");
+  EXPECT_EQ(sys.Read("memory/memory32/state"), "online");
+  EXPECT_EQ(sys.Read("memory/memory33/state"), "online");
+  EXPECT_EQ(sys.Read("memory/memory0/state"), "online\n") << "what is online is left alone";
+}
+
+TEST(ResourceOnliner, SaysWhatNeverCameOnline) {
+  FakeSystemDir sys;
+  sys.AddMemoryBlock(0, "online");
+  ResourceOnliner onliner(sys.path());
+  sys.AddCpu(1, "0");
+  auto missing = onliner.WaitOnline(3, 128, std::chrono::milliseconds(50));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code(), base::ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(missing.error().message().find("2 of 3 vCPUs and 0 of 128 MiB"), std::string::npos)
+      << missing.error().message();
+
+  // A kernel without memory hot-plug has no block size: refused with the file named.
+  ASSERT_TRUE(base::RemoveFileIfExists(sys.path() + "/memory/block_size_bytes").ok());
+  auto no_hotplug = onliner.OnlinePass();
+  ASSERT_FALSE(no_hotplug.ok());
+  EXPECT_NE(no_hotplug.error().message().find("block_size_bytes"), std::string::npos);
+}
+
 }  // namespace chrys::guest

@@ -181,6 +181,53 @@ TEST(QemuTest, CommandLineHasEveryPart) {
   EXPECT_TRUE(has("-device", "virtio-blk-pci,drive=cdisk1,serial=rw"));
 }
 
+// A VM booted with room to grow (a warm VM): CPU slots up to max_vcpus, DIMM slots and the memory ceiling.
+TEST(QemuCommandLineTest, RoomToGrowAddsCpuAndMemorySlots) {
+  QemuConfig c;
+  c.vhost_vsock_device = "/nonexistent";
+  QemuVmm vmm(c);
+  VmLaunchSpec s;
+  s.sandbox_id = "warm-1";
+  s.kernel_path = "/k";
+  s.vcpus = 1;
+  s.memory_mib = 640;
+  s.run_dir = "/run/chrys/warm-1";
+  s.console_log_path = "/var/log/warm-1.log";
+  s.fs_shares.push_back({"chrys-pod", "/srv", false});
+  auto plain = vmm.BuildCommandLine(s, "tcg");
+  s.max_vcpus = 16;
+  s.max_memory_mib = 8192;
+  auto grown = vmm.BuildCommandLine(s, "tcg");
+  auto value_of = [](const std::vector<std::string>& a, const std::string& flag) {
+    for (size_t i = 0; i + 1 < a.size(); ++i) {
+      if (a[i] == flag) {
+        return a[i + 1];
+      }
+    }
+    return std::string("<none>");
+  };
+  EXPECT_EQ(value_of(plain, "-smp"), "1");
+  EXPECT_EQ(value_of(plain, "-m"), "640M");
+  EXPECT_EQ(value_of(grown, "-smp"), "1,maxcpus=16");
+  EXPECT_EQ(value_of(grown, "-m"), "640M,slots=4,maxmem=8192M");
+  // The boot memory stays what the shared backend maps.
+  EXPECT_EQ(value_of(grown, "-object"), "memory-backend-memfd,id=mem0,size=640M,share=on");
+}
+
+// Grow refuses what a VM cannot do before it talks to any VMM: shrinking, or more than it booted with room for.
+TEST(QemuGrowTest, RefusesShrinkingAndGrowingPastTheRoomItBootedWith) {
+  QemuVmm vmm(QemuConfig{});  // not started: the spec's defaults, 1 vCPU and 512 MiB, no room
+  auto shrink = vmm.Grow(1, 256, std::chrono::seconds(1));
+  ASSERT_FALSE(shrink.ok());
+  EXPECT_EQ(shrink.error().code(), base::ErrorCode::kInvalidArgument);
+  EXPECT_NE(shrink.error().message().find("not shrink"), std::string::npos) << shrink.error().message();
+  auto past = vmm.Grow(2, 512, std::chrono::seconds(1));
+  ASSERT_FALSE(past.ok());
+  EXPECT_EQ(past.error().code(), base::ErrorCode::kResourceExhausted);
+  EXPECT_NE(past.error().message().find("room for 1 vCPUs and 512 MiB"), std::string::npos) << past.error().message();
+  EXPECT_TRUE(vmm.Grow(1, 512, std::chrono::seconds(1)).ok()) << "growing to the size it has is nothing to do";
+}
+
 TEST(GuestManifestTest, ReadsFilesUnderTheGuestDirAndRefusesOthers) {
   std::string dir = TempDir("manifest");
   ASSERT_TRUE(base::WriteFileAtomic(dir + "/manifest.json",
@@ -289,6 +336,8 @@ TEST(LaunchSpecTest, BadInputNamesTheField) {
   bad([](VmLaunchSpec& t) { t.sandbox_id = "../x"; }, "sandbox_id");
   bad([](VmLaunchSpec& t) { t.vcpus = 0; }, "vcpus");
   bad([](VmLaunchSpec& t) { t.memory_mib = 1; }, "memory_mib");
+  bad([](VmLaunchSpec& t) { t.max_vcpus = t.vcpus + 300; }, "max_vcpus");
+  bad([](VmLaunchSpec& t) { t.max_memory_mib = t.memory_mib - 1; }, "max_memory_mib");
   bad([&](VmLaunchSpec& t) { t.kernel_path = dir + "/missing"; }, "kernel_path");
   bad([](VmLaunchSpec& t) { t.interfaces.push_back({{}, "02:00:00:00:00:01", 1500}); }, "tap_queue_fds");
   bad([](VmLaunchSpec& t) { t.interfaces.push_back({{987654}, "02:00:00:00:00:01", 1500}); }, "tap_queue_fds");

@@ -33,6 +33,9 @@ struct FakeWorld {
   std::atomic<bool> vms_died{false};  // every VM's process is gone (read by the warm pool's thread)
   int rehomes = 0;
   std::vector<std::string> hotplugged_nics;
+  bool grow_fails = false;
+  std::vector<std::pair<int, int>> grown;               // (vCPUs, MiB) each Grow asked for
+  VmLaunchSpec last_start;                              // the spec the last Start was given
   std::vector<DiskSpec> boot_disks;                     // what the last Start was given
   std::map<std::string, std::string> adopted_disk_bus;  // sandbox id -> disk_hotplug_bus Adopt was given
 };
@@ -44,6 +47,7 @@ class FakeVmm : public Vmm {
   Status Start(const VmLaunchSpec& spec) override {
     ++world_->starts;
     world_->boot_disks = spec.disks;
+    world_->last_start = spec;
     if (world_->fail_start) {
       return base::Unavailable("fake start failure");
     }
@@ -79,6 +83,13 @@ class FakeVmm : public Vmm {
     }
     world_->hotplugged_nics.push_back(nic.guest_mac);
     state_.plugged_nics.push_back({"nic", "net", 29, nic.guest_mac});
+    return Status::Ok();
+  }
+  Status Grow(int vcpus, int memory_mib, std::chrono::milliseconds) override {
+    if (world_->grow_fails) {
+      return base::Internal("fake grow failure");
+    }
+    world_->grown.emplace_back(vcpus, memory_mib);
     return Status::Ok();
   }
   Status Rehome(const VmLaunchSpec& target) override {
@@ -138,7 +149,13 @@ class AlwaysReady : public AgentConnector {
   }
   void Forget(const std::string&) override {}
   void Rename(const std::string&, const std::string&) override {}
+  Status OnlineResources(const std::string& id, const AgentEndpoint&, int vcpus, int added_memory_mib,
+                         std::chrono::milliseconds) override {
+    onlined.push_back(id + " " + std::to_string(vcpus) + " +" + std::to_string(added_memory_mib));
+    return Status::Ok();
+  }
   int shutdowns = 0;
+  std::vector<std::string> onlined;  // "<sandbox> <vcpus> +<added MiB>" per OnlineResources
 };
 
 class SandboxManagerTest : public ::testing::Test {
@@ -303,6 +320,9 @@ TEST_F(SandboxManagerTest, RecoverAdoptsCleansAndMarksNotReady) {
     }
     void Forget(const std::string&) override {}
     void Rename(const std::string&, const std::string&) override {}
+    Status OnlineResources(const std::string&, const AgentEndpoint&, int, int, std::chrono::milliseconds) override {
+      return Status::Ok();
+    }
   };
   auto probe = std::make_shared<FailSecond>();
   opts.agent = probe;
@@ -470,8 +490,11 @@ TEST_F(WarmPoolTest, AFittingPodClaimsAWarmVmAndThePoolRefills) {
 TEST_F(WarmPoolTest, PodsThatDoNotFitBootTheirOwnVm) {
   SandboxManager m(PoolOptions(1));
   ASSERT_NO_FATAL_FAILURE(StartFull(m));
-  SandboxRequest limited = PodRequest("limited");
-  limited.resources.cpu_millis = 2500;  // another shape
+  // Smaller than the pool's shape (a VM cannot shrink), or memory that is not a whole number of hot-plug blocks more.
+  SandboxRequest smaller = PodRequest("smaller");
+  smaller.resources.memory_bytes = 256LL << 20;
+  SandboxRequest odd_memory = PodRequest("odd");
+  odd_memory.resources.memory_bytes = 700LL << 20;
   SandboxRequest confidential = PodRequest("cvm");
   confidential.handler = "chrysalis-snp";
   SandboxRequest read_only_share = PodRequest("ro");
@@ -479,7 +502,7 @@ TEST_F(WarmPoolTest, PodsThatDoNotFitBootTheirOwnVm) {
   SandboxRequest no_nic = PodRequest("plain");
   no_nic.interfaces.clear();
   no_nic.extra_cmdline = "debug";
-  for (const auto& request : {limited, confidential, read_only_share, no_nic}) {
+  for (const auto& request : {smaller, odd_memory, confidential, read_only_share, no_nic}) {
     auto created = m.Create(request);
     ASSERT_TRUE(created.ok()) << request.id << ": " << created.error().message();
     EXPECT_FALSE(created->from_warm_pool) << request.id;
@@ -495,7 +518,56 @@ TEST_F(WarmPoolTest, PodsThatDoNotFitBootTheirOwnVm) {
   ASSERT_FALSE(reserved.ok());
   EXPECT_EQ(reserved.error().code(), base::ErrorCode::kInvalidArgument);
   EXPECT_NE(reserved.error().message().find("warm-"), std::string::npos) << reserved.error().message();
-  EXPECT_EQ(Entries(root_ + "/state").size(), 5u) << "4 pods and the warm VM";
+  EXPECT_EQ(Entries(root_ + "/state").size(), 6u) << "5 pods and the warm VM";
+  EXPECT_TRUE(world_.grown.empty());
+}
+
+TEST_F(WarmPoolTest, ALargerPodGetsAWarmVmGrownToItsSize) {
+  SandboxManager m(PoolOptions(1));
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
+  // The warm VM booted with the default shape and room to grow.
+  VmLaunchSpec warm = world_.last_start;
+  EXPECT_EQ(warm.vcpus, 1);
+  EXPECT_EQ(warm.memory_mib, 640);
+  EXPECT_EQ(warm.max_vcpus, 16);
+  EXPECT_GE(warm.max_memory_mib, 1152) << "room up to the host's memory";
+  EXPECT_EQ(warm.max_memory_mib % kHotplugMemoryBlockMib, 0);
+
+  SandboxRequest big = PodRequest("big");
+  big.resources.cpu_millis = 2500;
+  big.resources.memory_bytes = 1LL << 30;  // + 128 MiB overhead = 1152 MiB: 512 MiB (4 blocks) more than warm
+  auto created = m.Create(big);
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  EXPECT_TRUE(created->from_warm_pool);
+  EXPECT_EQ(world_.grown, (std::vector<std::pair<int, int>>{{3, 1152}}));
+  EXPECT_EQ(agent_->onlined, std::vector<std::string>{"big 3 +512"}) << "the guest onlines what was plugged";
+  auto rec = Record("big");
+  EXPECT_EQ(rec["spec"]["vcpus"], 3);
+  EXPECT_EQ(rec["spec"]["memory_mib"], 1152);
+  auto inspected = m.Inspect("big");
+  ASSERT_TRUE(inspected.ok());
+  EXPECT_EQ(inspected->vcpus, 3);
+  EXPECT_EQ(inspected->memory_mib, 1152);
+}
+
+TEST_F(WarmPoolTest, AFailedGrowthDropsTheWarmVmAndThePodBootsItsOwn) {
+  SandboxManager m(PoolOptions(1));
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
+  const std::string warm_id = Entries(root_ + "/state")[0];
+  world_.grow_fails = true;
+  SandboxRequest big = PodRequest("big");
+  big.resources.cpu_millis = 2000;
+  auto created = m.Create(big);
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  EXPECT_FALSE(created->from_warm_pool);
+  EXPECT_EQ(created->fs_shares[0].host_dir, big.fs_shares[0].host_dir) << "its own share, as without the pool";
+  EXPECT_EQ(created->vcpus, 2);
+  EXPECT_NE(m.warm_pool_status().last_error.find("fake grow failure"), std::string::npos)
+      << m.warm_pool_status().last_error;
+  EXPECT_NE(::access((root_ + "/state/" + warm_id).c_str(), F_OK), 0);
+  auto released = Released();
+  EXPECT_NE(std::find(released.begin(), released.end(), root_ + "/shares/" + warm_id), released.end());
+  EXPECT_GE(world_.kills, 1);
 }
 
 TEST_F(WarmPoolTest, AnEmptyPoolIsAMissAndThePodBoots) {
