@@ -550,6 +550,11 @@ int Debug(CriClient& client, const std::vector<std::string>& args) {
                  "# -netdev tap,id=net0,ifname=TAP,script=no,downscript=no -device virtio-net-pci,netdev=net0,mac=MAC\n"
                  "# with the pod's tap and MAC (ip -n " +
                      (netns_name.empty() ? std::string("<netns>") : netns_name) + " link).\n";
+    // A pod sized above the pool's shape had vCPUs and a memory DIMM hot-plugged: -smp/-m above show the boot.
+    std::cout << "# The VM now has " << vm.value("vcpus", 0) << " vCPUs and " << vm.value("memoryMib", 0)
+              << " MiB (booted as -smp/-m above, grown by CPU and DIMM hot-plug when the pod is larger); to boot the\n"
+                 "# pod's shape by hand, use -smp "
+              << vm.value("vcpus", 0) << " -m " << vm.value("memoryMib", 0) << "M.\n";
   }
   if (!fds.empty()) {
     std::cout << "#\n# inherited fds (opened by chrysd, passed to the VMM at start):\n";

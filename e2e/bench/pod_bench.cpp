@@ -10,7 +10,9 @@
 // --warm-pool N. With --warm-pool N (0..64, default 0: no pool) chrysd keeps N VMs booted (vmm.warm_pool_size) and
 // the bench waits for a full pool before each serial pod, each bare boot and each at-once phase, so a pod meets a node
 // whose pool refilled since the last start and no refill boot runs beside a bare one; it counts the pods that claimed
-// a warm VM (pods started at once beyond N boot cold).
+// a warm VM (pods started at once beyond N boot cold). --pod-cpus N and --pod-memory-mib M give every pod those
+// pod-level limits (kubelet's LinuxPodSandboxConfig.resources), so its VM is sized by them (and a warm VM is grown to
+// them); the bare boot takes the pod VM's vCPUs and memory as the pod reports them.
 #include <signal.h>
 #include <unistd.h>
 
@@ -44,9 +46,23 @@ struct Options {
   int parallel = 10;
   int containers = 3;
   int rpc_iterations = 1000;
-  int bare_every = 5;  // one bare boot before every Nth serial pod
-  int warm_pool = 0;   // chrysd's vmm.warm_pool_size; 0: no pool, the output is as without the flag
+  int bare_every = 5;      // one bare boot before every Nth serial pod
+  int warm_pool = 0;       // chrysd's vmm.warm_pool_size; 0: no pool, the output is as without the flag
+  int pod_cpus = 0;        // pod-level CPU limit in whole CPUs; 0: none
+  int pod_memory_mib = 0;  // pod-level memory limit; 0: none
 };
+
+// The pod-level limits of every pod the bench starts (none when both are 0).
+void ApplyPodLimits(const Options& o, v1::PodSandboxConfig& pod_config) {
+  if (o.pod_cpus > 0) {
+    pod_config.mutable_linux()->mutable_resources()->set_cpu_period(100000);
+    pod_config.mutable_linux()->mutable_resources()->set_cpu_quota(100000LL * o.pod_cpus);
+  }
+  if (o.pod_memory_mib > 0) {
+    pod_config.mutable_linux()->mutable_resources()->set_memory_limit_in_bytes(static_cast<int64_t>(o.pod_memory_mib)
+                                                                               << 20);
+  }
+}
 
 double Ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
@@ -242,9 +258,11 @@ bool LogHasLine(const std::string& path, const std::string& text) {
 
 // One pod's critical path, timed from the RunPodSandbox call; extra containers are added after the clock stops.
 // `pod_id` is set as soon as the pod exists, so a failure later still lets the caller remove it.
-base::Result<PodTiming> RunOnePod(PodEnv& env, const std::string& name, int containers, std::string* pod_id) {
+base::Result<PodTiming> RunOnePod(PodEnv& env, const Options& o, const std::string& name, int containers,
+                                  std::string* pod_id) {
   PodTiming t;
   v1::PodSandboxConfig pod_config = env.PodConfig(name);
+  ApplyPodLimits(o, pod_config);
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(pod_config.log_directory()));
   auto start = Clock::now();
   CHRYS_ASSIGN_OR_RETURN(t.pod_id, env.RunPod(pod_config));
@@ -497,11 +515,17 @@ int Main(int argc, char** argv) {
       o.bare_every = ParseCount("--bare-every", next());
     } else if (arg == "--warm-pool") {
       o.warm_pool = ParseCount("--warm-pool", next(), 0, 64);
+    } else if (arg == "--pod-cpus") {
+      o.pod_cpus = ParseCount("--pod-cpus", next(), 0, 16);
+    } else if (arg == "--pod-memory-mib") {
+      o.pod_memory_mib = ParseCount("--pod-memory-mib", next(), 0, 1 << 20);
     } else {
-      std::fprintf(stderr,
-                   "usage: pod_bench [--serial N (20)] [--parallel N (10)] [--containers N per serial pod (3)]\n"
-                   "                 [--rpc-iterations N (1000)] [--bare-every N serial pods (5)]\n"
-                   "                 [--warm-pool N chrysd's vmm.warm_pool_size, 0..64 (0)]\n");
+      std::fprintf(
+          stderr,
+          "usage: pod_bench [--serial N (20)] [--parallel N (10)] [--containers N per serial pod (3)]\n"
+          "                 [--rpc-iterations N (1000)] [--bare-every N serial pods (5)]\n"
+          "                 [--warm-pool N chrysd's vmm.warm_pool_size, 0..64 (0)]\n"
+          "                 [--pod-cpus N pod CPU limit (0: none)] [--pod-memory-mib M pod memory limit (0)]\n");
       return 2;
     }
   }
@@ -556,7 +580,8 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
     }
     CHRYS_RETURN_IF_ERROR(full_pool("serial pod " + std::to_string(i)));
     pods.emplace_back();
-    CHRYS_ASSIGN_OR_RETURN(PodTiming timing, RunOnePod(env, "serial-" + std::to_string(i), o.containers, &pods.back()));
+    CHRYS_ASSIGN_OR_RETURN(PodTiming timing,
+                           RunOnePod(env, o, "serial-" + std::to_string(i), o.containers, &pods.back()));
     serial.push_back(std::move(timing));
     std::string source;
     if (o.warm_pool > 0) {
@@ -575,6 +600,12 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
         if (std::string v = ArgAfter(vm_argv, flag); !v.empty()) {
           *field = v;
         }
+      }
+      // vCPUs and memory as the pod reports them: a claimed warm VM booted smaller (with room to grow) and was grown.
+      json vm = VmInfoOf(env, serial[0].pod_id);
+      if (vm.value("vcpus", 0) > 0 && vm.value("memoryMib", 0) > 0) {
+        shape.smp = std::to_string(vm.value("vcpus", 0));
+        shape.memory = std::to_string(vm.value("memoryMib", 0)) + "M";
       }
       bare = std::make_unique<BareBoot>(CHRYS_GUEST_IMAGE_DIR, shape, work);
       CHRYS_RETURN_IF_ERROR(bare->Load());
@@ -608,8 +639,8 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   runs.reserve(o.parallel);
   std::vector<std::string> parallel_ids(o.parallel);
   for (int i = 0; i < o.parallel; ++i) {
-    runs.push_back(std::async(std::launch::async, [&env, &parallel_ids, i] {
-      return RunOnePod(env, "parallel-" + std::to_string(i), 1, &parallel_ids[i]);
+    runs.push_back(std::async(std::launch::async, [&env, &o, &parallel_ids, i] {
+      return RunOnePod(env, o, "parallel-" + std::to_string(i), 1, &parallel_ids[i]);
     }));
   }
   std::vector<PodTiming> parallel;
@@ -662,6 +693,10 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   }
 
   std::string pool_note = o.warm_pool > 0 ? " (warm pool " + std::to_string(o.warm_pool) + ")" : "";
+  if (o.pod_cpus > 0 || o.pod_memory_mib > 0) {
+    pool_note += " (pod limits: " + (o.pod_cpus > 0 ? std::to_string(o.pod_cpus) + " CPUs" : "no CPU limit") + ", " +
+                 (o.pod_memory_mib > 0 ? std::to_string(o.pod_memory_mib) + " MiB" : "no memory limit") + ")";
+  }
   std::printf(
       "\npod_bench%s: %d pods one after another (kept running), %d at once; accel from the pod VM's command "
       "line; bare = qemu-system-x86_64 to '%s'\n\n",
@@ -710,6 +745,8 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       {"serial_pods", o.serial},
       {"parallel_pods", o.parallel},
       {"containers_per_pod", o.containers},
+      {"pod_cpus", o.pod_cpus},
+      {"pod_memory_mib", o.pod_memory_mib},
       {"serial_ready_ms", s_ready},
       {"serial_running_ms", s_running},
       {"serial_first_log_ms", s_log},
