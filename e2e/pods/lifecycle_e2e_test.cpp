@@ -532,19 +532,39 @@ std::set<pid_t> WarmVmPids(PodEnv& env, const std::set<pid_t>& except = {}) {
   return out;
 }
 
+// chrysd with a warm pool of one, its VM booted: the env and that VM's pid.
+void StartWithOneWarmVm(std::unique_ptr<PodEnv>& env, pid_t& warm_vm) {
+  auto created = PodEnv::Create({"--set", "vmm.warm_pool_size=1"});
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  env = std::move(created).value();
+  nlohmann::json pool = WaitPoolFull(*env);
+  ASSERT_EQ(pool.value("ready", 0), 1) << pool.dump() << "\n" << env->chrysd().Output();
+  std::set<pid_t> warm = WarmVmPids(*env);
+  ASSERT_EQ(warm.size(), 1u);
+  warm_vm = *warm.begin();
+}
+
+// The "vm" part of a pod's verbose PodSandboxStatus info (empty when the call fails).
+nlohmann::json PodVmInfo(PodEnv& env, const std::string& pod) {
+  v1::PodSandboxStatusRequest req;
+  req.set_pod_sandbox_id(pod);
+  req.set_verbose(true);
+  v1::PodSandboxStatusResponse resp;
+  if (!env.runtime().PodSandboxStatus(Ctx().get(), req, &resp).ok() || !resp.info().contains("info")) {
+    return nlohmann::json::object();
+  }
+  auto info = nlohmann::json::parse(resp.info().at("info"), nullptr, false);
+  return info.is_object() && info.contains("vm") ? info["vm"] : nlohmann::json::object();
+}
+
 // A pod of the default shape takes the booted warm VM: its NIC is hot-plugged (the host reaches a server in the
 // pod at the pod's CNI address), the pod's shared directory works (a volume's file reaches that server), the
 // hostname is set, and the pool boots a replacement. A crash of chrysd leaves the pod running and the warm VM is
 // not adopted; stopping chrysd ends the warm VM.
 TEST(WarmPool, APodTakesAWarmVmThatWorksLikeABootedOne) {
-  auto created = PodEnv::Create({"--set", "vmm.warm_pool_size=1"});
-  ASSERT_TRUE(created.ok()) << created.error().message();
-  auto env = std::move(created).value();
-  nlohmann::json pool = WaitPoolFull(*env);
-  ASSERT_EQ(pool.value("ready", 0), 1) << pool.dump() << "\n" << env->chrysd().Output();
-  std::set<pid_t> warm = WarmVmPids(*env);
-  ASSERT_EQ(warm.size(), 1u);
-  pid_t warm_vm = *warm.begin();
+  std::unique_ptr<PodEnv> env;
+  pid_t warm_vm = 0;
+  ASSERT_NO_FATAL_FAILURE(StartWithOneWarmVm(env, warm_vm));
 
   v1::PodSandboxConfig pod_config = env->PodConfig("warm-claimed");
   auto pod = env->RunPod(pod_config);
@@ -553,13 +573,8 @@ TEST(WarmPool, APodTakesAWarmVmThatWorksLikeABootedOne) {
   auto status = env->PodStatus(*pod);
   ASSERT_TRUE(status.ok()) << status.error().message();
   ASSERT_FALSE(status->network().ip().empty());
-  v1::PodSandboxStatusRequest verbose;
-  verbose.set_pod_sandbox_id(*pod);
-  verbose.set_verbose(true);
-  v1::PodSandboxStatusResponse verbose_resp;
-  ASSERT_TRUE(env->runtime().PodSandboxStatus(Ctx().get(), verbose, &verbose_resp).ok());
-  auto info = nlohmann::json::parse(verbose_resp.info().at("info"));
-  EXPECT_EQ(info["vm"]["fromWarmPool"], true) << info.dump();
+  nlohmann::json vm = PodVmInfo(*env, *pod);
+  EXPECT_EQ(vm["fromWarmPool"], true) << vm.dump();
 
   std::string volume = env->root() + "/warm-volume";
   ASSERT_TRUE(base::MakeDirs(volume).ok());
@@ -583,7 +598,7 @@ TEST(WarmPool, APodTakesAWarmVmThatWorksLikeABootedOne) {
       << LogText(env->LogPath(pod_config, hostname_config));
 
   // A replacement boots beside the pod.
-  pool = WaitPoolFull(*env);
+  nlohmann::json pool = WaitPoolFull(*env);
   EXPECT_EQ(pool.value("ready", 0), 1) << pool.dump();
   EXPECT_EQ(pool.value("claimed", 0), 1) << pool.dump();
   std::set<pid_t> replacement = WarmVmPids(*env, {warm_vm});
@@ -620,13 +635,9 @@ TEST(WarmPool, APodTakesAWarmVmThatWorksLikeABootedOne) {
 // A pod with limits above the pool's shape (2 CPUs, 1 GiB) takes the warm VM grown to its size: the guest sees the
 // hot-plugged vCPU and memory online, and the pod reports the VM's new shape.
 TEST(WarmPool, APodWithLimitsGetsTheWarmVmGrownToItsSize) {
-  auto created = PodEnv::Create({"--set", "vmm.warm_pool_size=1"});
-  ASSERT_TRUE(created.ok()) << created.error().message();
-  auto env = std::move(created).value();
-  nlohmann::json pool = WaitPoolFull(*env);
-  ASSERT_EQ(pool.value("ready", 0), 1) << pool.dump() << "\n" << env->chrysd().Output();
-  std::set<pid_t> warm = WarmVmPids(*env);
-  ASSERT_EQ(warm.size(), 1u);
+  std::unique_ptr<PodEnv> env;
+  pid_t warm_vm = 0;
+  ASSERT_NO_FATAL_FAILURE(StartWithOneWarmVm(env, warm_vm));
 
   v1::PodSandboxConfig pod_config = env->PodConfig("warm-grown");
   auto* resources = pod_config.mutable_linux()->mutable_resources();
@@ -635,16 +646,11 @@ TEST(WarmPool, APodWithLimitsGetsTheWarmVmGrownToItsSize) {
   resources->set_memory_limit_in_bytes(1LL << 30);
   auto pod = env->RunPod(pod_config);
   ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
-  EXPECT_EQ(VmPid(*env, *pod), *warm.begin()) << "the pod did not take the warm VM: " << WarmPool(*env).dump();
-  v1::PodSandboxStatusRequest verbose;
-  verbose.set_pod_sandbox_id(*pod);
-  verbose.set_verbose(true);
-  v1::PodSandboxStatusResponse verbose_resp;
-  ASSERT_TRUE(env->runtime().PodSandboxStatus(Ctx().get(), verbose, &verbose_resp).ok());
-  auto info = nlohmann::json::parse(verbose_resp.info().at("info"));
-  EXPECT_EQ(info["vm"]["fromWarmPool"], true) << info.dump();
-  EXPECT_EQ(info["vm"]["vcpus"], 2) << info.dump();
-  EXPECT_EQ(info["vm"]["memoryMib"], 1024 + 128) << info.dump();
+  EXPECT_EQ(VmPid(*env, *pod), warm_vm) << "the pod did not take the warm VM: " << WarmPool(*env).dump();
+  nlohmann::json vm = PodVmInfo(*env, *pod);
+  EXPECT_EQ(vm["fromWarmPool"], true) << vm.dump();
+  EXPECT_EQ(vm["vcpus"], 2) << vm.dump();
+  EXPECT_EQ(vm["memoryMib"], 1024 + 128) << vm.dump();
 
   auto probe_config = env->ContainerConfig("shape", {"/bin/sh", "-c", "nproc; grep MemTotal /proc/meminfo"});
   std::string probe = RunContainer(*env, *pod, pod_config, probe_config);
@@ -660,7 +666,7 @@ TEST(WarmPool, APodWithLimitsGetsTheWarmVmGrownToItsSize) {
   EXPECT_LT(mem_kib, 1152LL * 1024) << log;
 
   ASSERT_TRUE(env->StopPod(*pod).ok());
-  EXPECT_TRUE(WaitGone(*warm.begin(), std::chrono::seconds(10))) << "the claimed VM survived StopPodSandbox";
+  EXPECT_TRUE(WaitGone(warm_vm, std::chrono::seconds(10))) << "the claimed VM survived StopPodSandbox";
   ASSERT_TRUE(env->RemovePod(*pod).ok());
   EXPECT_EQ(env->chrysd().Stop(), 0);
   EXPECT_TRUE(env->Traces().mounts.empty());
