@@ -413,18 +413,10 @@ grpc::Status AgentService::WatchEvents(grpc::ServerContext* ctx, const v1::Watch
 grpc::Status AgentService::OnlineResources(grpc::ServerContext*, const v1::OnlineResourcesRequest* req,
                                            v1::OnlineResourcesResponse* resp) {
   return Guarded("OnlineResources", [&] {
-    if (req->vcpus() < 1 || req->vcpus() > 255) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "vcpus: " + std::to_string(req->vcpus()) + " is outside 1..255");
-    }
-    if (req->added_memory_mib() > (1U << 22)) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "added_memory_mib: " + std::to_string(req->added_memory_mib()) + " is over 4194304");
+    if (auto valid = ValidateOnlineResources(*req); !valid.ok()) {
+      return ToGrpc(valid.error());
     }
     uint32_t timeout = req->timeout_ms() == 0 ? 10000 : req->timeout_ms();
-    if (timeout > 60000) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "timeout_ms: at most 60000");
-    }
     std::lock_guard lock(online_mu_);
     base::PhaseTimer phases;
     auto online = onliner_.WaitOnline(static_cast<int>(req->vcpus()), static_cast<int>(req->added_memory_mib()),

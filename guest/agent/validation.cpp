@@ -441,6 +441,19 @@ Status ValidateMountShare(const v1::MountShareRequest& request) {
   return ValidateId(request.name(), "name");
 }
 
+Status ValidateOnlineResources(const v1::OnlineResourcesRequest& request) {
+  if (request.vcpus() < 1 || request.vcpus() > 255) {
+    return InvalidArgument("vcpus: " + std::to_string(request.vcpus()) + " is outside 1..255");
+  }
+  if (request.added_memory_mib() > (1U << 22)) {
+    return InvalidArgument("added_memory_mib: " + std::to_string(request.added_memory_mib()) + " is over 4194304");
+  }
+  if (request.timeout_ms() > 60000) {
+    return InvalidArgument("timeout_ms: " + std::to_string(request.timeout_ms()) + " is over 60000");
+  }
+  return Status::Ok();
+}
+
 Status ValidateProcessRef(const v1::ProcessRef& ref, const std::string& field) {
   CHRYS_RETURN_IF_ERROR(ValidateId(ref.container_id(), field + ".container_id"));
   if (!ref.exec_id().empty()) {

@@ -156,6 +156,30 @@ TEST(Validation, SandboxRequest) {
   EXPECT_FALSE(ValidateSetupSandbox(bad).ok()) << "a route needs a gateway or a device";
 }
 
+TEST(Validation, OnlineResourcesNamesTheFieldOutOfRange) {
+  v1::OnlineResourcesRequest r;
+  r.set_vcpus(2);
+  r.set_added_memory_mib(512);
+  EXPECT_TRUE(ValidateOnlineResources(r).ok());
+  auto refused = [](const v1::OnlineResourcesRequest& bad, const std::string& field) {
+    auto st = ValidateOnlineResources(bad);
+    ASSERT_FALSE(st.ok()) << field;
+    EXPECT_EQ(st.error().code(), base::ErrorCode::kInvalidArgument);
+    EXPECT_NE(st.error().message().find(field), std::string::npos) << st.error().message();
+  };
+  auto bad = r;
+  bad.set_vcpus(0);
+  refused(bad, "vcpus");
+  bad.set_vcpus(256);
+  refused(bad, "vcpus");
+  bad = r;
+  bad.set_added_memory_mib((1U << 22) + 1);
+  refused(bad, "added_memory_mib");
+  bad = r;
+  bad.set_timeout_ms(60001);
+  refused(bad, "timeout_ms");
+}
+
 TEST(Validation, SignalsAndStdin) {
   EXPECT_FALSE(ValidateSignal(0).ok());
   EXPECT_FALSE(ValidateSignal(65).ok());
