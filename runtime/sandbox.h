@@ -228,6 +228,7 @@ class SandboxManager {
   base::Status Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind, std::atomic<pid_t>* vmm_pid = nullptr);
   bool FitsWarmPool(const SandboxRequest& request, VmmKind kind) const;
   bool CanGrowTo(const PodResources& resources) const;
+  int WarmBootMemoryMib() const;
   // Empty when no warm VM fits (the caller boots one); otherwise the claimed sandbox or why the claim failed.
   std::optional<base::Result<SandboxStatus>> ClaimWarm(const SandboxRequest& request, VmmKind kind);
   // Kills a warm (or half-claimed) VM and removes its files and share.

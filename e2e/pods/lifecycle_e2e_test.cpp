@@ -658,7 +658,7 @@ TEST(WarmPool, APodWithLimitsGetsTheWarmVmGrownToItsSize) {
   ASSERT_TRUE(env->WaitExited(probe).ok());
   std::string log = LogText(env->LogPath(pod_config, probe_config));
   EXPECT_NE(log.find(" stdout F 2\n"), std::string::npos) << "two vCPUs online in the guest:\n" << log;
-  // The warm VM booted with 640 MiB (MemTotal ~526 MiB); grown to 1152 MiB its MemTotal is ~1038 MiB.
+  // The warm VM booted with 256 MiB; grown to 1152 MiB its MemTotal is ~1038 MiB.
   size_t at = log.find("MemTotal:");
   ASSERT_NE(at, std::string::npos) << log;
   long long mem_kib = std::atoll(log.c_str() + at + std::strlen("MemTotal:"));

@@ -459,6 +459,10 @@ TEST_F(WarmPoolTest, AFittingPodClaimsAWarmVmAndThePoolRefills) {
   EXPECT_EQ(created->agent.socket_path, root_ + "/run/pod1/agent.sock");
   EXPECT_EQ(world_.rehomes, 1);
   EXPECT_EQ(world_.hotplugged_nics, std::vector<std::string>{"02:00:00:00:00:01"});
+  // The default shape is 640 MiB; the warm VM booted with 256 and grew by 3 blocks.
+  EXPECT_EQ(world_.grown, (std::vector<std::pair<int, int>>{{1, 640}}));
+  EXPECT_EQ(agent_->onlined, std::vector<std::string>{"pod1 1 +384"});
+  EXPECT_EQ(created->memory_mib, 640);
   auto rec = Record("pod1");
   EXPECT_EQ(rec["id"], "pod1");
   EXPECT_EQ(rec["state"], "ready");
@@ -490,9 +494,9 @@ TEST_F(WarmPoolTest, AFittingPodClaimsAWarmVmAndThePoolRefills) {
 TEST_F(WarmPoolTest, PodsThatDoNotFitBootTheirOwnVm) {
   SandboxManager m(PoolOptions(1));
   ASSERT_NO_FATAL_FAILURE(StartFull(m));
-  // Smaller than the pool's shape (a VM cannot shrink), or memory that is not a whole number of hot-plug blocks more.
+  // Smaller than a warm VM boots (a VM cannot shrink), or memory that is not a whole number of hot-plug blocks more.
   SandboxRequest smaller = PodRequest("smaller");
-  smaller.resources.memory_bytes = 256LL << 20;
+  smaller.resources.memory_bytes = 64LL << 20;  // 192 MiB with the overhead; warm VMs boot with 256
   SandboxRequest odd_memory = PodRequest("odd");
   odd_memory.resources.memory_bytes = 700LL << 20;
   SandboxRequest confidential = PodRequest("cvm");
@@ -525,22 +529,24 @@ TEST_F(WarmPoolTest, PodsThatDoNotFitBootTheirOwnVm) {
 TEST_F(WarmPoolTest, ALargerPodGetsAWarmVmGrownToItsSize) {
   SandboxManager m(PoolOptions(1));
   ASSERT_NO_FATAL_FAILURE(StartFull(m));
-  // The warm VM booted with the default shape and room to grow.
+  // The warm VM booted small (one block above the overhead) with room to grow.
   VmLaunchSpec warm = world_.last_start;
   EXPECT_EQ(warm.vcpus, 1);
-  EXPECT_EQ(warm.memory_mib, 640);
+  EXPECT_EQ(warm.memory_mib, 256);
   EXPECT_EQ(warm.max_vcpus, 16);
   EXPECT_GE(warm.max_memory_mib, 1152) << "room up to the host's memory";
   EXPECT_EQ(warm.max_memory_mib % kHotplugMemoryBlockMib, 0);
+  EXPECT_NE(warm.kernel_cmdline.find("swiotlb=noforce"), std::string::npos)
+      << "no bounce buffer for the memory it may grow into: " << warm.kernel_cmdline;
 
   SandboxRequest big = PodRequest("big");
   big.resources.cpu_millis = 2500;
-  big.resources.memory_bytes = 1LL << 30;  // + 128 MiB overhead = 1152 MiB: 512 MiB (4 blocks) more than warm
+  big.resources.memory_bytes = 1LL << 30;  // + 128 MiB overhead = 1152 MiB: 896 MiB (7 blocks) more than warm
   auto created = m.Create(big);
   ASSERT_TRUE(created.ok()) << created.error().message();
   EXPECT_TRUE(created->from_warm_pool);
   EXPECT_EQ(world_.grown, (std::vector<std::pair<int, int>>{{3, 1152}}));
-  EXPECT_EQ(agent_->onlined, std::vector<std::string>{"big 3 +512"}) << "the guest onlines what was plugged";
+  EXPECT_EQ(agent_->onlined, std::vector<std::string>{"big 3 +896"}) << "the guest onlines what was plugged";
   auto rec = Record("big");
   EXPECT_EQ(rec["spec"]["vcpus"], 3);
   EXPECT_EQ(rec["spec"]["memory_mib"], 1152);
