@@ -184,8 +184,8 @@ std::optional<Result<SandboxStatus>> SandboxManager::ClaimWarm(const SandboxRequ
     return fail(persisted.error().Wrap("recording sandbox " + request.id));
   }
   (void)base::RemoveTree(SandboxStateDir(warm_id));
-  // A pod sized above the pool's shape gets the difference hot-plugged. When that fails the VM goes and the pod
-  // boots its own, as if the pool were empty.
+  // What the pod's size needs beyond the warm VM's is hot-plugged. When that fails the VM goes and the pod boots its
+  // own, as if the pool were empty.
   int vcpus = VcpusFor(request.resources, options_.sizing);
   int memory = MemoryMibFor(request.resources, options_.sizing);
   if (vcpus != sb->spec.vcpus || memory != sb->spec.memory_mib) {
@@ -280,7 +280,7 @@ void SandboxManager::RefillWarmPool() {
                                      << 20;
     request.max_vcpus = options_.sizing.max_vcpus;
     // Room for hot-plugged memory above 4 GiB makes the guest kernel set up a 64 MiB bounce buffer (SWIOTLB) for
-    // devices that cannot reach it, and zero it: 58 MiB more resident per warm VM (measured). Our virtio devices
+    // devices that cannot reach it, and zero it: 74 MiB more resident per warm VM (measured). Our virtio devices
     // address all 64 bits; confidential guests, which need the buffer, are never pooled.
     request.extra_cmdline = "swiotlb=noforce";
     request.max_memory_mib = WarmMaxMemoryMib();
