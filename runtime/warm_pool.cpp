@@ -5,6 +5,7 @@
 #include <random>
 
 #include "base/file_util.h"
+#include "runtime/cgroup.h"
 #include "runtime/sandbox.h"
 #include "runtime/sandbox_record.h"
 
@@ -316,6 +317,7 @@ void SandboxManager::StopWarmPool() {
     pool_stopping_ = true;
   }
   pool_cv_.notify_all();
+  bool ran = refill_.joinable();
   if (refill_.joinable()) {
     // A boot in flight ends when its VMM dies: the agent channel closes and the readiness wait fails.
     if (pid_t pid = warm_booting_pid_.load(); pid > 0) {
@@ -331,6 +333,15 @@ void SandboxManager::StopWarmPool() {
   for (auto& [id, sb] : warm) {
     std::lock_guard<std::mutex> sandbox_lock(sb->mu);
     DiscardWarm(*sb, id);
+  }
+  // The pool's parent cgroup outlives the warm VM that created it (a claim moves that VM out); empty now, it goes.
+  // Claimed VMs live in their pods' cgroups, so nothing else can be in it.
+  if (ran && !options_.warm_pool.cgroup_parent.empty()) {
+    if (auto hierarchies = DiscoverCgroupHierarchies(); hierarchies.ok()) {
+      for (const auto& h : *hierarchies) {
+        (void)::rmdir((h.mount_point + "/" + options_.warm_pool.cgroup_parent).c_str());  // busy or gone: leave it
+      }
+    }
   }
 }
 

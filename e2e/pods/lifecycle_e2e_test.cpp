@@ -670,6 +670,12 @@ TEST(WarmPool, APodWithLimitsGetsTheWarmVmGrownToItsSize) {
   ASSERT_TRUE(env->RemovePod(*pod).ok());
   EXPECT_EQ(env->chrysd().Stop(), 0);
   EXPECT_TRUE(env->Traces().mounts.empty());
+  // The pool's parent cgroup goes with the pool (in the v2 tree and in each v1 controller).
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
+    EXPECT_FALSE(std::filesystem::exists(entry.path() / "chrysalis-warm", ec)) << entry.path();
+  }
+  EXPECT_FALSE(std::filesystem::exists("/sys/fs/cgroup/chrysalis-warm", ec));
 }
 
 // Ten pods started at once, each running a container: all ready with distinct addresses, all logs right, all gone
