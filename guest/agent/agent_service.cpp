@@ -426,13 +426,13 @@ grpc::Status AgentService::OnlineResources(grpc::ServerContext*, const v1::Onlin
     }
     phases.End("online");
     resp->set_online_vcpus(static_cast<uint32_t>(online->vcpus));
-    long long mem_kib = 0;
+    uint64_t mem_kib = 0;
     if (auto meminfo = base::ReadFile("/proc/meminfo", 1 << 16); meminfo.ok()) {
-      (void)std::sscanf(meminfo->c_str(), "MemTotal: %lld kB", &mem_kib);
+      mem_kib = CgroupKey(*meminfo, "MemTotal:");  // the same key reader SandboxStats uses
     }
-    resp->set_memory_total_kib(static_cast<uint64_t>(std::max(0LL, mem_kib)));
-    LogInfo("%d vCPUs and %d MiB of hot-plugged memory online, MemTotal %lld KiB (%s)", online->vcpus,
-            online->added_memory_mib, mem_kib, phases.summary().c_str());
+    resp->set_memory_total_kib(mem_kib);
+    LogInfo("%d vCPUs and %d MiB of hot-plugged memory online, MemTotal %llu KiB (%s)", online->vcpus,
+            online->added_memory_mib, static_cast<unsigned long long>(mem_kib), phases.summary().c_str());
     return grpc::Status::OK;
   });
 }
