@@ -344,6 +344,8 @@ base::Result<ContainerRecord> RuntimeServiceImpl::CreateContainerIn(const v1::Cr
     CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> capabilities, ResolveCapabilities(sc.capabilities()));
     auto* names = process->mutable_capabilities()->mutable_names();
     names->Add(capabilities.begin(), capabilities.end());
+    CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> ambient, ResolveAmbientCapabilities(sc.capabilities()));
+    process->mutable_capabilities()->mutable_ambient()->Add(ambient.begin(), ambient.end());
   }
   guest.set_readonly_rootfs(sc.readonly_rootfs());
   guest.set_privileged(sc.privileged());

@@ -154,16 +154,28 @@ base::Status ValidateContainerConfig(const ::runtime::v1::ContainerConfig& confi
   return base::Status::Ok();
 }
 
+namespace {
+
+bool IsAllCapabilities(const std::string& name) {
+  return base::AsciiUpper(name) == "ALL";
+}
+
+// A capability name as the guest takes it (upper case, with the CAP_ prefix), or an error naming list[index].
+base::Result<std::string> CanonicalCapability(const std::string& name, const std::string& list, int index) {
+  std::string upper = base::AsciiUpper(name);
+  if (upper.rfind("CAP_", 0) != 0) {
+    upper = "CAP_" + upper;
+  }
+  if (!base::IsKnownCapability(upper)) {
+    return base::InvalidArgument("config.linux.security_context.capabilities." + list + "[" + std::to_string(index) +
+                                 "]: unknown capability '" + name.substr(0, 64) + "'");
+  }
+  return upper;
+}
+
+}  // namespace
+
 base::Result<std::vector<std::string>> ResolveCapabilities(const ::runtime::v1::Capability& requested) {
-  auto is_all = [](const std::string& name) { return base::AsciiUpper(name) == "ALL"; };
-  // Canonical form: upper case with the CAP_ prefix; "" when the kernel does not know the name.
-  auto canonical = [](const std::string& name) {
-    std::string upper = base::AsciiUpper(name);
-    if (upper.rfind("CAP_", 0) != 0) {
-      upper = "CAP_" + upper;
-    }
-    return base::IsKnownCapability(upper) ? upper : std::string();
-  };
   const auto& known = base::KnownCapabilities();
   auto index_of = [&known](const std::string& name) {
     return static_cast<size_t>(std::find(known.begin(), known.end(), name) - known.begin());
@@ -173,35 +185,51 @@ base::Result<std::vector<std::string>> ResolveCapabilities(const ::runtime::v1::
   // "ALL" first, so that single names still refine it: add ALL + drop CHOWN is everything but CAP_CHOWN, and
   // drop ALL + add NET_BIND_SERVICE is that one capability.
   std::vector<bool> granted(known.size(), false);
-  if (std::any_of(add.begin(), add.end(), is_all)) {
+  if (std::any_of(add.begin(), add.end(), IsAllCapabilities)) {
     granted.assign(known.size(), true);
   } else {
     for (const auto& name : base::DefaultCapabilities()) {
       granted[index_of(name)] = true;
     }
   }
-  if (std::any_of(drop.begin(), drop.end(), is_all)) {
+  if (std::any_of(drop.begin(), drop.end(), IsAllCapabilities)) {
     granted.assign(known.size(), false);
   }
   for (const auto& [list, field, value] :
        {std::tuple{&add, "add_capabilities", true}, std::tuple{&drop, "drop_capabilities", false}}) {
     for (int i = 0; i < list->size(); ++i) {
-      const std::string& name = list->Get(i);
-      if (is_all(name)) {
+      if (IsAllCapabilities(list->Get(i))) {
         continue;
       }
-      std::string cap = canonical(name);
-      if (cap.empty()) {
-        return base::InvalidArgument("config.linux.security_context.capabilities." + std::string(field) + "[" +
-                                     std::to_string(i) + "]: unknown capability '" + name.substr(0, 64) + "'");
-      }
+      CHRYS_ASSIGN_OR_RETURN(std::string cap, CanonicalCapability(list->Get(i), field, i));
       granted[index_of(cap)] = value;
     }
+  }
+  // An ambient capability is granted too: the kernel raises it only from the permitted and inheritable sets.
+  CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> ambient, ResolveAmbientCapabilities(requested));
+  for (const auto& cap : ambient) {
+    granted[index_of(cap)] = true;
   }
   std::vector<std::string> out;
   for (size_t i = 0; i < known.size(); ++i) {
     if (granted[i]) {
       out.push_back(known[i]);
+    }
+  }
+  return out;
+}
+
+base::Result<std::vector<std::string>> ResolveAmbientCapabilities(const ::runtime::v1::Capability& requested) {
+  std::vector<std::string> out;
+  const auto& ambient = requested.add_ambient_capabilities();
+  for (int i = 0; i < ambient.size(); ++i) {
+    if (IsAllCapabilities(ambient.Get(i))) {
+      return base::InvalidArgument("config.linux.security_context.capabilities.add_ambient_capabilities[" +
+                                   std::to_string(i) + "]: name each capability; ALL is not taken here");
+    }
+    CHRYS_ASSIGN_OR_RETURN(std::string cap, CanonicalCapability(ambient.Get(i), "add_ambient_capabilities", i));
+    if (std::find(out.begin(), out.end(), cap) == out.end()) {
+      out.push_back(cap);
     }
   }
   return out;

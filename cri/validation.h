@@ -22,9 +22,13 @@ base::Status ValidateContainerConfig(const ::runtime::v1::ContainerConfig& confi
 
 // A non-privileged container's capability set from its security context, as Kubernetes means it: the default
 // set (every capability when add_capabilities holds "ALL", none when drop_capabilities does), then the other
-// adds, then the other drops; names with or without "CAP_", any case; the result in kernel order. An unknown name
-// is an error naming the list and the name.
+// adds, then the other drops, then the ambient ones (which must be granted to be raised); names with or without
+// "CAP_", any case; the result in kernel order. An unknown name is an error naming the list and the name.
 base::Result<std::vector<std::string>> ResolveCapabilities(const ::runtime::v1::Capability& requested);
+
+// add_ambient_capabilities in canonical form ("CAP_NET_BIND_SERVICE"), in request order without repeats; an unknown
+// name, or "ALL", is an error naming the entry.
+base::Result<std::vector<std::string>> ResolveAmbientCapabilities(const ::runtime::v1::Capability& requested);
 
 // Joins the pod's log directory and the container's relative log path, refusing absolute paths and any path
 // that leaves the directory (.. components). Empty log path → empty result (no log file).

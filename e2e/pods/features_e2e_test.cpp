@@ -304,6 +304,23 @@ TEST(ContainerFeatures, ResourcesUsersAndSeccomp) {
     EXPECT_TRUE(HasLine(lines, "CapEff:\t" + CapMask({"CAP_NET_BIND_SERVICE"}))) << Joined(lines);
   }
   {
+    SCOPED_TRACE("capabilities: an ambient one stays effective for a non-root user");
+    auto config = env->ContainerConfig("caps-ambient", {"/bin/sh", "-c", "grep -E '^Cap(Eff|Amb):' /proc/self/status"});
+    auto* sc = config.mutable_linux()->mutable_security_context();
+    sc->mutable_run_as_user()->set_value(1000);
+    sc->mutable_capabilities()->add_drop_capabilities("ALL");
+    sc->mutable_capabilities()->add_add_ambient_capabilities("NET_BIND_SERVICE");
+    auto lines = RunToExit(*env, *pod, pod_config, config);
+    EXPECT_TRUE(HasLine(lines, "CapEff:\t" + CapMask({"CAP_NET_BIND_SERVICE"}))) << Joined(lines);
+    EXPECT_TRUE(HasLine(lines, "CapAmb:\t" + CapMask({"CAP_NET_BIND_SERVICE"}))) << Joined(lines);
+
+    // Without it the same user has none.
+    auto plain = env->ContainerConfig("caps-not-ambient", {"/bin/sh", "-c", "grep -E '^CapEff:' /proc/self/status"});
+    plain.mutable_linux()->mutable_security_context()->mutable_run_as_user()->set_value(1000);
+    lines = RunToExit(*env, *pod, pod_config, plain);
+    EXPECT_TRUE(HasLine(lines, "CapEff:\t" + CapMask({}))) << Joined(lines);
+  }
+  {
     SCOPED_TRACE("capabilities: an add keeps the defaults, a drop removes one of them");
     auto config = env->ContainerConfig("caps-add", show_caps);
     auto* caps = config.mutable_linux()->mutable_security_context()->mutable_capabilities();

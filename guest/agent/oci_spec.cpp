@@ -447,14 +447,17 @@ json BuildOciProcess(const v1::ProcessSpec& process, bool privileged) {
   } else {
     caps = DefaultCapabilities();
   }
-  json capabilities{{"bounding", caps}, {"effective", caps}, {"permitted", caps}};
-  // A non-root user keeps capabilities only through the ambient set; root needs none there.
+  std::vector<std::string> ambient;
+  if (!privileged) {
+    ambient.assign(process.capabilities().ambient().begin(), process.capabilities().ambient().end());
+  }
+  json capabilities{{"bounding", caps}, {"effective", caps}, {"permitted", caps}, {"ambient", ambient}};
+  // A non-root user's exec keeps only the ambient set (effective and permitted after it); root keeps the rest too.
   if (process.user().uid() == 0) {
     capabilities["inheritable"] = caps;
   } else {
-    capabilities["inheritable"] = json::array();
-    capabilities["ambient"] = json::array();
-    capabilities["effective"] = json::array();
+    capabilities["inheritable"] = ambient;
+    capabilities["effective"] = ambient;
   }
   p["capabilities"] = capabilities;
 

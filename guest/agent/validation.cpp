@@ -235,6 +235,15 @@ Status ValidateProcessSpec(const v1::ProcessSpec& process, const std::string& fi
                              process.capabilities().names(i).substr(0, 64) + "'");
     }
   }
+  // The kernel raises an ambient capability only when it is permitted and inheritable too.
+  const auto& names = process.capabilities().names();
+  for (int i = 0; i < process.capabilities().ambient_size(); ++i) {
+    const std::string& cap = process.capabilities().ambient(i);
+    if (std::find(names.begin(), names.end(), cap) == names.end()) {
+      return InvalidArgument(field + ".capabilities.ambient[" + std::to_string(i) + "]: '" + cap.substr(0, 64) +
+                             "' is not in the process's capabilities (names)");
+    }
+  }
   if (process.tty_rows() > 10000 || process.tty_columns() > 10000) {
     return InvalidArgument(field + ": tty size out of range");
   }

@@ -154,6 +154,36 @@ TEST(ValidationTest, UnknownCapabilityIsNamed) {
   EXPECT_TRUE(ValidateContainerConfig(config, GoodPod()).ok());
 }
 
+TEST(ValidationTest, AmbientCapabilitiesAreGrantedAndNamedOnce) {
+  v1::Capability c;
+  c.add_drop_capabilities("ALL");
+  c.add_add_ambient_capabilities("net_bind_service");
+  c.add_add_ambient_capabilities("CAP_NET_BIND_SERVICE");
+  c.add_add_ambient_capabilities("SYS_TIME");
+  auto ambient = ResolveAmbientCapabilities(c);
+  ASSERT_TRUE(ambient.ok()) << ambient.error().message();
+  EXPECT_EQ(*ambient, (std::vector<std::string>{"CAP_NET_BIND_SERVICE", "CAP_SYS_TIME"}));
+  // Even under drop ALL an ambient capability is granted: the kernel raises it only from the permitted set.
+  auto granted = ResolveCapabilities(c);
+  ASSERT_TRUE(granted.ok()) << granted.error().message();
+  EXPECT_EQ(*granted, (std::vector<std::string>{"CAP_NET_BIND_SERVICE", "CAP_SYS_TIME"}));
+}
+
+TEST(ValidationTest, BadAmbientCapabilityIsNamed) {
+  for (const char* bad : {"FLY", "ALL"}) {
+    auto config = GoodContainer();
+    auto* caps = config.mutable_linux()->mutable_security_context()->mutable_capabilities();
+    caps->add_add_ambient_capabilities("NET_RAW");
+    caps->add_add_ambient_capabilities(bad);
+    auto status = ValidateContainerConfig(config, GoodPod());
+    ASSERT_FALSE(status.ok()) << bad;
+    EXPECT_EQ(status.error().code(), base::ErrorCode::kInvalidArgument);
+    EXPECT_NE(status.error().message().find("add_ambient_capabilities[1]"), std::string::npos)
+        << status.error().message();
+    EXPECT_NE(status.error().message().find(bad), std::string::npos) << status.error().message();
+  }
+}
+
 TEST(ValidationTest, HandlersAndIds) {
   EXPECT_EQ(*ResolveHandler(""), "chrysalis");
   EXPECT_EQ(*ResolveHandler("chrysalis-qemu"), "chrysalis-qemu");

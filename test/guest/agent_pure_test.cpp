@@ -83,6 +83,11 @@ TEST(Validation, RejectsBadProcessAndMounts) {
   c.mutable_process()->mutable_capabilities()->add_names("CAP_EVERYTHING");
   EXPECT_FALSE(ValidateContainerConfig(c).ok());
   c = ValidConfig();
+  c.mutable_process()->mutable_capabilities()->add_names("CAP_CHOWN");
+  c.mutable_process()->mutable_capabilities()->add_ambient("CAP_NET_RAW");  // not granted: cannot be raised
+  EXPECT_NE(ValidateContainerConfig(c).error().message().find("config.process.capabilities.ambient[0]"),
+            std::string::npos);
+  c = ValidConfig();
   auto* r = c.mutable_process()->add_rlimits();
   r->set_type("RLIMIT_NOFILE");
   r->set_soft(10);
@@ -305,6 +310,22 @@ TEST(OciSpec, CapabilitiesDefaultsAndPrivileged) {
   spec = BuildOciSpec(c, {});
   EXPECT_TRUE(spec["process"]["capabilities"]["bounding"].empty());
   EXPECT_TRUE(spec["process"]["capabilities"]["effective"].empty());
+  // Ambient capabilities: a non-root user keeps exactly those through its exec; root keeps its whole set.
+  c.mutable_process()->mutable_capabilities()->add_names("CAP_NET_BIND_SERVICE");
+  c.mutable_process()->mutable_capabilities()->add_names("CAP_NET_RAW");
+  c.mutable_process()->mutable_capabilities()->add_ambient("CAP_NET_BIND_SERVICE");
+  c.mutable_process()->mutable_user()->set_uid(1000);
+  spec = BuildOciSpec(c, {});
+  const std::vector<std::string> bind_only = {"CAP_NET_BIND_SERVICE"};
+  EXPECT_EQ(spec["process"]["capabilities"]["ambient"], bind_only);
+  EXPECT_EQ(spec["process"]["capabilities"]["inheritable"], bind_only);
+  EXPECT_EQ(spec["process"]["capabilities"]["effective"], bind_only);
+  EXPECT_EQ(spec["process"]["capabilities"]["permitted"].size(), 2u);
+  c.mutable_process()->mutable_user()->set_uid(0);
+  spec = BuildOciSpec(c, {});
+  EXPECT_EQ(spec["process"]["capabilities"]["ambient"], bind_only);
+  EXPECT_EQ(spec["process"]["capabilities"]["inheritable"].size(), 2u);
+  c.mutable_process()->mutable_capabilities()->Clear();
   c.set_privileged(true);
   spec = BuildOciSpec(c, {});
   EXPECT_GT(spec["process"]["capabilities"]["bounding"].size(), 30u);
