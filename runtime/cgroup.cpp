@@ -124,6 +124,36 @@ Result<std::string> VmmCgroupRelativePath(const std::string& cgroup_parent, Cgro
   return (parent.empty() ? std::string() : parent + "/") + "chrys-" + sandbox_id;
 }
 
+Status CreateLowCpuWeightCgroup(const std::vector<CgroupHierarchy>& hierarchies, const std::string& relative_path) {
+  if (relative_path.empty() || relative_path.find("..") != std::string::npos) {
+    return base::InvalidArgument("cgroup path '" + relative_path + "' must be a relative path without '..'");
+  }
+  bool weighted = false;
+  for (const auto& h : hierarchies) {
+    std::string path = h.mount_point;
+    std::istringstream segments(relative_path);
+    std::string segment;
+    while (std::getline(segments, segment, '/')) {
+      path += "/" + segment;
+      if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+        return base::SystemError("creating cgroup " + path);
+      }
+    }
+    // v2 has cpu.weight only where the parent enables the cpu controller; a v1 hierarchy without cpu has no shares.
+    std::string weight_file = path + (h.unified ? "/cpu.weight" : "/cpu.shares");
+    if (::access(weight_file.c_str(), W_OK) != 0) {
+      continue;
+    }
+    CHRYS_RETURN_IF_ERROR(base::WriteInterfaceFile(weight_file, h.unified ? "1" : "2"));
+    weighted = true;
+  }
+  if (!weighted) {
+    return base::FailedPrecondition("no cgroup hierarchy offers a CPU weight for " + relative_path +
+                                    " (no v1 cpu controller, and v2's is not enabled in the root's subtree_control)");
+  }
+  return Status::Ok();
+}
+
 Result<VmmCgroup> VmmCgroup::Create(const std::vector<CgroupHierarchy>& hierarchies, const std::string& relative_path) {
   VmmCgroup cg;
   for (const auto& h : hierarchies) {

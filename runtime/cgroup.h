@@ -31,6 +31,12 @@ base::Result<std::string> ExpandSystemdSlice(const std::string& slice);
 base::Result<std::string> VmmCgroupRelativePath(const std::string& cgroup_parent, CgroupDriver driver,
                                                 const std::string& sandbox_id);
 
+// Creates `relative_path` below every hierarchy root where it is missing and gives it the lowest CPU weight
+// (v2 cpu.weight 1, v1 cpu.shares 2), so that what runs in it gets a CPU only when its siblings leave one idle: VMs
+// booted ahead of demand must not slow the pods starting beside them. An error when no hierarchy has a CPU weight.
+base::Status CreateLowCpuWeightCgroup(const std::vector<CgroupHierarchy>& hierarchies,
+                                      const std::string& relative_path);
+
 class VmmCgroup {
  public:
   // Creates the VMM's cgroup in every hierarchy, remembering each directory it had to create.

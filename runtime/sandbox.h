@@ -97,6 +97,9 @@ struct WarmPoolOptions {
   std::function<base::Status(const std::string& dir)> release_share;
   // cgroupfs parent of the warm VMs' cgroups (below each hierarchy root); a claim moves the VM into the pod's.
   std::string cgroup_parent = "chrysalis-warm";
+  // Called with cgroup_parent before the pool's first boot, to make it (e.g. with the lowest CPU weight, so that
+  // refill boots yield to the pods starting beside them); an error is reported in last_error, and the pool goes on.
+  std::function<base::Status(const std::string& cgroup_parent)> prepare_cgroup_parent;
   // Pause after a warm VM failed to boot, before the next try.
   std::chrono::milliseconds retry_delay{std::chrono::seconds(10)};
   // How often a full pool looks for warm VMs that died (they are replaced, instead of failing a claim later).

@@ -236,6 +236,12 @@ void SandboxManager::StartWarmPool() {
 
 void SandboxManager::RefillWarmPool() {
   const WarmPoolOptions& pool = options_.warm_pool;
+  if (pool.prepare_cgroup_parent) {
+    if (Status prepared = pool.prepare_cgroup_parent(pool.cgroup_parent); !prepared.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      pool_last_error_ = "preparing the warm VMs' cgroup " + pool.cgroup_parent + ": " + prepared.error().message();
+    }
+  }
   std::unique_lock<std::mutex> lock(mu_);
   while (!pool_stopping_) {
     if (static_cast<int>(warm_.size()) >= pool.size) {

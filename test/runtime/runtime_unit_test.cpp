@@ -88,6 +88,31 @@ TEST(CgroupTest, CreateRemembersAndRemovesOnlyWhatItCreated) {
   (void)base::RemoveTree(root);
 }
 
+TEST(CgroupTest, LowCpuWeightGoesWhereAHierarchyHasOne) {
+  std::string root = TempDir("cgweight");
+  // A fake tree: the kernel makes the weight files on mkdir, so the test makes them ahead.
+  ASSERT_TRUE(base::MakeDirs(root + "/cpu/warm").ok());
+  ASSERT_TRUE(base::WriteFileAtomic(root + "/cpu/warm/cpu.shares", "1024").ok());
+  ASSERT_TRUE(base::MakeDirs(root + "/unified/warm").ok());
+  ASSERT_TRUE(base::WriteFileAtomic(root + "/unified/warm/cpu.weight", "100").ok());
+  ASSERT_TRUE(base::MakeDirs(root + "/memory").ok());
+  base::Status made =
+      CreateLowCpuWeightCgroup({{root + "/cpu", false}, {root + "/unified", true}, {root + "/memory", false}}, "warm");
+  ASSERT_TRUE(made.ok()) << made.error().message();
+  EXPECT_EQ(*base::ReadFile(root + "/cpu/warm/cpu.shares"), "2");
+  EXPECT_EQ(*base::ReadFile(root + "/unified/warm/cpu.weight"), "1");
+  EXPECT_EQ(::access((root + "/memory/warm").c_str(), F_OK), 0) << "made in every hierarchy";
+
+  // No hierarchy with a CPU weight: the caller hears so.
+  base::Status none = CreateLowCpuWeightCgroup({{root + "/memory", false}}, "other");
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.error().message().find("CPU weight"), std::string::npos) << none.error().message();
+  base::Status escape = CreateLowCpuWeightCgroup({{root + "/memory", false}}, "../x");
+  ASSERT_FALSE(escape.ok());
+  EXPECT_EQ(::access((root + "/x").c_str(), F_OK), -1) << "nothing made outside the hierarchy";
+  (void)base::RemoveTree(root);
+}
+
 TEST(SizingTest, VcpusAndMemoryFromPodResources) {
   VmSizing s;
   s.overhead_vcpus = 0;

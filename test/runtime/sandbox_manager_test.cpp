@@ -491,6 +491,31 @@ TEST_F(WarmPoolTest, AFittingPodClaimsAWarmVmAndThePoolRefills) {
       << "only the claimed share is left, for its pod";
 }
 
+TEST_F(WarmPoolTest, ThePoolPreparesItsCgroupParentBeforeItsFirstBoot) {
+  SandboxManagerOptions o = PoolOptions(1);
+  std::vector<std::string> prepared_parents;
+  int starts_before_prepare = -1;
+  o.warm_pool.prepare_cgroup_parent = [&](const std::string& parent) {
+    prepared_parents.push_back(parent);
+    starts_before_prepare = world_.starts;
+    return base::FailedPrecondition("no CPU weight here");
+  };
+  SandboxManager m(o);
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
+  EXPECT_EQ(prepared_parents, std::vector<std::string>{"chrysalis-warm"});
+  EXPECT_EQ(starts_before_prepare, 0);
+  // A parent without a low weight is reported, and the pool still serves.
+  EXPECT_NE(m.warm_pool_status().last_error.find("no CPU weight here"), std::string::npos)
+      << m.warm_pool_status().last_error;
+  auto created = m.Create(PodRequest("pod1"));
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  EXPECT_TRUE(created->from_warm_pool);
+  ASSERT_TRUE(m.Stop("pod1").ok());
+  ASSERT_TRUE(m.Remove("pod1").ok());
+  m.StopWarmPool();
+  EXPECT_EQ(prepared_parents.size(), 1u) << "once per pool, not per boot";
+}
+
 TEST_F(WarmPoolTest, PodsThatDoNotFitBootTheirOwnVm) {
   SandboxManager m(PoolOptions(1));
   ASSERT_NO_FATAL_FAILURE(StartFull(m));
