@@ -7,7 +7,7 @@
 //   - p50/p99 of ListContainers, ContainerStatus and ListPodSandbox with those pods × containers per pod, right
 //     after the last pod started and again once the host has gone quiet, each with the host's CPU use meanwhile.
 // Prints a table and one JSON line. Flags: --serial N --parallel N --containers N --rpc-iterations N --bare-every N
-// --warm-pool N. With --warm-pool N (0..64, default 0: no pool) chrysd keeps N VMs booted (vmm.warm_pool_size) and
+// --warm-pool N. With --warm-pool N (0..64, default chrysd's default, 1; 0: no pool) chrysd keeps N VMs booted and
 // the bench waits for a full pool before each serial pod, each bare boot and each at-once phase, so a pod meets a node
 // whose pool refilled since the last start and no refill boot runs beside a bare one; it counts the pods that claimed
 // a warm VM (pods started at once beyond N boot cold). --pod-cpus N and --pod-memory-mib M give every pod those
@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "base/file_util.h"
+#include "cri/config.h"
 #include "e2e/fixtures/child_process.h"
 #include "e2e/pods/pod_env.h"
 #include "runtime/guest_manifest.h"
@@ -46,10 +47,10 @@ struct Options {
   int parallel = 10;
   int containers = 3;
   int rpc_iterations = 1000;
-  int bare_every = 5;      // one bare boot before every Nth serial pod
-  int warm_pool = 0;       // chrysd's vmm.warm_pool_size; 0: no pool, the output is as without the flag
-  int pod_cpus = 0;        // pod-level CPU limit in whole CPUs; 0: none
-  int pod_memory_mib = 0;  // pod-level memory limit; 0: none
+  int bare_every = 5;                               // one bare boot before every Nth serial pod
+  int warm_pool = cri::VmmConfig{}.warm_pool_size;  // chrysd's vmm.warm_pool_size, by default chrysd's default
+  int pod_cpus = 0;                                 // pod-level CPU limit in whole CPUs; 0: none
+  int pod_memory_mib = 0;                           // pod-level memory limit; 0: none
 };
 
 // The pod-level limits of every pod the bench starts (none when both are 0).
@@ -524,16 +525,14 @@ int Main(int argc, char** argv) {
           stderr,
           "usage: pod_bench [--serial N (20)] [--parallel N (10)] [--containers N per serial pod (3)]\n"
           "                 [--rpc-iterations N (1000)] [--bare-every N serial pods (5)]\n"
-          "                 [--warm-pool N chrysd's vmm.warm_pool_size, 0..64 (0)]\n"
+          "                 [--warm-pool N chrysd's vmm.warm_pool_size, 0..64 (chrysd's default)]\n"
           "                 [--pod-cpus N pod CPU limit (0: none)] [--pod-memory-mib M pod memory limit (0)]\n");
       return 2;
     }
   }
 
-  std::vector<std::string> chrysd_args;
-  if (o.warm_pool > 0) {
-    chrysd_args = {"--set", "vmm.warm_pool_size=" + std::to_string(o.warm_pool)};
-  }
+  // Always said, since the test harness turns the pool off unless asked.
+  std::vector<std::string> chrysd_args = {"--set", "vmm.warm_pool_size=" + std::to_string(o.warm_pool)};
   auto env = PodEnv::Create(chrysd_args);
   if (!env.ok()) {
     std::fprintf(stderr, "pod_bench: environment: %s\n", env.error().message().c_str());

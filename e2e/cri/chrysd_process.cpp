@@ -1,14 +1,13 @@
 #include "e2e/cri/chrysd_process.h"
 
 #include <fcntl.h>
+#include <grpcpp/create_channel.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <thread>
-
-#include <grpcpp/create_channel.h>
 
 #include "base/file_util.h"
 
@@ -31,12 +30,11 @@ ChrysdProcess::~ChrysdProcess() {
 }
 
 std::vector<std::string> ChrysdProcess::Args() const {
-  std::vector<std::string> args = {CHRYSD_BINARY,
-                                   "--config", dir_ + "/config.yaml",
-                                   "--socket", socket(),
-                                   "--state-dir", state_dir(),
-                                   "--run-dir", dir_ + "/run",
-                                   "--log-level", "debug"};
+  std::vector<std::string> args = {CHRYSD_BINARY, "--config", dir_ + "/config.yaml", "--socket", socket(),
+                                   "--state-dir", state_dir(), "--run-dir", dir_ + "/run", "--log-level", "debug",
+                                   // No warm VMs unless a test asks (a later --set wins): each would boot beside
+                                   // the test's own VMs and stay outside the pods the test checks.
+                                   "--set", "vmm.warm_pool_size=0"};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   return args;
 }

@@ -143,7 +143,7 @@ class Entrypoint : public ::testing::Test {
     WriteText(config_path(), "socket: \"" + socket_ + "\"\n" + "state_dir: \"" + host_ + "/var/lib/chrysalis\"\n" +
                                  "run_dir: \"" + host_ + "/run/chrysalis\"\n" + "cni:\n  conf_dir: \"" + host_ +
                                  "/etc/cni/net.d\"\n" + "  bin_dirs: [\"/usr/lib/cni\"]\n" + "vmm:\n  guest_dir: \"" +
-                                 host_ + "/var/lib/chrysalis/guest\"\n");
+                                 host_ + "/var/lib/chrysalis/guest\"\n" + "  warm_pool_size: 0\n");
   }
 
   std::string config_path() const { return dir_.path() + "/configmap/config.yaml"; }
