@@ -124,21 +124,35 @@ Result<std::string> VmmCgroupRelativePath(const std::string& cgroup_parent, Cgro
   return (parent.empty() ? std::string() : parent + "/") + "chrys-" + sandbox_id;
 }
 
+namespace {
+
+// Makes mount_point/relative_path one directory at a time, appending each one it made (not found) to `created`.
+Result<std::string> MakeCgroupDirs(const std::string& mount_point, const std::string& relative_path,
+                                   std::vector<std::string>& created) {
+  std::string path = mount_point;
+  std::istringstream segments(relative_path);
+  std::string segment;
+  while (std::getline(segments, segment, '/')) {
+    path += "/" + segment;
+    if (::mkdir(path.c_str(), 0755) == 0) {
+      created.push_back(path);
+    } else if (errno != EEXIST) {
+      return base::SystemError("creating cgroup " + path);
+    }
+  }
+  return path;
+}
+
+}  // namespace
+
 Status CreateLowCpuWeightCgroup(const std::vector<CgroupHierarchy>& hierarchies, const std::string& relative_path) {
   if (relative_path.empty() || relative_path.find("..") != std::string::npos) {
     return base::InvalidArgument("cgroup path '" + relative_path + "' must be a relative path without '..'");
   }
   bool weighted = false;
+  std::vector<std::string> created;  // the pool's parent outlives this call: its owner removes it
   for (const auto& h : hierarchies) {
-    std::string path = h.mount_point;
-    std::istringstream segments(relative_path);
-    std::string segment;
-    while (std::getline(segments, segment, '/')) {
-      path += "/" + segment;
-      if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
-        return base::SystemError("creating cgroup " + path);
-      }
-    }
+    CHRYS_ASSIGN_OR_RETURN(std::string path, MakeCgroupDirs(h.mount_point, relative_path, created));
     // v2 has cpu.weight only where the parent enables the cpu controller; a v1 hierarchy without cpu has no shares.
     std::string weight_file = path + (h.unified ? "/cpu.weight" : "/cpu.shares");
     if (::access(weight_file.c_str(), W_OK) != 0) {
@@ -157,20 +171,12 @@ Status CreateLowCpuWeightCgroup(const std::vector<CgroupHierarchy>& hierarchies,
 Result<VmmCgroup> VmmCgroup::Create(const std::vector<CgroupHierarchy>& hierarchies, const std::string& relative_path) {
   VmmCgroup cg;
   for (const auto& h : hierarchies) {
-    std::string path = h.mount_point;
-    std::istringstream segments(relative_path);
-    std::string segment;
-    while (std::getline(segments, segment, '/')) {
-      path += "/" + segment;
-      if (::mkdir(path.c_str(), 0755) == 0) {
-        cg.created_dirs_.push_back(path);
-      } else if (errno != EEXIST) {
-        base::Error err = base::SystemError("creating cgroup " + path);
-        (void)cg.Remove(std::chrono::milliseconds(0));
-        return err;
-      }
+    Result<std::string> path = MakeCgroupDirs(h.mount_point, relative_path, cg.created_dirs_);
+    if (!path.ok()) {
+      (void)cg.Remove(std::chrono::milliseconds(0));
+      return path.error();
     }
-    cg.procs_files_.push_back(path + "/cgroup.procs");
+    cg.procs_files_.push_back(*path + "/cgroup.procs");
   }
   return cg;
 }
