@@ -101,6 +101,29 @@ Field IntField(std::string path, int min, int max, std::function<int&(Config&)> 
   return f;
 }
 
+// An integer from min to max, or "auto" (stored as kWarmPoolAuto).
+Field IntOrAutoField(std::string path, int min, int max, std::function<int&(Config&)> ref) {
+  Field f = IntField(path, min, max, ref);
+  f.expected = "auto or " + f.expected;
+  auto set_int = f.set;
+  f.set = [path, set_int, expected = f.expected, ref](Config& c, const YAML::Node& n,
+                                                      const std::string& where) -> Status {
+    if (n.IsScalar() && n.Scalar() == "auto") {
+      ref(c) = kWarmPoolAuto;
+      return Status::Ok();
+    }
+    if (Status s = set_int(c, n, where); !s.ok()) {
+      return TypeError(where, path, expected, n);
+    }
+    return Status::Ok();
+  };
+  f.get = [ref](const Config& c) {
+    int value = ref(const_cast<Config&>(c));  // read only
+    return value == kWarmPoolAuto ? json("auto") : json(value);
+  };
+  return f;
+}
+
 Field StringListField(std::string path, std::function<std::vector<std::string>&(Config&)> ref) {
   Field f;
   f.path = path;
@@ -230,7 +253,7 @@ const std::vector<Field>& Schema() {
     f.push_back(StringField("vmm.microvm_firmware", [](Config& c) -> std::string& { return c.vmm.microvm_firmware; }));
     f.push_back(
         IntField("vmm.boot_timeout_seconds", 1, 3600, [](Config& c) -> int& { return c.vmm.boot_timeout_seconds; }));
-    f.push_back(IntField("vmm.warm_pool_size", 0, 64, [](Config& c) -> int& { return c.vmm.warm_pool_size; }));
+    f.push_back(IntOrAutoField("vmm.warm_pool_size", 0, 64, [](Config& c) -> int& { return c.vmm.warm_pool_size; }));
     f.push_back(IntField("images.max_concurrent_downloads", 1, 64,
                          [](Config& c) -> int& { return c.images.max_concurrent_downloads; }));
     f.push_back(IntField("images.pull_timeout_seconds", 1, 86400,
@@ -432,6 +455,13 @@ Status Validate(const Config& config) {
     return InvalidArgument("config: key 'socket': a unix socket path must be shorter than 108 bytes");
   }
   return Status::Ok();
+}
+
+int WarmPoolSizeFor(const VmmConfig& vmm, bool cloud_hypervisor_runs_default_handler) {
+  if (vmm.warm_pool_size != kWarmPoolAuto) {
+    return vmm.warm_pool_size;
+  }
+  return cloud_hypervisor_runs_default_handler ? 0 : 1;
 }
 
 }  // namespace chrys::cri

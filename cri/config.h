@@ -26,6 +26,10 @@ struct CniConfig {
   int plugin_timeout_seconds = 60;
 };
 
+// vmm.warm_pool_size "auto": one warm VM when QEMU runs the default handler's pods, none when Cloud Hypervisor does
+// (its VMs are not pooled, so a warm VM would wait for chrysalis-qemu pods only).
+inline constexpr int kWarmPoolAuto = -1;
+
 struct VmmConfig {
   std::string qemu_binary = "qemu-system-x86_64";
   std::string cloud_hypervisor_binary = "cloud-hypervisor";
@@ -33,9 +37,10 @@ struct VmmConfig {
   std::string guest_dir = "/var/lib/chrysalis/guest";
   int boot_timeout_seconds = 60;
   // VMs kept booted ahead of demand, grown at the claim to the pod's size (QEMU, not confidential); 0 turns the pool
-  // off. On by default, because a pod that takes one starts in a third of a boot; each stays resident (253 MiB under
-  // TCG, 124 MiB of it guest memory) and costs a boot's CPU, at the lowest CPU weight, when it is replaced.
-  int warm_pool_size = 1;
+  // off, kWarmPoolAuto (the default) sizes it by the default handler's VMM (WarmPoolSizeFor). A pod that takes one
+  // starts in a third of a boot; each stays resident (253 MiB under TCG, 124 MiB of it guest memory) and costs a
+  // boot's CPU, at the lowest CPU weight, when it is replaced.
+  int warm_pool_size = kWarmPoolAuto;
   // Firmware for QEMU's direct kernel boot of microVM pods: qboot only loads the kernel, where the default
   // SeaBIOS also probes every PCI device (hundreds of ms under TCG); empty or missing → QEMU's default.
   std::string microvm_firmware = "/usr/share/qemu/qboot.rom";
@@ -104,5 +109,9 @@ base::Status ApplyOverride(Config& config, const std::string& assignment);
 
 // Checks cross-field rules (absolute paths, known log level...). Called after all layers are applied.
 base::Status Validate(const Config& config);
+
+// The warm pool's size: vmm.warm_pool_size as set, or for "auto" 1 when QEMU runs the default handler's pods and 0
+// when Cloud Hypervisor does.
+int WarmPoolSizeFor(const VmmConfig& vmm, bool cloud_hypervisor_runs_default_handler);
 
 }  // namespace chrys::cri

@@ -137,8 +137,11 @@ base::Status Daemon::OpenSandboxes() {
   std::string kernel = options.kernel_path;
   std::string cvm_plans = ConfidentialPlansDir(config_);
   std::string firmware = config_.vmm.microvm_firmware;
-  options.vmm_factory = [qemu, accel, run_dir, cvm_plans,
-                         firmware](runtime::VmmKind kind) -> base::Result<std::unique_ptr<runtime::Vmm>> {
+  // A boot still waiting for the KVM probe at shutdown (the warm pool's first) ends with it, instead of running a
+  // probe of its own for up to 10 s.
+  const std::atomic<bool>* probe_cancel = &stop_accel_probe_;
+  options.vmm_factory = [qemu, accel, run_dir, cvm_plans, firmware,
+                         probe_cancel](runtime::VmmKind kind) -> base::Result<std::unique_ptr<runtime::Vmm>> {
     if (kind == runtime::VmmKind::kCloudHypervisor) {
       return std::unique_ptr<runtime::Vmm>(
           std::make_unique<runtime::CloudHypervisorVmm>(runtime::CloudHypervisorConfig{}));
@@ -150,6 +153,7 @@ base::Status Daemon::OpenSandboxes() {
     qemu_config.accel = accel;
     qemu_config.accel_cache_path = run_dir + "/kvm-probe.json";
     qemu_config.direct_boot_firmware = firmware;
+    qemu_config.accel_probe_cancel = probe_cancel;
     // Confidential pods (a launch plan under cvm_plans) boot the HAL disk; the others the microVM guest.
     return runtime::confidential::MakeQemuOrCvmVmm(qemu_config, cvm_plans);
   };
@@ -176,7 +180,12 @@ base::Status Daemon::OpenSandboxes() {
   }
   agents_ = std::make_shared<runtime::GrpcAgentConnector>();
   options.agent = agents_;
-  options.warm_pool.size = config_.vmm.warm_pool_size;
+  options.warm_pool.size = WarmPoolSizeFor(config_.vmm, options.ch_usable);
+  if (config_.vmm.warm_pool_size == kWarmPoolAuto) {
+    spdlog::info(
+        "warm pool (vmm.warm_pool_size auto): {} VM{}", options.warm_pool.size,
+        options.ch_usable ? "s, since Cloud Hypervisor runs the default handler's pods and is not pooled" : "");
+  }
   options.warm_pool.share_tag = kPodShareTag;
   options.warm_pool.share_root = config_.run_dir + "/pods";
   options.warm_pool.prepare_share = [](const std::string& dir) { return PrepareSharedDir(dir); };

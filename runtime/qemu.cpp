@@ -318,7 +318,7 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
 
 Result<std::vector<std::string>> QemuVmm::CommandLine(const VmLaunchSpec& spec) const {
   CHRYS_RETURN_IF_ERROR(ValidateLaunchSpec(spec));
-  CHRYS_ASSIGN_OR_RETURN(std::string accel, ResolveQemuAccel(config_, spec.kernel_path));
+  CHRYS_ASSIGN_OR_RETURN(std::string accel, ResolveQemuAccel(config_, spec.kernel_path, config_.accel_probe_cancel));
   return BuildCommandLine(spec, accel);
 }
 
@@ -354,7 +354,7 @@ Status QemuVmm::Start(const VmLaunchSpec& spec) {
   if (spec_.vsock_cid == 0) {
     spec_.vsock_cid = 3 + static_cast<uint32_t>(std::hash<std::string>{}(spec.sandbox_id) % 0x7fff0000u);
   }
-  CHRYS_ASSIGN_OR_RETURN(accel_, ResolveQemuAccel(config_, spec_.kernel_path));
+  CHRYS_ASSIGN_OR_RETURN(accel_, ResolveQemuAccel(config_, spec_.kernel_path, config_.accel_probe_cancel));
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(spec_.run_dir, 0700));
   state_ = VmmProcessState{};
   state_.kind = VmmKind::kQemu;

@@ -24,6 +24,8 @@ struct QemuConfig {
   std::string kvm_device = "/dev/kvm";
   // The KVM probe guest must print its kernel banner within this long, or KVM counts as unable to run guests.
   std::chrono::milliseconds kvm_probe_banner_wait{5000};
+  // When set, ends a KVM probe this VMM waits for (its owner's shutdown): the boot then fails as cancelled.
+  const std::atomic<bool>* accel_probe_cancel = nullptr;
   std::string vhost_vsock_device = "/dev/vhost-vsock";
   // Disks that may be hot-plugged into one VM (layers and scratch disks), 1..30: the slots of one PCI bridge.
   int hotplug_ports = 30;

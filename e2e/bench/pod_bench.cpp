@@ -7,7 +7,7 @@
 //   - p50/p99 of ListContainers, ContainerStatus and ListPodSandbox with those pods × containers per pod, right
 //     after the last pod started and again once the host has gone quiet, each with the host's CPU use meanwhile.
 // Prints a table and one JSON line. Flags: --serial N --parallel N --containers N --rpc-iterations N --bare-every N
-// --warm-pool N. With --warm-pool N (0..64, default chrysd's default, 1; 0: no pool) chrysd keeps N VMs booted and
+// --warm-pool N. With --warm-pool N (0..64; default chrysd's, auto; 0: no pool) chrysd keeps N VMs booted and
 // the bench waits for a full pool before each serial pod, each bare boot and each at-once phase, so a pod meets a node
 // whose pool refilled since the last start and no refill boot runs beside a bare one; it counts the pods that claimed
 // a warm VM (pods started at once beyond N boot cold). --pod-cpus N and --pod-memory-mib M give every pod those
@@ -47,10 +47,10 @@ struct Options {
   int parallel = 10;
   int containers = 3;
   int rpc_iterations = 1000;
-  int bare_every = 5;                               // one bare boot before every Nth serial pod
-  int warm_pool = cri::VmmConfig{}.warm_pool_size;  // chrysd's vmm.warm_pool_size, by default chrysd's default
-  int pod_cpus = 0;                                 // pod-level CPU limit in whole CPUs; 0: none
-  int pod_memory_mib = 0;                           // pod-level memory limit; 0: none
+  int bare_every = 5;                  // one bare boot before every Nth serial pod
+  int warm_pool = cri::kWarmPoolAuto;  // chrysd's vmm.warm_pool_size; by default chrysd's default, auto
+  int pod_cpus = 0;                    // pod-level CPU limit in whole CPUs; 0: none
+  int pod_memory_mib = 0;              // pod-level memory limit; 0: none
 };
 
 // The pod-level limits of every pod the bench starts (none when both are 0).
@@ -341,6 +341,25 @@ bool FromWarmPool(PodEnv& env, const std::string& pod_id) {
   return VmInfoOf(env, pod_id).value("fromWarmPool", false);
 }
 
+// chrysd's warm pool as its verbose Status reports it (size, ready, booting, claimed, missed, last_error).
+base::Result<json> WarmPoolInfo(PodEnv& env) {
+  v1::StatusRequest req;
+  req.set_verbose(true);
+  v1::StatusResponse resp;
+  auto status = env.runtime().Status(Ctx(std::chrono::seconds(30)).get(), req, &resp);
+  if (!status.ok()) {
+    return cri::CriClient::CallError("Status", status);
+  }
+  if (!resp.info().contains("config")) {
+    return base::Internal("verbose Status has no \"config\" info");
+  }
+  auto config = json::parse(resp.info().at("config"), nullptr, false);
+  if (!config.is_object() || !config.contains("warm_pool") || !config["warm_pool"].is_object()) {
+    return base::Internal("verbose Status info has no warm_pool object");
+  }
+  return config["warm_pool"];
+}
+
 // Polls chrysd's verbose Status every 200 ms until its warm pool holds `size` ready VMs and boots none, at most
 // max(180 s, 30 s per VM). Returns how long it waited, in ms; on timeout the error quotes the pool's last_error.
 base::Result<double> WaitForFullWarmPool(PodEnv& env, int size) {
@@ -348,21 +367,7 @@ base::Result<double> WaitForFullWarmPool(PodEnv& env, int size) {
   auto deadline = start + std::max<Clock::duration>(std::chrono::seconds(180), size * std::chrono::seconds(30));
   json pool;
   while (true) {
-    v1::StatusRequest req;
-    req.set_verbose(true);
-    v1::StatusResponse resp;
-    auto status = env.runtime().Status(Ctx(std::chrono::seconds(30)).get(), req, &resp);
-    if (!status.ok()) {
-      return cri::CriClient::CallError("Status", status);
-    }
-    if (!resp.info().contains("config")) {
-      return base::Internal("verbose Status has no \"config\" info");
-    }
-    auto config = json::parse(resp.info().at("config"), nullptr, false);
-    if (!config.is_object() || !config.contains("warm_pool") || !config["warm_pool"].is_object()) {
-      return base::Internal("verbose Status info has no warm_pool object");
-    }
-    pool = config["warm_pool"];
+    CHRYS_ASSIGN_OR_RETURN(pool, WarmPoolInfo(env));
     if (pool.value("ready", -1) == size && pool.value("booting", -1) == 0) {
       return Ms(Clock::now() - start);
     }
@@ -532,11 +537,22 @@ int Main(int argc, char** argv) {
   }
 
   // Always said, since the test harness turns the pool off unless asked.
-  std::vector<std::string> chrysd_args = {"--set", "vmm.warm_pool_size=" + std::to_string(o.warm_pool)};
+  std::vector<std::string> chrysd_args = {
+      "--set",
+      "vmm.warm_pool_size=" + (o.warm_pool == cri::kWarmPoolAuto ? std::string("auto") : std::to_string(o.warm_pool))};
   auto env = PodEnv::Create(chrysd_args);
   if (!env.ok()) {
     std::fprintf(stderr, "pod_bench: environment: %s\n", env.error().message().c_str());
     return 1;
+  }
+  if (o.warm_pool == cri::kWarmPoolAuto) {
+    // The size chrysd chose for this node.
+    auto pool = WarmPoolInfo(**env);
+    if (!pool.ok()) {
+      std::fprintf(stderr, "pod_bench: reading the warm pool's size: %s\n", pool.error().message().c_str());
+      return 1;
+    }
+    o.warm_pool = pool->value("size", 0);
   }
   std::vector<std::string> pods;  // every pod made, removed on the way out whatever happened
   base::Status done = Bench(o, **env, pods);

@@ -49,6 +49,9 @@ TEST(ConfigTest, WrongTypesNameKeyAndExpectation) {
       {"socket: [a, b]\n", "socket", "a string"},
       {"log: 3\n", "log", "a mapping"},
       {"vmm:\n  accel: fast\n", "vmm.accel", "one of auto, kvm, tcg"},
+      {"vmm:\n  warm_pool_size: lots\n", "vmm.warm_pool_size", "auto or an integer from 0 to 64"},
+      {"vmm:\n  warm_pool_size: -1\n", "vmm.warm_pool_size", "auto or an integer from 0 to 64"},
+      {"vmm:\n  warm_pool_size: 65\n", "vmm.warm_pool_size", "auto or an integer from 0 to 64"},
   };
   for (const auto& c : cases) {
     Config config;
@@ -85,6 +88,22 @@ TEST(ConfigTest, OverridesAndValidation) {
   auto invalid = Validate(config);
   ASSERT_FALSE(invalid.ok());
   EXPECT_NE(invalid.error().message().find("'state_dir'"), std::string::npos);
+}
+
+TEST(ConfigTest, WarmPoolIsAutoByDefaultAndSizedByTheDefaultHandlersVmm) {
+  Config config;
+  EXPECT_EQ(config.ToJson()["vmm"]["warm_pool_size"], "auto");
+  EXPECT_EQ(WarmPoolSizeFor(config.vmm, /*cloud_hypervisor_runs_default_handler=*/false), 1);
+  EXPECT_EQ(WarmPoolSizeFor(config.vmm, /*cloud_hypervisor_runs_default_handler=*/true), 0)
+      << "Cloud Hypervisor VMs are not pooled: a warm QEMU VM would serve chrysalis-qemu pods only";
+  // A number is taken as it is, on any node.
+  ASSERT_TRUE(ApplyYaml(config, "vmm:\n  warm_pool_size: 3\n", "c.yaml").ok());
+  EXPECT_EQ(WarmPoolSizeFor(config.vmm, true), 3);
+  ASSERT_TRUE(ApplyOverride(config, "vmm.warm_pool_size=0").ok());
+  EXPECT_EQ(WarmPoolSizeFor(config.vmm, false), 0);
+  ASSERT_TRUE(ApplyOverride(config, "vmm.warm_pool_size=auto").ok());
+  EXPECT_EQ(config.vmm.warm_pool_size, kWarmPoolAuto);
+  EXPECT_EQ(config.ToJson()["vmm"]["warm_pool_size"], "auto");
 }
 
 TEST(ConfigTest, YamlRoundTrip) {

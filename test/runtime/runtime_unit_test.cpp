@@ -338,6 +338,25 @@ TEST(QemuTest, KvmProbeReadsTheGuestConsole) {
   EXPECT_EQ(cancelled.error().code(), base::ErrorCode::kCancelled);
   EXPECT_NE(::access(c.accel_cache_path.c_str(), F_OK), 0) << "a cancelled probe cached a verdict";
   EXPECT_NE(::system("pgrep -f 'slee[p] 58.125' >/dev/null"), 0) << "the cancelled probe guest was left running";
+
+  // A VMM given its owner's cancel flag ends a probe it waits for the same way: its Start fails as cancelled
+  // (chrysd's shutdown does not wait out a warm VM's probe), and no VM is launched.
+  QemuConfig vmm_config = c;
+  vmm_config.accel_probe_cancel = &cancel;
+  vmm_config.place_in_cgroup = false;
+  ASSERT_TRUE(base::WriteFileAtomic(dir + "/k", "k").ok());
+  VmLaunchSpec spec;
+  spec.sandbox_id = "probe";
+  spec.kernel_path = dir + "/k";
+  spec.run_dir = dir + "/run";
+  spec.console_log_path = dir + "/console.log";
+  QemuVmm vmm(vmm_config);
+  base::Status started = vmm.Start(spec);
+  ASSERT_FALSE(started.ok());
+  EXPECT_EQ(started.error().code(), base::ErrorCode::kCancelled) << started.error().message();
+  EXPECT_FALSE(vmm.Alive());
+  EXPECT_NE(::access(c.accel_cache_path.c_str(), F_OK), 0) << "a cancelled probe cached a verdict";
+  EXPECT_NE(::system("pgrep -f 'slee[p] 58.125' >/dev/null"), 0) << "the cancelled probe guest was left running";
   (void)base::RemoveTree(dir);
 }
 
