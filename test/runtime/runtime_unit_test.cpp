@@ -30,6 +30,17 @@ std::string TempDir(const std::string& name) {
   return dir;
 }
 
+// The least a valid launch spec holds: an id, a kernel file (written into `dir`), a run dir and a console log.
+VmLaunchSpec MinimalLaunchSpec(const std::string& dir, const std::string& id) {
+  EXPECT_TRUE(base::WriteFileAtomic(dir + "/k", "k").ok());
+  VmLaunchSpec s;
+  s.sandbox_id = id;
+  s.kernel_path = dir + "/k";
+  s.run_dir = dir + "/run";
+  s.console_log_path = dir + "/console.log";
+  return s;
+}
+
 TEST(CgroupTest, SystemdSliceExpansion) {
   EXPECT_EQ(*ExpandSystemdSlice("kubepods-burstable-pod1.slice"),
             "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice");
@@ -344,12 +355,7 @@ TEST(QemuTest, KvmProbeReadsTheGuestConsole) {
   QemuConfig vmm_config = c;
   vmm_config.accel_probe_cancel = &cancel;
   vmm_config.place_in_cgroup = false;
-  ASSERT_TRUE(base::WriteFileAtomic(dir + "/k", "k").ok());
-  VmLaunchSpec spec;
-  spec.sandbox_id = "probe";
-  spec.kernel_path = dir + "/k";
-  spec.run_dir = dir + "/run";
-  spec.console_log_path = dir + "/console.log";
+  VmLaunchSpec spec = MinimalLaunchSpec(dir, "probe");
   QemuVmm vmm(vmm_config);
   base::Status started = vmm.Start(spec);
   ASSERT_FALSE(started.ok());
@@ -362,12 +368,7 @@ TEST(QemuTest, KvmProbeReadsTheGuestConsole) {
 
 TEST(LaunchSpecTest, BadInputNamesTheField) {
   std::string dir = TempDir("spec");
-  ASSERT_TRUE(base::WriteFileAtomic(dir + "/k", "k").ok());
-  VmLaunchSpec s;
-  s.sandbox_id = "ok";
-  s.kernel_path = dir + "/k";
-  s.run_dir = dir + "/run";
-  s.console_log_path = dir + "/console.log";
+  VmLaunchSpec s = MinimalLaunchSpec(dir, "ok");
   ASSERT_TRUE(ValidateLaunchSpec(s).ok());
   auto bad = [&](auto mutate, const std::string& field) {
     VmLaunchSpec t = s;
