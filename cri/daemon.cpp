@@ -196,6 +196,11 @@ base::Status Daemon::OpenSandboxes() {
     CHRYS_ASSIGN_OR_RETURN(std::vector<runtime::CgroupHierarchy> hierarchies, runtime::DiscoverCgroupHierarchies());
     return runtime::CreateLowCpuWeightCgroup(hierarchies, parent);
   };
+  options.warm_pool.release_cgroup_parent = [](const std::string& parent) {
+    if (auto hierarchies = runtime::DiscoverCgroupHierarchies(); hierarchies.ok()) {
+      runtime::RemoveEmptyCgroup(*hierarchies, parent);
+    }
+  };
   sandboxes_ = std::make_unique<runtime::SandboxManager>(options);
   auto report = sandboxes_->Recover();
   if (!report.ok()) {

@@ -126,6 +126,18 @@ Result<std::string> VmmCgroupRelativePath(const std::string& cgroup_parent, Cgro
 
 namespace {
 
+// "a/b": not empty, and every segment a valid one (no "", ".", "..").
+bool IsRelativeCgroupPath(const std::string& path) {
+  std::istringstream segments(path);
+  std::string segment;
+  while (std::getline(segments, segment, '/')) {
+    if (!ValidSegment(segment)) {
+      return false;
+    }
+  }
+  return !path.empty();
+}
+
 // Makes mount_point/relative_path one directory at a time, appending each one it made (not found) to `created`.
 Result<std::string> MakeCgroupDirs(const std::string& mount_point, const std::string& relative_path,
                                    std::vector<std::string>& created) {
@@ -146,7 +158,7 @@ Result<std::string> MakeCgroupDirs(const std::string& mount_point, const std::st
 }  // namespace
 
 Status CreateLowCpuWeightCgroup(const std::vector<CgroupHierarchy>& hierarchies, const std::string& relative_path) {
-  if (relative_path.empty() || relative_path.find("..") != std::string::npos) {
+  if (!IsRelativeCgroupPath(relative_path)) {
     return base::InvalidArgument("cgroup path '" + relative_path + "' must be a relative path without '..'");
   }
   bool weighted = false;
@@ -166,6 +178,15 @@ Status CreateLowCpuWeightCgroup(const std::vector<CgroupHierarchy>& hierarchies,
                                     " (no v1 cpu controller, and v2's is not enabled in the root's subtree_control)");
   }
   return Status::Ok();
+}
+
+void RemoveEmptyCgroup(const std::vector<CgroupHierarchy>& hierarchies, const std::string& relative_path) {
+  if (!IsRelativeCgroupPath(relative_path)) {
+    return;
+  }
+  for (const auto& h : hierarchies) {
+    (void)::rmdir((h.mount_point + "/" + relative_path).c_str());  // busy or gone: left as it is
+  }
 }
 
 Result<VmmCgroup> VmmCgroup::Create(const std::vector<CgroupHierarchy>& hierarchies, const std::string& relative_path) {

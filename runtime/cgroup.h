@@ -37,6 +37,9 @@ base::Result<std::string> VmmCgroupRelativePath(const std::string& cgroup_parent
 base::Status CreateLowCpuWeightCgroup(const std::vector<CgroupHierarchy>& hierarchies,
                                       const std::string& relative_path);
 
+// Removes `relative_path` from every hierarchy where it is empty (rmdir); a busy or missing one is left as it is.
+void RemoveEmptyCgroup(const std::vector<CgroupHierarchy>& hierarchies, const std::string& relative_path);
+
 class VmmCgroup {
  public:
   // Creates the VMM's cgroup in every hierarchy, remembering each directory it had to create.

@@ -100,6 +100,9 @@ struct WarmPoolOptions {
   // Called with cgroup_parent before the pool's first boot, to make it (e.g. with the lowest CPU weight, so that
   // refill boots yield to the pods starting beside them); an error is reported in last_error, and the pool goes on.
   std::function<base::Status(const std::string& cgroup_parent)> prepare_cgroup_parent;
+  // Called with cgroup_parent when a pool that ran stops, to remove it: the parent outlives the warm VM that created
+  // it (a claim moves that VM out), and claimed VMs live in their pods' cgroups, so it is empty by then.
+  std::function<void(const std::string& cgroup_parent)> release_cgroup_parent;
   // Pause after a warm VM failed to boot, before the next try.
   std::chrono::milliseconds retry_delay{std::chrono::seconds(10)};
   // How often a full pool looks for warm VMs that died (they are replaced, instead of failing a claim later).

@@ -5,7 +5,6 @@
 #include <random>
 
 #include "base/file_util.h"
-#include "runtime/cgroup.h"
 #include "runtime/sandbox.h"
 #include "runtime/sandbox_record.h"
 
@@ -340,14 +339,8 @@ void SandboxManager::StopWarmPool() {
     std::lock_guard<std::mutex> sandbox_lock(sb->mu);
     DiscardWarm(*sb, id);
   }
-  // The pool's parent cgroup outlives the warm VM that created it (a claim moves that VM out); empty now, it goes.
-  // Claimed VMs live in their pods' cgroups, so nothing else can be in it.
-  if (ran && !options_.warm_pool.cgroup_parent.empty()) {
-    if (auto hierarchies = DiscoverCgroupHierarchies(); hierarchies.ok()) {
-      for (const auto& h : *hierarchies) {
-        (void)::rmdir((h.mount_point + "/" + options_.warm_pool.cgroup_parent).c_str());  // busy or gone: leave it
-      }
-    }
+  if (ran && options_.warm_pool.release_cgroup_parent) {
+    options_.warm_pool.release_cgroup_parent(options_.warm_pool.cgroup_parent);
   }
 }
 
