@@ -102,6 +102,21 @@ Field IntField(std::string path, int min, int max, std::function<int&(Config&)> 
 }
 
 // An integer from min to max, or "auto" (stored as kWarmPoolAuto).
+Field BoolField(std::string path, std::function<bool&(Config&)> ref) {
+  Field f;
+  f.path = path;
+  f.expected = "true or false";
+  f.set = [path, ref](Config& c, const YAML::Node& n, const std::string& where) -> Status {
+    if (!n.IsScalar() || (n.Scalar() != "true" && n.Scalar() != "false")) {
+      return TypeError(where, path, "true or false", n);
+    }
+    ref(c) = n.Scalar() == "true";
+    return Status::Ok();
+  };
+  f.get = [ref](const Config& c) { return json(ref(const_cast<Config&>(c))); };  // read only
+  return f;
+}
+
 Field IntOrAutoField(std::string path, int min, int max, std::function<int&(Config&)> ref) {
   Field f = IntField(path, min, max, ref);
   f.expected = "auto or " + f.expected;
@@ -254,6 +269,7 @@ const std::vector<Field>& Schema() {
     f.push_back(
         IntField("vmm.boot_timeout_seconds", 1, 3600, [](Config& c) -> int& { return c.vmm.boot_timeout_seconds; }));
     f.push_back(IntOrAutoField("vmm.warm_pool_size", 0, 64, [](Config& c) -> int& { return c.vmm.warm_pool_size; }));
+    f.push_back(BoolField("vmm.vm_template", [](Config& c) -> bool& { return c.vmm.vm_template; }));
     f.push_back(IntField("images.max_concurrent_downloads", 1, 64,
                          [](Config& c) -> int& { return c.images.max_concurrent_downloads; }));
     f.push_back(IntField("images.pull_timeout_seconds", 1, 86400,

@@ -186,6 +186,7 @@ base::Status Daemon::OpenSandboxes() {
         "warm pool (vmm.warm_pool_size auto): {} VM{}", options.warm_pool.size,
         options.ch_usable ? "s, since Cloud Hypervisor runs the default handler's pods and is not pooled" : "");
   }
+  options.warm_pool.use_template = config_.vmm.vm_template;
   options.warm_pool.share_tag = kPodShareTag;
   options.warm_pool.share_root = config_.run_dir + "/pods";
   options.warm_pool.prepare_share = [](const std::string& dir) { return PrepareSharedDir(dir); };

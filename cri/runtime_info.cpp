@@ -118,8 +118,14 @@ grpc::Status RuntimeServiceImpl::Status(grpc::ServerContext* /*context*/, const 
       info["pod_cidr"] = pod_cidr_;
     }
     runtime::WarmPoolStatus pool = backends_.sandboxes.warm_pool_status();
-    info["warm_pool"] = {{"size", pool.size},       {"ready", pool.ready},   {"booting", pool.booting},
-                         {"claimed", pool.claimed}, {"missed", pool.missed}, {"last_error", pool.last_error}};
+    info["warm_pool"] = {{"size", pool.size},
+                         {"ready", pool.ready},
+                         {"booting", pool.booting},
+                         {"claimed", pool.claimed},
+                         {"missed", pool.missed},
+                         {"restored_on_demand", pool.restored_on_demand},
+                         {"template", pool.template_state},
+                         {"last_error", pool.last_error}};
     (*response->mutable_info())["config"] = info.dump();
   }
   return grpc::Status::OK;

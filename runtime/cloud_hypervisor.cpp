@@ -296,6 +296,11 @@ Status CloudHypervisorVmm::Rehome(const VmLaunchSpec& target) {
       "sandbox " + target.sandbox_id + ": Cloud Hypervisor VMs are launched for their pod, never pooled");
 }
 
+Status CloudHypervisorVmm::SaveState(const std::string& /*state_path*/, milliseconds /*timeout*/) {
+  return base::MakeError(base::ErrorCode::kUnimplemented,
+                         "VM " + spec_.sandbox_id + ": Cloud Hypervisor VMs are launched for their pod, never cloned");
+}
+
 Status CloudHypervisorVmm::UnplugDisk(const std::string& serial, milliseconds timeout) {
   auto it = std::find_if(state_.plugged_disks.begin(), state_.plugged_disks.end(),
                          [&](const PluggedDisk& d) { return d.serial == serial; });

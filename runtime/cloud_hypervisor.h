@@ -44,6 +44,7 @@ class CloudHypervisorVmm : public Vmm {
   base::Status HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds timeout) override;
   base::Status Grow(int vcpus, int memory_mib, std::chrono::milliseconds timeout) override;
   base::Status Rehome(const VmLaunchSpec& target) override;
+  base::Status SaveState(const std::string& state_path, std::chrono::milliseconds timeout) override;
   base::Status Shutdown(bool graceful, std::chrono::milliseconds timeout) override;
   base::Status Kill() override;
   base::Result<VmInfo> Info() override;

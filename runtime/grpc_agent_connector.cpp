@@ -1,5 +1,9 @@
 #include "runtime/grpc_agent_connector.h"
 
+#include <sys/random.h>
+
+#include <chrono>
+
 namespace chrys::runtime {
 
 using base::Result;
@@ -67,6 +71,27 @@ Status GrpcAgentConnector::OnlineResources(const std::string& sandbox_id, const 
   auto online = client->OnlineResources(vcpus, added_memory_mib, timeout);
   if (!online.ok()) {
     return online.error();
+  }
+  return Status::Ok();
+}
+
+Result<bool> GrpcAgentConnector::Settled(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                         milliseconds patience) {
+  CHRYS_ASSIGN_OR_RETURN(std::shared_ptr<agent::AgentClient> client, Get(sandbox_id, endpoint, patience));
+  CHRYS_ASSIGN_OR_RETURN(agent::v1::PingResponse pong, client->Ping(patience));
+  return pong.ready() && pong.settled();
+}
+
+Status GrpcAgentConnector::Resume(const std::string& sandbox_id, const AgentEndpoint& endpoint, milliseconds timeout) {
+  CHRYS_ASSIGN_OR_RETURN(std::shared_ptr<agent::AgentClient> client, Get(sandbox_id, endpoint, timeout));
+  std::string entropy(64, '\0');
+  if (::getrandom(entropy.data(), entropy.size(), 0) != static_cast<ssize_t>(entropy.size())) {
+    return base::SystemError("drawing entropy for the guest of " + sandbox_id);
+  }
+  auto now = std::chrono::system_clock::now().time_since_epoch();
+  auto resumed = client->Resume(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count(), entropy);
+  if (!resumed.ok()) {
+    return resumed.error();
   }
   return Status::Ok();
 }

@@ -25,6 +25,10 @@ class GrpcAgentConnector : public AgentConnector {
                         std::chrono::milliseconds timeout) override;
   void Forget(const std::string& sandbox_id) override;
   void Rename(const std::string& from, const std::string& to) override;
+  base::Result<bool> Settled(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                             std::chrono::milliseconds patience) override;
+  base::Status Resume(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                      std::chrono::milliseconds timeout) override;
   base::Status OnlineResources(const std::string& sandbox_id, const AgentEndpoint& endpoint, int vcpus,
                                int added_memory_mib, std::chrono::milliseconds timeout) override;
 

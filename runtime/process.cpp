@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,7 +46,7 @@ struct ChildFailure {
   int32_t err;
 };
 
-enum Step : int32_t { kSetsid = 1, kFork, kSetns, kCgroup, kStdio, kFds, kExec };
+enum Step : int32_t { kSetsid = 1, kFork, kSetns, kCgroup, kStdio, kFds, kExec, kMemoryCopy };
 
 const char* StepName(int32_t step) {
   switch (step) {
@@ -63,6 +64,8 @@ const char* StepName(int32_t step) {
       return "passing file descriptors";
     case kExec:
       return "exec";
+    case kMemoryCopy:
+      return "copying the template's memory";
     default:
       return "unknown step";
   }
@@ -97,7 +100,79 @@ struct PreparedLaunch {
   std::vector<UniqueFd> cgroup_procs;
   UniqueFd log;
   UniqueFd devnull;
+  int copy_memory_from = -1;
+  mutable std::vector<char> copy_buffer;  // allocated before fork: the child must not allocate
 };
+
+bool PageIsZero(const char* page, size_t len) {
+  const char* end = page + len;
+  for (; page + sizeof(uint64_t) <= end; page += sizeof(uint64_t)) {
+    uint64_t word;
+    std::memcpy(&word, page, sizeof word);
+    if (word != 0) {
+      return false;
+    }
+  }
+  for (; page < end; ++page) {
+    if (*page != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Copies the allocated, non-zero pages of `src` into a new memfd of its size; returns the memfd or -1 (errno set).
+// Holes and zero pages stay holes, so the copy holds only what the guest wrote. Only async-signal-safe calls.
+int CopyMemoryToMemfd(int src, char* buffer, size_t buffer_size) {
+  constexpr size_t kPage = 4096;
+  off_t size = ::lseek(src, 0, SEEK_END);
+  int dst = static_cast<int>(::syscall(SYS_memfd_create, "chrys-guest-ram", MFD_CLOEXEC));
+  if (size < 0 || dst < 0 || ::ftruncate(dst, size) != 0) {
+    return -1;
+  }
+  off_t offset = 0;
+  while (offset < size) {
+    off_t data = ::lseek(src, offset, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) {
+        break;  // no data after offset
+      }
+      return -1;
+    }
+    off_t hole = ::lseek(src, data, SEEK_HOLE);
+    if (hole < 0) {
+      return -1;
+    }
+    while (data < hole) {
+      size_t want = static_cast<size_t>(hole - data) < buffer_size ? static_cast<size_t>(hole - data) : buffer_size;
+      ssize_t got = ::pread(src, buffer, want, data);
+      if (got < 0 && errno == EINTR) {
+        continue;
+      }
+      if (got <= 0) {
+        return -1;
+      }
+      for (size_t at = 0; at < static_cast<size_t>(got); at += kPage) {
+        size_t len = static_cast<size_t>(got) - at < kPage ? static_cast<size_t>(got) - at : kPage;
+        if (PageIsZero(buffer + at, len)) {
+          continue;
+        }
+        // Runs of non-zero pages go in one write.
+        size_t run = len;
+        while (at + run < static_cast<size_t>(got) && !PageIsZero(buffer + at + run, kPage)) {
+          run += kPage;
+        }
+        if (::pwrite(dst, buffer + at, run, data + static_cast<off_t>(at)) != static_cast<ssize_t>(run)) {
+          return -1;
+        }
+        at += run - len;
+      }
+      data += got;
+    }
+    offset = hole;
+  }
+  return dst;
+}
 
 [[noreturn]] void RunGrandchild(const PreparedLaunch& p, const std::vector<int>& pass_fds, int report_fd) {
   pid_t self = ::getpid();
@@ -122,13 +197,25 @@ struct PreparedLaunch {
     Fail(report_fd, kFds);
   }
   report_fd = report_hi;
-  int high[256];
+  int high[257];
   size_t n = pass_fds.size() < 256 ? pass_fds.size() : 256;
   for (size_t i = 0; i < n; ++i) {
     high[i] = ::fcntl(pass_fds[i], F_DUPFD_CLOEXEC, 1001);
     if (high[i] < 0) {
       Fail(report_fd, kFds);
     }
+  }
+  if (p.copy_memory_from >= 0) {
+    // After joining the cgroups above: the copy's pages are charged to the VM, not to chrysd.
+    int copy = CopyMemoryToMemfd(p.copy_memory_from, p.copy_buffer.data(), p.copy_buffer.size());
+    if (copy < 0) {
+      Fail(report_fd, kMemoryCopy);
+    }
+    high[n] = ::fcntl(copy, F_DUPFD_CLOEXEC, 1001);
+    if (high[n] < 0) {
+      Fail(report_fd, kFds);
+    }
+    ++n;
   }
   for (size_t i = 0; i < n; ++i) {
     if (::dup2(high[i], static_cast<int>(3 + i)) < 0) {  // dup2 leaves the new fd without CLOEXEC
@@ -244,6 +331,14 @@ Result<DetachedProcess> DetachedProcess::Launch(const DetachedLaunchSpec& spec) 
     if (::fcntl(fd, F_GETFD) < 0) {
       return base::InvalidArgument("launch: fd " + std::to_string(fd) + " to pass is not open");
     }
+  }
+  if (spec.copy_memory_from_fd >= 0) {
+    if (::fcntl(spec.copy_memory_from_fd, F_GETFD) < 0) {
+      return base::InvalidArgument("launch: the memory file to copy (fd " + std::to_string(spec.copy_memory_from_fd) +
+                                   ") is not open");
+    }
+    p.copy_memory_from = spec.copy_memory_from_fd;
+    p.copy_buffer.resize(1 << 20);
   }
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {

@@ -21,6 +21,10 @@ struct DetachedLaunchSpec {
   // The child writes its own pid into each of these cgroup.procs files before exec.
   std::vector<std::string> cgroup_procs_files;
   std::string output_log_path;  // stdout and stderr are appended here; stdin is /dev/null
+  // When set (a shared-memory file such as a memfd): the child, once in its cgroups so that the pages are charged
+  // there, copies this file's non-zero pages into a new memfd of the same size and passes it as the fd after
+  // pass_fds (3 + pass_fds.size()). A VM restored from a template runs on such a private copy of its memory.
+  int copy_memory_from_fd = -1;
 };
 
 class DetachedProcess {

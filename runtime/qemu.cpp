@@ -231,12 +231,24 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
        std::to_string(spec.vcpus) + (spec.max_vcpus > spec.vcpus ? ",maxcpus=" + std::to_string(spec.max_vcpus) : "")});
   add({"-nodefaults", "-no-user-config", "-nographic", "-no-reboot"});
   bool shared_memory = !spec.fs_shares.empty();
+  bool restoring = !spec.restore_state_path.empty();
+  size_t tap_fds = 0;
+  for (const auto& nic : spec.interfaces) {
+    tap_fds += nic.tap_queue_fds.size();
+  }
   std::string memory = std::to_string(spec.memory_mib) + "M";
   if (spec.max_memory_mib > spec.memory_mib) {
     // DIMM slots for Grow: one per growth, a few spare.
     memory += ",slots=" + std::to_string(kMemorySlots) + ",maxmem=" + std::to_string(spec.max_memory_mib) + "M";
   }
-  if (shared_memory) {
+  if (spec.memory_fd >= 0) {
+    // A template's RAM (memory_fd) or a clone's copy of it: the fd after the tap fds (see Start). Shared, so
+    // virtiofsd can map it and migration with x-ignore-shared leaves it out of the saved state.
+    add({"-m", memory});
+    add({"-object", "memory-backend-file,id=mem0,size=" + std::to_string(spec.memory_mib) +
+                        "M,share=on,mem-path=/proc/self/fd/" + std::to_string(3 + tap_fds)});
+    add({"-numa", "node,memdev=mem0"});
+  } else if (shared_memory) {
     // vhost-user-fs needs guest RAM the daemon can map: a shared memfd backend.
     add({"-m", memory});
     add({"-object", "memory-backend-memfd,id=mem0,size=" + std::to_string(spec.memory_mib) + "M,share=on" +
@@ -300,7 +312,8 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
     add({"-chardev", "socket,id=agent,path=" + QemuEscape(AgentSocketPath(spec)) + ",server=on,wait=off"});
     add({"-device", std::string("virtserialport,bus=vser0.0,chardev=agent,name=") + kAgentPortName});
   }
-  for (size_t i = 0; i < spec.fs_shares.size(); ++i) {
+  // A clone gets its shares after the restore (AddSharesAfterRestore): vhost-user-fs devices cannot be migrated.
+  for (size_t i = 0; i < spec.fs_shares.size() && !restoring; ++i) {
     std::string id = "fs" + std::to_string(i);
     add({"-chardev", "socket,id=" + id + ",path=" + QemuEscape(FsSocketPath(spec, i))});
     add({"-device", "vhost-user-fs-pci,chardev=" + id + ",tag=" + spec.fs_shares[i].tag});
@@ -313,6 +326,9 @@ std::vector<std::string> QemuVmm::BuildCommandLine(const VmLaunchSpec& spec, con
   // every slot's virtio-blk), and gives the guest a seed for its RNG.
   add({"-device", std::string("pcie-pci-bridge,id=") + kHotplugBridgeId + ",bus=pcie.0"});
   add({"-device", std::string("virtio-rng-pci,bus=") + kHotplugBridgeId + ",addr=" + kBridgeAnchorSlot});
+  if (restoring) {
+    add({"-incoming", "defer"});  // the state file comes over QMP (migrate-incoming), see Start
+  }
   return a;
 }
 
@@ -385,6 +401,11 @@ Status QemuVmm::Start(const VmLaunchSpec& spec) {
   for (const auto& nic : spec_.interfaces) {
     launch.pass_fds.insert(launch.pass_fds.end(), nic.tap_queue_fds.begin(), nic.tap_queue_fds.end());
   }
+  if (!spec_.restore_state_path.empty()) {
+    launch.copy_memory_from_fd = spec_.memory_fd;  // the clone's own copy, made inside its cgroup
+  } else if (spec_.memory_fd >= 0) {
+    launch.pass_fds.push_back(spec_.memory_fd);
+  }
   launch.netns_path = spec_.netns_path;
   launch.cgroup_procs_files = cgroup_.procs_files();
   launch.output_log_path = VmmLogPath(spec_);
@@ -404,6 +425,118 @@ Status QemuVmm::Start(const VmLaunchSpec& spec) {
   auto status = Qmp("query-status", json::object(), config_.qmp_timeout);
   if (!status.ok()) {
     return fail(BootFailure("query-status failed: " + status.error().message()));
+  }
+  if (!spec_.restore_state_path.empty()) {
+    if (Status restored = RestoreFromTemplate(); !restored.ok()) {
+      return fail(BootFailure("restoring from the template: " + restored.error().message()));
+    }
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+// Polls `query` until `done` says the answer is final; bounded by `timeout`.
+Result<json> PollQmp(const std::function<Result<json>()>& query, const std::function<bool(const json&)>& done,
+                     milliseconds timeout, const std::string& what) {
+  auto deadline = Clock::now() + timeout;
+  while (true) {
+    CHRYS_ASSIGN_OR_RETURN(json answer, query());
+    if (done(answer)) {
+      return answer;
+    }
+    if (Clock::now() >= deadline) {
+      return base::DeadlineExceeded(what + " did not finish within " + std::to_string(timeout.count()) +
+                                    " ms (last: " + answer.dump() + ")");
+    }
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+}
+
+}  // namespace
+
+Status QemuVmm::RestoreFromTemplate() {
+  const milliseconds timeout = config_.qmp_timeout;
+  base::UniqueFd state(::open(spec_.restore_state_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!state.valid()) {
+    return base::SystemError("opening the template state " + spec_.restore_state_path);
+  }
+  // The template's RAM is not in the state file (x-ignore-shared): the clone already runs on its copy.
+  CHRYS_RETURN_IF_ERROR(Qmp("migrate-set-capabilities",
+                            {{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}},
+                            timeout));
+  CHRYS_RETURN_IF_ERROR(qmp_->ExecuteWithFd("getfd", {{"fdname", "template-state"}}, state.get(), timeout));
+  CHRYS_RETURN_IF_ERROR(Qmp("migrate-incoming", {{"uri", "fd:template-state"}}, timeout));
+  CHRYS_ASSIGN_OR_RETURN(
+      json status, PollQmp([&] { return Qmp("query-status", json::object(), timeout); },
+                           [](const json& s) { return s.value("status", "") != "inmigrate"; }, timeout, "loading"));
+  if (status.value("status", "") != "paused") {
+    auto migration = Qmp("query-migrate", json::object(), timeout);
+    return base::Internal("the VM is " + status.value("status", "?") + " after loading the template state" +
+                          (migration.ok() ? " (migration: " + migration->dump() + ")" : ""));
+  }
+  // The shares the template could not carry, in the bridge's top slots (below any NIC plugged later).
+  for (size_t i = 0; i < spec_.fs_shares.size(); ++i) {
+    int slot = -1;
+    for (int p = kBridgeDiskSlots - 1; p >= 0 && slot < 0; --p) {
+      if (!SlotTaken(p)) {
+        slot = p;
+      }
+    }
+    if (slot < 0) {
+      return base::MakeError(base::ErrorCode::kResourceExhausted, "no hot-plug slot is free for a share");
+    }
+    std::string id = "fs" + std::to_string(i);
+    CHRYS_RETURN_IF_ERROR(Qmp(
+        "chardev-add",
+        {{"id", id},
+         {"backend",
+          {{"type", "socket"},
+           {"data", {{"addr", {{"type", "unix"}, {"data", {{"path", FsSocketPath(spec_, i)}}}}}, {"server", false}}}}}},
+        timeout));
+    std::string device = "hfs" + std::to_string(i);
+    CHRYS_RETURN_IF_ERROR(Qmp("device_add",
+                              {{"driver", "vhost-user-fs-pci"},
+                               {"id", device},
+                               {"chardev", id},
+                               {"tag", spec_.fs_shares[i].tag},
+                               {"bus", kHotplugBridgeId},
+                               {"addr", BridgeSlotAddr(slot)}},
+                              timeout));
+    state_.plugged_shares.push_back({spec_.fs_shares[i].tag, device, slot});
+  }
+  CHRYS_RETURN_IF_ERROR(Qmp("cont", json::object(), timeout));
+  return Status::Ok();
+}
+
+Status QemuVmm::SaveState(const std::string& state_path, milliseconds timeout) {
+  if (!Alive() || !qmp_) {
+    return base::FailedPrecondition("VM " + spec_.sandbox_id + " is not running");
+  }
+  if (spec_.memory_fd < 0 || !spec_.fs_shares.empty()) {
+    return base::FailedPrecondition("VM " + spec_.sandbox_id +
+                                    " cannot be saved as a template: it needs its RAM in memory_fd and no shares");
+  }
+  base::UniqueFd out(::open(state_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!out.valid()) {
+    return base::SystemError("creating " + state_path);
+  }
+  // Paused first, so the RAM left in memory_fd and the device state written here are of the same instant.
+  CHRYS_RETURN_IF_ERROR(Qmp("stop", json::object(), timeout));
+  CHRYS_RETURN_IF_ERROR(Qmp("migrate-set-capabilities",
+                            {{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}},
+                            timeout));
+  CHRYS_RETURN_IF_ERROR(qmp_->ExecuteWithFd("getfd", {{"fdname", "template-state"}}, out.get(), timeout));
+  CHRYS_RETURN_IF_ERROR(Qmp("migrate", {{"uri", "fd:template-state"}}, timeout));
+  CHRYS_ASSIGN_OR_RETURN(json migration, PollQmp([&] { return Qmp("query-migrate", json::object(), timeout); },
+                                                 [](const json& m) {
+                                                   std::string s = m.value("status", "");
+                                                   return s == "completed" || s == "failed" || s == "cancelled";
+                                                 },
+                                                 timeout, "saving the VM state"));
+  if (migration.value("status", "") != "completed") {
+    (void)base::RemoveFileIfExists(state_path);
+    return base::Internal("saving the state of " + spec_.sandbox_id + " failed: " + migration.dump());
   }
   return Status::Ok();
 }
@@ -515,7 +648,9 @@ bool QemuVmm::SlotTaken(int slot) const {
   return std::any_of(state_.plugged_disks.begin(), state_.plugged_disks.end(),
                      [slot](const PluggedDisk& d) { return d.slot == slot; }) ||
          std::any_of(state_.plugged_nics.begin(), state_.plugged_nics.end(),
-                     [slot](const PluggedNic& n) { return n.slot == slot; });
+                     [slot](const PluggedNic& n) { return n.slot == slot; }) ||
+         std::any_of(state_.plugged_shares.begin(), state_.plugged_shares.end(),
+                     [slot](const PluggedShare& s) { return s.slot == slot; });
 }
 
 Status QemuVmm::HotplugNic(const NetInterfaceSpec& nic, milliseconds timeout) {

@@ -56,6 +56,7 @@ class QemuVmm : public Vmm {
   base::Status HotplugNic(const NetInterfaceSpec& nic, std::chrono::milliseconds timeout) override;
   base::Status Rehome(const VmLaunchSpec& target) override;
   base::Status Grow(int vcpus, int memory_mib, std::chrono::milliseconds timeout) override;
+  base::Status SaveState(const std::string& state_path, std::chrono::milliseconds timeout) override;
   base::Status Shutdown(bool graceful, std::chrono::milliseconds timeout) override;
   base::Status Kill() override;
   base::Result<VmInfo> Info() override;
@@ -83,6 +84,8 @@ class QemuVmm : public Vmm {
  private:
   AgentChannelKind EffectiveAgentChannel(const VmLaunchSpec& spec) const;
   base::Status StartHelpers(const VmLaunchSpec& spec);
+  // Loads spec_.restore_state_path into the paused VM, adds its shares, and lets it run.
+  base::Status RestoreFromTemplate();
   // The sandbox's cgroup (in every hierarchy) under spec.cgroup_parent.
   base::Result<VmmCgroup> CreateCgroup(const VmLaunchSpec& spec) const;
   // True when a hot-plugged disk or NIC occupies bridge slot `slot`.

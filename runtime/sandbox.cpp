@@ -86,6 +86,14 @@ json NicsToJson(const std::vector<PluggedNic>& nics) {
   return out;
 }
 
+json SharesToJson(const std::vector<PluggedShare>& shares) {
+  json out = json::array();
+  for (const auto& s : shares) {
+    out.push_back({{"tag", s.tag}, {"device_id", s.device_id}, {"slot", s.slot}});
+  }
+  return out;
+}
+
 json ProcessStateToJson(const VmmProcessState& s) {
   return {{"kind", VmmKindName(s.kind)},
           {"pid", s.pid},
@@ -102,6 +110,7 @@ json ProcessStateToJson(const VmmProcessState& s) {
             {"vsock_port", s.agent.vsock_port}}},
           {"disks", DisksToJson(s.plugged_disks)},
           {"nics", NicsToJson(s.plugged_nics)},
+          {"shares", SharesToJson(s.plugged_shares)},
           {"disk_hotplug_bus", s.disk_hotplug_bus}};
 }
 
@@ -129,6 +138,9 @@ VmmProcessState ProcessStateFromJson(const json& j) {
   for (const auto& n : j.value("nics", json::array())) {
     s.plugged_nics.push_back(
         {n.value("device_id", ""), n.value("netdev_id", ""), n.value("slot", -1), n.value("mac", "")});
+  }
+  for (const auto& f : j.value("shares", json::array())) {
+    s.plugged_shares.push_back({f.value("tag", ""), f.value("device_id", ""), f.value("slot", -1)});
   }
   if (s.kind == VmmKind::kQemu) {
     s.disk_hotplug_bus = j.value("disk_hotplug_bus", std::string(kDiskBusRootPorts));
@@ -344,6 +356,8 @@ Status SandboxManager::Boot(Sandbox& sb, const SandboxRequest& request, VmmKind 
   spec.netns_path = request.netns_path;
   spec.cgroup_parent = request.cgroup_parent;
   spec.cgroup_driver = request.cgroup_driver;
+  spec.memory_fd = request.memory_fd;
+  spec.restore_state_path = request.restore_state_path;
 
   auto fail = [&](const base::Error& err) -> base::Error {
     CleanupFailedCreate(sb);
@@ -401,6 +415,15 @@ Status SandboxManager::Boot(Sandbox& sb, const SandboxRequest& request, VmmKind 
   if (!ready.ok()) {
     return fail(ready.error().Wrap("sandbox " + request.id + " did not become ready"));
   }
+  if (!spec.restore_state_path.empty() && agent) {
+    // A clone resumes the template's clock and random state: both must become its own before anything runs in it.
+    Status resumed = agent->Resume(id, endpoint, options_.hotplug_timeout);
+    if (!resumed.ok()) {
+      return fail(resumed.error().Wrap("sandbox " + request.id + " (restored from the template)"));
+    }
+  }
+  // The fds were the caller's, for the launch only.
+  spec.memory_fd = -1;
   sb.launch_time = std::chrono::duration_cast<std::chrono::milliseconds>(boot_start - launch_start);
   sb.boot_time = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - boot_start);
   sb.state = SandboxState::kReady;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/unique_fd.h"
 #include "runtime/vmm.h"
 
 namespace chrys::runtime {
@@ -62,6 +63,14 @@ class AgentConnector {
   // `vcpus` CPUs and `added_memory_mib` MiB beyond the boot memory are online, or fails after `timeout`.
   virtual base::Status OnlineResources(const std::string& sandbox_id, const AgentEndpoint& endpoint, int vcpus,
                                        int added_memory_mib, std::chrono::milliseconds timeout) = 0;
+  // True once a ready guest has also finished its start-up work (modules, tools disk): a template is saved then,
+  // so that its clones start with it done.
+  virtual base::Result<bool> Settled(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                     std::chrono::milliseconds patience) = 0;
+  // A VM restored from a template: sets its clock to the host's and reseeds its random generator with fresh host
+  // entropy (clones must not share the template's).
+  virtual base::Status Resume(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                              std::chrono::milliseconds timeout) = 0;
 };
 
 struct SandboxRequest {
@@ -78,6 +87,9 @@ struct SandboxRequest {
   // Room to grow by hot-plug (warm VMs): vCPUs and MiB the VM may reach; 0 or below its size means none.
   int max_vcpus = 0;
   int max_memory_mib = 0;
+  // See VmLaunchSpec: RAM in this memfd (a template boot), or restored from a template (its RAM and state).
+  int memory_fd = -1;
+  std::string restore_state_path;
 };
 
 using VmmFactory = std::function<base::Result<std::unique_ptr<Vmm>>(VmmKind kind)>;
@@ -107,6 +119,12 @@ struct WarmPoolOptions {
   std::chrono::milliseconds retry_delay{std::chrono::seconds(10)};
   // How often a full pool looks for warm VMs that died (they are replaced, instead of failing a claim later).
   std::chrono::milliseconds health_check_interval{std::chrono::seconds(30)};
+  // Start warm VMs from a template instead of booting each: one VM is booted and left to settle, its paused state
+  // saved (RAM in a memfd chrysd keeps, devices in a file), and every warm VM after it restored from that in a
+  // fraction of a boot. A pod that finds no ready warm VM also gets one restored on the spot.
+  bool use_template = false;
+  // How long the template VM may take to settle (its start-up work done) after it is ready.
+  std::chrono::milliseconds template_settle_timeout{std::chrono::seconds(30)};
 };
 
 // What the pool holds and has done, for status and benchmarks.
@@ -115,12 +133,19 @@ struct WarmPoolStatus {
   int ready = 0;
   int booting = 0;
   uint64_t claimed = 0;
-  uint64_t missed = 0;  // eligible pods that found no ready VM
+  uint64_t missed = 0;              // eligible pods that found no ready VM
+  uint64_t restored_on_demand = 0;  // of those, pods given a VM restored from the template on the spot
+  // "off" (not asked for), "pending" (being made), "ready", or "failed: <why>" (warm VMs boot instead).
+  std::string template_state = "off";
   std::string last_error;
 };
 
 // Warm VMs are recorded (and their run dirs named) with this prefix; a restarted chrysd removes them.
 inline constexpr const char* kWarmIdPrefix = "warm-";
+// The template VM's id ends with this (it is a warm id too, so a restarted chrysd removes it like one).
+inline constexpr const char* kTemplateIdMark = "-template";
+// Restores from the template that fail in a row before it is dropped (warm VMs then boot).
+inline constexpr int kTemplateFailureLimit = 3;
 inline bool IsWarmId(const std::string& id) {
   return id.rfind(kWarmIdPrefix, 0) == 0;
 }
@@ -240,6 +265,16 @@ class SandboxManager {
   // Kills a warm (or half-claimed) VM and removes its files and share.
   void DiscardWarm(Sandbox& sb, const std::string& warm_id);
   void RefillWarmPool();
+  // Boots, settles and saves the template VM (RefillWarmPool's first step when use_template is set).
+  base::Status MakeTemplate();
+  SandboxRequest WarmRequest(const std::string& id) const;
+  bool PoolStopping();
+  // Boots one warm VM into `sb` (locked by the caller), from the template when there is one.
+  base::Status BootWarm(Sandbox& sb);
+  // A warm VM restored from the template for a pod that found none ready; nullptr without a template.
+  std::shared_ptr<Sandbox> RestoreWarmNow();
+  // Drops the template (its memory and state file); `why` becomes template_state when not empty.
+  void DropTemplate(const std::string& why);
 
   SandboxManagerOptions options_;
   std::mutex mu_;  // guards sandboxes_ (each Sandbox has its own lock for its operations)
@@ -252,7 +287,13 @@ class SandboxManager {
   std::atomic<pid_t> warm_booting_pid_{0};
   uint64_t pool_claimed_ = 0;
   uint64_t pool_missed_ = 0;
+  uint64_t pool_restored_on_demand_ = 0;
   std::string pool_last_error_;
+  // The template (guarded by mu_): its RAM, shared with clone launches in flight, and its device state file.
+  std::shared_ptr<base::UniqueFd> template_memory_;
+  std::string template_state_path_;
+  std::string template_state_ = "off";
+  int template_restore_failures_ = 0;  // in a row; the template is dropped after a few
   std::thread refill_;
 };
 

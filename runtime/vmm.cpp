@@ -63,6 +63,15 @@ Status ValidateLaunchSpec(const VmLaunchSpec& spec) {
     return base::InvalidArgument("max_memory_mib " + std::to_string(spec.max_memory_mib) + " is outside memory_mib (" +
                                  std::to_string(spec.memory_mib) + ")..4194304");
   }
+  if (!spec.restore_state_path.empty() && spec.memory_fd < 0) {
+    return base::InvalidArgument("restore_state_path needs memory_fd: the template's memory to copy");
+  }
+  if (!spec.restore_state_path.empty() && !IsRegularFile(spec.restore_state_path)) {
+    return base::InvalidArgument("restore_state_path \"" + spec.restore_state_path + "\" is not a readable file");
+  }
+  if (spec.memory_fd >= 0 && (spec.hugepages || !spec.disk_path.empty())) {
+    return base::InvalidArgument("memory_fd is for direct-boot VMs without huge pages");
+  }
   if (spec.disk_path.empty()) {
     if (spec.kernel_path.empty() || !IsRegularFile(spec.kernel_path)) {
       return base::InvalidArgument("kernel_path \"" + spec.kernel_path + "\" is not a readable file");

@@ -79,6 +79,13 @@ struct VmLaunchSpec {
   std::string netns_path;  // empty: the caller's network namespace
   std::string cgroup_parent;
   CgroupDriver cgroup_driver = CgroupDriver::kCgroupfs;
+  // Guest RAM in this shared-memory file (a memfd the caller keeps), which outlives the VM: a template boot, whose
+  // RAM clones copy after Vmm::SaveState. -1: the driver's own memory.
+  int memory_fd = -1;
+  // Start from a template instead of booting: a private copy of `memory_fd`'s pages becomes the guest's RAM and
+  // the device state comes from this file (written by SaveState). The template had no fs_shares; they are added
+  // after the restore, before the guest runs.
+  std::string restore_state_path;
 };
 
 // Where the agent is reached, filled in by the driver after Start/Adopt.
@@ -106,6 +113,13 @@ struct PluggedNic {
   std::string mac;
 };
 
+// A virtio-fs device hot-plugged into a VM restored from a template (whose snapshot could not include one).
+struct PluggedShare {
+  std::string tag;
+  std::string device_id;
+  int slot = -1;
+};
+
 // What a restarted chrysd needs to find and re-check a running VM. Persisted by the sandbox layer.
 struct VmmProcessState {
   VmmKind kind = VmmKind::kQemu;
@@ -119,6 +133,8 @@ struct VmmProcessState {
   AgentEndpoint agent;
   std::vector<PluggedDisk> plugged_disks;
   std::vector<PluggedNic> plugged_nics;
+  // virtio-fs devices added after a restore from a template, by tag, with the hot-plug slot each occupies.
+  std::vector<PluggedShare> plugged_shares;
   // QEMU: where hot-plugged disks go. kDiskBusBridge (the slots of one PCI bridge) for VMs started now; records
   // without it are VMs started before it existed, with one PCIe root port per disk (kDiskBusRootPorts).
   std::string disk_hotplug_bus;
@@ -167,6 +183,11 @@ class Vmm {
   // CPUs and memory online (the agent's OnlineResources). On failure the VM keeps what was plugged before the
   // step that failed, and the error says how far it got.
   virtual base::Status Grow(int vcpus, int memory_mib, std::chrono::milliseconds timeout) = 0;
+
+  // Pauses the guest and writes its device state to `state_path`, for clones of this VM (VmLaunchSpec::
+  // restore_state_path). The VM must have been started with memory_fd (its RAM stays there) and no fs_shares. The
+  // VM stays paused: the caller kills it.
+  virtual base::Status SaveState(const std::string& state_path, std::chrono::milliseconds timeout) = 0;
 
   // graceful: power button first and wait up to `timeout` for the guest to halt; then SIGTERM, then SIGKILL.
   // Returns once the VMM and its helpers are gone and their sockets and cgroups removed.

@@ -1,8 +1,11 @@
 // The sandbox manager's warm pool: VMs booted ahead of demand and claimed by pods (see WarmPoolOptions).
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <random>
+#include <thread>
 
 #include "base/file_util.h"
 #include "runtime/sandbox.h"
@@ -120,8 +123,17 @@ std::optional<Result<SandboxStatus>> SandboxManager::ClaimWarm(const SandboxRequ
     }
     if (!sb) {
       ++pool_missed_;
+    }
+  }
+  if (!sb) {
+    // No warm VM is ready: restoring one from the template still beats a boot by seconds.
+    sb = RestoreWarmNow();
+    if (!sb) {
       return std::nullopt;
     }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
     if (sandboxes_.count(request.id) != 0 ||
         ::access((SandboxStateDir(request.id) + "/sandbox.json").c_str(), F_OK) == 0) {
       warm_[sb->id] = sb;
@@ -221,6 +233,160 @@ std::optional<Result<SandboxStatus>> SandboxManager::ClaimWarm(const SandboxRequ
   return Result<SandboxStatus>(Snapshot(*sb));
 }
 
+// The warm VMs' request, share left out: the default pod shape's CPUs, WarmBootMemoryMib, room to grow.
+SandboxRequest SandboxManager::WarmRequest(const std::string& id) const {
+  SandboxRequest request;
+  request.id = id;
+  request.handler = "chrysalis-qemu";
+  request.cgroup_parent = options_.warm_pool.cgroup_parent;
+  request.cgroup_driver = CgroupDriver::kCgroupfs;
+  // Sized by a memory limit that gives WarmBootMemoryMib once the overhead is added.
+  request.resources.memory_bytes = static_cast<int64_t>(WarmBootMemoryMib() - options_.sizing.overhead_memory_mib)
+                                   << 20;
+  request.max_vcpus = options_.sizing.max_vcpus;
+  // Room for hot-plugged memory above 4 GiB makes the guest kernel set up a 64 MiB bounce buffer (SWIOTLB) for
+  // devices that cannot reach it, and zero it: 74 MiB more resident per warm VM (measured). Our virtio devices
+  // address all 64 bits; confidential guests, which need the buffer, are never pooled.
+  request.extra_cmdline = "swiotlb=noforce";
+  request.max_memory_mib = WarmMaxMemoryMib();
+  return request;
+}
+
+Status SandboxManager::BootWarm(Sandbox& sb) {
+  const WarmPoolOptions& pool = options_.warm_pool;
+  SandboxRequest request = WarmRequest(sb.id);
+  std::shared_ptr<base::UniqueFd> template_memory;  // held until the launch copied it
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (template_state_ == "ready" && template_memory_) {
+      template_memory = template_memory_;
+      request.memory_fd = template_memory->get();
+      request.restore_state_path = template_state_path_;
+    }
+  }
+  std::string share_dir = pool.share_root + "/" + sb.id;
+  request.fs_shares.push_back({pool.share_tag, share_dir, false});
+  Status booted = pool.prepare_share ? pool.prepare_share(share_dir) : Status::Ok();
+  if (booted.ok()) {
+    booted = Boot(sb, request, VmmKind::kQemu, template_memory ? nullptr : &warm_booting_pid_);  // undoes itself
+    warm_booting_pid_ = 0;
+  }
+  if (!booted.ok() && pool.release_share) {
+    (void)pool.release_share(share_dir);
+  }
+  if (!template_memory) {
+    return booted;
+  }
+  bool drop = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    template_restore_failures_ = booted.ok() ? 0 : template_restore_failures_ + 1;
+    drop = template_restore_failures_ >= kTemplateFailureLimit;
+  }
+  if (drop) {
+    DropTemplate("failed: " + std::to_string(kTemplateFailureLimit) +
+                 " restores in a row failed, the last with: " + booted.error().message());
+  }
+  return booted;
+}
+
+Status SandboxManager::MakeTemplate() {
+  int memfd = static_cast<int>(::syscall(SYS_memfd_create, "chrys-template-ram", MFD_CLOEXEC));
+  if (memfd < 0) {
+    return base::SystemError("creating the template's memory (memfd_create)");
+  }
+  auto memory = std::make_shared<base::UniqueFd>(memfd);
+  std::string state_path = options_.run_dir + "/vm-template.state";
+  (void)base::RemoveFileIfExists(state_path);  // a previous chrysd's, useless without its memory
+  auto sb = std::make_shared<Sandbox>();
+  sb->id = NewWarmId() + kTemplateIdMark;
+  sb->kind = VmmKind::kQemu;
+  sb->handler = "chrysalis-qemu";
+  SandboxRequest request = WarmRequest(sb->id);
+  request.memory_fd = memory->get();
+  std::lock_guard<std::mutex> sandbox_lock(sb->mu);
+  // The template has no share: a vhost-user-fs device cannot be saved. Its clones get theirs after the restore.
+  Status booted = Boot(*sb, request, VmmKind::kQemu, &warm_booting_pid_);
+  warm_booting_pid_ = 0;
+  if (!booted.ok()) {
+    return booted.error().Wrap("booting the template VM");
+  }
+  // Saved once its start-up work is done, so no clone repeats it.
+  auto deadline = std::chrono::steady_clock::now() + options_.warm_pool.template_settle_timeout;
+  Status settled = base::DeadlineExceeded("the template VM did not settle within " +
+                                          std::to_string(options_.warm_pool.template_settle_timeout.count()) + " ms");
+  while (std::chrono::steady_clock::now() < deadline && !PoolStopping()) {
+    auto done = options_.agent ? options_.agent->Settled(sb->id, sb->vmm->agent_endpoint(), std::chrono::seconds(2))
+                               : Result<bool>(true);
+    if (!done.ok()) {
+      settled = done.error();
+      break;
+    }
+    if (*done) {
+      settled = Status::Ok();
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (settled.ok()) {
+    if (options_.agent) {
+      options_.agent->Forget(sb->id);  // the clones are reached afresh; this connection would only go stale
+    }
+    settled = sb->vmm->SaveState(state_path, options_.hotplug_timeout);
+  }
+  DiscardWarm(*sb, sb->id);
+  if (!settled.ok()) {
+    (void)base::RemoveFileIfExists(state_path);
+    return settled.error().Wrap("saving the template VM");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  template_memory_ = std::move(memory);
+  template_state_path_ = state_path;
+  template_state_ = "ready";
+  template_restore_failures_ = 0;
+  return Status::Ok();
+}
+
+std::shared_ptr<SandboxManager::Sandbox> SandboxManager::RestoreWarmNow() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (template_state_ != "ready" || pool_stopping_) {
+      return nullptr;
+    }
+  }
+  auto sb = std::make_shared<Sandbox>();
+  sb->id = NewWarmId();
+  sb->handler = "chrysalis-qemu";
+  sb->kind = VmmKind::kQemu;
+  Status restored = Status::Ok();
+  {
+    std::lock_guard<std::mutex> sandbox_lock(sb->mu);
+    restored = BootWarm(*sb);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!restored.ok()) {
+    pool_last_error_ = "restoring a VM from the template for a pod: " + restored.error().message();
+    return nullptr;
+  }
+  ++pool_restored_on_demand_;
+  return sb;
+}
+
+void SandboxManager::DropTemplate(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  template_memory_.reset();  // launches in flight keep their own reference
+  if (!template_state_path_.empty()) {
+    (void)base::RemoveFileIfExists(template_state_path_);
+    template_state_path_.clear();
+  }
+  template_state_ = why.empty() ? "off" : why;
+}
+
+bool SandboxManager::PoolStopping() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pool_stopping_;
+}
+
 void SandboxManager::StartWarmPool() {
   const WarmPoolOptions& pool = options_.warm_pool;
   if (pool.size <= 0 || refill_.joinable()) {
@@ -239,6 +405,17 @@ void SandboxManager::RefillWarmPool() {
     if (Status prepared = pool.prepare_cgroup_parent(pool.cgroup_parent); !prepared.ok()) {
       std::lock_guard<std::mutex> lock(mu_);
       pool_last_error_ = "preparing the warm VMs' cgroup " + pool.cgroup_parent + ": " + prepared.error().message();
+    }
+  }
+  if (pool.use_template) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      template_state_ = "pending";
+    }
+    if (Status made = MakeTemplate(); !made.ok()) {
+      DropTemplate("failed: " + made.error().message());
+      std::lock_guard<std::mutex> lock(mu_);
+      pool_last_error_ = "making the VM template (warm VMs boot instead): " + made.error().message();
     }
   }
   std::unique_lock<std::mutex> lock(mu_);
@@ -276,33 +453,10 @@ void SandboxManager::RefillWarmPool() {
     warm_[sb->id] = sb;
     lock.unlock();
 
-    SandboxRequest request;
-    request.id = sb->id;
-    request.handler = sb->handler;
-    request.cgroup_parent = pool.cgroup_parent;
-    request.cgroup_driver = CgroupDriver::kCgroupfs;
-    // Sized by a memory limit that gives WarmBootMemoryMib once the overhead is added.
-    request.resources.memory_bytes = static_cast<int64_t>(WarmBootMemoryMib() - options_.sizing.overhead_memory_mib)
-                                     << 20;
-    request.max_vcpus = options_.sizing.max_vcpus;
-    // Room for hot-plugged memory above 4 GiB makes the guest kernel set up a 64 MiB bounce buffer (SWIOTLB) for
-    // devices that cannot reach it, and zero it: 74 MiB more resident per warm VM (measured). Our virtio devices
-    // address all 64 bits; confidential guests, which need the buffer, are never pooled.
-    request.extra_cmdline = "swiotlb=noforce";
-    request.max_memory_mib = WarmMaxMemoryMib();
-    std::string share_dir = pool.share_root + "/" + sb->id;
-    request.fs_shares.push_back({pool.share_tag, share_dir, false});
     Status booted = Status::Ok();
     {
       std::lock_guard<std::mutex> sandbox_lock(sb->mu);
-      booted = pool.prepare_share ? pool.prepare_share(share_dir) : Status::Ok();
-      if (booted.ok()) {
-        booted = Boot(*sb, request, VmmKind::kQemu, &warm_booting_pid_);  // undoes itself on failure
-        warm_booting_pid_ = 0;
-      }
-      if (!booted.ok() && pool.release_share) {
-        (void)pool.release_share(share_dir);
-      }
+      booted = BootWarm(*sb);
     }
 
     lock.lock();
@@ -339,6 +493,7 @@ void SandboxManager::StopWarmPool() {
     std::lock_guard<std::mutex> sandbox_lock(sb->mu);
     DiscardWarm(*sb, id);
   }
+  DropTemplate("");
   if (ran && options_.warm_pool.release_cgroup_parent) {
     options_.warm_pool.release_cgroup_parent(options_.warm_pool.cgroup_parent);
   }
@@ -359,6 +514,8 @@ WarmPoolStatus SandboxManager::warm_pool_status() {
   }
   status.claimed = pool_claimed_;
   status.missed = pool_missed_;
+  status.restored_on_demand = pool_restored_on_demand_;
+  status.template_state = template_state_;
   status.last_error = pool_last_error_;
   return status;
 }

@@ -250,6 +250,17 @@ base::Status LineAgentConnector::OnlineResources(const std::string& sandbox_id, 
       "sandbox " + sandbox_id + ": the line-protocol test guest cannot online hot-plugged resources");
 }
 
+base::Result<bool> LineAgentConnector::Settled(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                               std::chrono::milliseconds patience) {
+  return Probe(sandbox_id, endpoint, patience);
+}
+
+base::Status LineAgentConnector::Resume(const std::string& sandbox_id, const AgentEndpoint&,
+                                        std::chrono::milliseconds) {
+  return base::MakeError(base::ErrorCode::kUnimplemented,
+                         "sandbox " + sandbox_id + ": the line-protocol test guest cannot set its clock or reseed");
+}
+
 void LineAgentConnector::Rename(const std::string& from, const std::string& to) {
   std::lock_guard<std::mutex> lock(mu_);
   auto node = conns_.extract(from);

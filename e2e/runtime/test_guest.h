@@ -44,6 +44,12 @@ class LineAgentConnector : public AgentConnector {
   // The line-protocol guest has no hot-plug: it is never a warm VM.
   base::Status OnlineResources(const std::string& sandbox_id, const AgentEndpoint& endpoint, int vcpus,
                                int added_memory_mib, std::chrono::milliseconds timeout) override;
+  // Nothing runs in the background of the line-protocol guest: ready is settled.
+  base::Result<bool> Settled(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                             std::chrono::milliseconds patience) override;
+  // The line-protocol guest is never restored from a template.
+  base::Status Resume(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                      std::chrono::milliseconds timeout) override;
 
   // Sends one command and returns the reply text after the id.
   base::Result<std::string> Call(const std::string& sandbox_id, const AgentEndpoint& endpoint,

@@ -1,5 +1,7 @@
 #include "guest/agent/agent_service.h"
 
+#include <fcntl.h>
+#include <linux/random.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -127,6 +129,7 @@ grpc::Status AgentService::Ping(grpc::ServerContext*, const v1::PingRequest*, v1
     resp->set_uptime_ms(NowBootMs());
     resp->set_agent_rss_bytes(SelfRssBytes());
     resp->set_boot_to_ready_ms(boot_to_ready_ms_);
+    resp->set_settled(ContainerSupportSettled());
     return grpc::Status::OK;
   });
 }
@@ -407,6 +410,43 @@ grpc::Status AgentService::WatchEvents(grpc::ServerContext* ctx, const v1::Watch
       }
     }
     return grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away");
+  });
+}
+
+grpc::Status AgentService::Resume(grpc::ServerContext*, const v1::ResumeRequest* req, v1::ResumeResponse* resp) {
+  return Guarded("Resume", [&] {
+    if (auto valid = ValidateResume(*req); !valid.ok()) {
+      return ToGrpc(valid.error());
+    }
+    timespec before{};
+    ::clock_gettime(CLOCK_REALTIME, &before);
+    timespec host{static_cast<time_t>(req->unix_time_ns() / 1000000000),
+                  static_cast<long>(req->unix_time_ns() % 1000000000)};
+    if (::clock_settime(CLOCK_REALTIME, &host) != 0) {
+      return ToGrpc(base::SystemError("setting the guest clock"));
+    }
+    // Credit the host's bytes to the input pool, then make the kernel rekey its generator from it now rather than
+    // at its next scheduled reseed: until then every clone would draw the template's stream.
+    base::UniqueFd random(::open("/dev/urandom", O_WRONLY | O_CLOEXEC));
+    if (!random.valid()) {
+      return ToGrpc(base::SystemError("opening /dev/urandom"));
+    }
+    std::vector<uint32_t> info_words(2 + (req->entropy().size() + 3) / 4, 0);
+    auto* info = reinterpret_cast<rand_pool_info*>(info_words.data());
+    info->entropy_count = static_cast<int>(req->entropy().size() * 8);
+    info->buf_size = static_cast<int>(req->entropy().size());
+    std::memcpy(info->buf, req->entropy().data(), req->entropy().size());
+    if (::ioctl(random.get(), RNDADDENTROPY, info) != 0) {
+      return ToGrpc(base::SystemError("adding the host's entropy (RNDADDENTROPY)"));
+    }
+    if (::ioctl(random.get(), RNDRESEEDCRNG) != 0) {
+      return ToGrpc(base::SystemError("reseeding the guest's random generator (RNDRESEEDCRNG)"));
+    }
+    int64_t step = req->unix_time_ns() - (static_cast<int64_t>(before.tv_sec) * 1000000000 + before.tv_nsec);
+    resp->set_clock_step_ns(step);
+    LogInfo("resumed from a template: clock stepped %lld ms, random generator reseeded",
+            static_cast<long long>(step / 1000000));
+    return grpc::Status::OK;
   });
 }
 

@@ -66,6 +66,7 @@ class AgentService final : public v1::Agent::Service {
                            grpc::ServerReaderWriter<v1::PortForwardFrame, v1::PortForwardFrame>* stream) override;
   grpc::Status OnlineResources(grpc::ServerContext* ctx, const v1::OnlineResourcesRequest* req,
                                v1::OnlineResourcesResponse* resp) override;
+  grpc::Status Resume(grpc::ServerContext* ctx, const v1::ResumeRequest* req, v1::ResumeResponse* resp) override;
 
  private:
   ContainerManager& containers_;

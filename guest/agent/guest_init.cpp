@@ -322,6 +322,11 @@ void StartContainerSupport() {
   }).detach();
 }
 
+bool ContainerSupportSettled() {
+  std::lock_guard lock(support_mu);
+  return support_state != SupportState::kRunning;
+}
+
 base::Status WaitForContainerSupport(std::chrono::milliseconds timeout) {
   std::unique_lock lock(support_mu);
   if (!support_cv.wait_for(lock, timeout, [] { return support_state != SupportState::kRunning; })) {

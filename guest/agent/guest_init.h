@@ -89,6 +89,8 @@ std::vector<std::string> ModuleLoadOrder(const std::vector<std::string>& wanted,
 // controllers, then mounts the tools disk (kGuestToolsSerial, EROFS, read-only) at kGuestToolsDir once the
 // deferred modules (virtio_blk, erofs) are loaded.
 void StartContainerSupport();
+// True once the work StartContainerSupport began has finished (whether or not it succeeded).
+bool ContainerSupportSettled();
 // How long container work waits for it: the deferred modules' and the disk's own bounds, with room to spare.
 inline constexpr std::chrono::seconds kContainerSupportWait{90};
 // Waits (bounded) until that is done; the mount's error when it failed. OK at once when it was never started

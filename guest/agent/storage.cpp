@@ -299,13 +299,22 @@ base::Result<std::string> Storage::MountShare(const std::string& tag, const std:
   std::string mountpoint = std::string(kSharesDir) + "/" + name;
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(mountpoint));
   unsigned long flags = MS_NODEV | MS_NOSUID | (read_only ? MS_RDONLY : 0);
-  if (::mount(tag.c_str(), mountpoint.c_str(), "virtiofs", flags, nullptr) != 0) {
+  // A VM restored from a template gets its shares by hot-plug just before it runs: the device may still be probing
+  // when the host asks, and an unknown tag fails with EINVAL until it is. Bounded: a tag that never comes fails.
+  constexpr auto kProbeWait = std::chrono::seconds(5);
+  auto deadline = std::chrono::steady_clock::now() + kProbeWait;
+  while (::mount(tag.c_str(), mountpoint.c_str(), "virtiofs", flags, nullptr) != 0) {
     if (errno == EBUSY) {
       return mountpoint;
     }
     int e = errno;
+    if ((e == EINVAL || e == ENOENT) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
     ::rmdir(mountpoint.c_str());
-    return base::SystemError("mounting virtio-fs share '" + tag + "'", e);
+    return base::SystemError(
+        "mounting virtio-fs share '" + tag + "'" + (e == EINVAL ? " (no virtio-fs device has this tag)" : ""), e);
   }
   return mountpoint;
 }

@@ -450,6 +450,16 @@ Status ValidateMountShare(const v1::MountShareRequest& request) {
   return ValidateId(request.name(), "name");
 }
 
+Status ValidateResume(const v1::ResumeRequest& request) {
+  if (request.unix_time_ns() <= 0) {
+    return InvalidArgument("unix_time_ns: " + std::to_string(request.unix_time_ns()) + " is not a time after 1970");
+  }
+  if (request.entropy().size() < 32 || request.entropy().size() > 512) {
+    return InvalidArgument("entropy: " + std::to_string(request.entropy().size()) + " bytes is outside 32..512");
+  }
+  return Status::Ok();
+}
+
 Status ValidateOnlineResources(const v1::OnlineResourcesRequest& request) {
   if (request.vcpus() < 1 || request.vcpus() > 255) {
     return InvalidArgument("vcpus: " + std::to_string(request.vcpus()) + " is outside 1..255");

@@ -475,6 +475,20 @@ Result<v1::OnlineResourcesResponse> AgentClient::OnlineResources(int vcpus, int 
   return resp;
 }
 
+Result<v1::ResumeResponse> AgentClient::Resume(int64_t unix_time_ns, const std::string& entropy) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.call_timeout);
+  v1::ResumeRequest req;
+  req.set_unix_time_ns(unix_time_ns);
+  req.set_entropy(entropy);
+  v1::ResumeResponse resp;
+  grpc::Status s = stub_->Resume(&ctx, req, &resp);
+  if (!s.ok()) {
+    return Fail(s, "agent Resume");
+  }
+  return resp;
+}
+
 Result<v1::Resources> AgentClient::UpdateContainerResources(const std::string& container_id,
                                                             const v1::Resources& resources) {
   grpc::ClientContext ctx;

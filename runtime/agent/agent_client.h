@@ -113,6 +113,10 @@ class AgentClient {
   base::Result<v1::OnlineResourcesResponse> OnlineResources(int vcpus, int added_memory_mib,
                                                             std::chrono::milliseconds timeout);
 
+  // After a restore from a template: sets the guest clock to `unix_time_ns` and reseeds its random generator with
+  // `entropy` (32..512 bytes).
+  base::Result<v1::ResumeResponse> Resume(int64_t unix_time_ns, const std::string& entropy);
+
   // Changes a created or running container's cgroup limits (fields left zero/empty stay as they are);
   // returns the limits the guest reports in force afterwards.
   base::Result<v1::Resources> UpdateContainerResources(const std::string& container_id, const v1::Resources& resources);

@@ -292,6 +292,11 @@ Status CvmVmm::Rehome(const VmLaunchSpec& target) {
       "sandbox " + target.sandbox_id + ": confidential VMs are launched for their pod, never pooled");
 }
 
+Status CvmVmm::SaveState(const std::string& /*state_path*/, std::chrono::milliseconds /*timeout*/) {
+  return base::MakeError(base::ErrorCode::kUnimplemented,
+                         "a confidential VM cannot be cloned: its memory is encrypted for its own launch");
+}
+
 Status CvmVmm::Shutdown(bool graceful, std::chrono::milliseconds timeout) {
   Status down = qemu_vmm_ ? qemu_vmm_->Shutdown(graceful, timeout) : Status::Ok();
   if (!down.ok()) {
@@ -356,6 +361,9 @@ class QemuOrCvmVmm : public Vmm {
     return impl_ ? impl_->HotplugNic(nic, timeout) : NotStarted();
   }
   Status Rehome(const VmLaunchSpec& target) override { return impl_ ? impl_->Rehome(target) : NotStarted(); }
+  Status SaveState(const std::string& state_path, std::chrono::milliseconds timeout) override {
+    return impl_ ? impl_->SaveState(state_path, timeout) : NotStarted();
+  }
   Status Grow(int vcpus, int memory_mib, std::chrono::milliseconds timeout) override {
     return impl_ ? impl_->Grow(vcpus, memory_mib, timeout) : NotStarted();
   }

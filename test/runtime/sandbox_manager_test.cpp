@@ -38,6 +38,12 @@ struct FakeWorld {
   VmLaunchSpec last_start;                              // the spec the last Start was given
   std::vector<DiskSpec> boot_disks;                     // what the last Start was given
   std::map<std::string, std::string> adopted_disk_bus;  // sandbox id -> disk_hotplug_bus Adopt was given
+  // Template runs (read after the pool is full or stopped, or under mu).
+  std::mutex mu;
+  std::vector<VmLaunchSpec> started;  // every Start's spec
+  std::vector<std::string> saved;     // sandbox ids SaveState was asked of
+  bool save_fails = false;
+  std::atomic<int> restore_failures_left{0};  // restores (Start with restore_state_path) that fail
 };
 
 class FakeVmm : public Vmm {
@@ -48,9 +54,17 @@ class FakeVmm : public Vmm {
     ++world_->starts;
     world_->boot_disks = spec.disks;
     world_->last_start = spec;
+    {
+      std::lock_guard<std::mutex> lock(world_->mu);
+      world_->started.push_back(spec);
+    }
     if (world_->fail_start) {
       return base::Unavailable("fake start failure");
     }
+    if (!spec.restore_state_path.empty() && world_->restore_failures_left.fetch_sub(1) > 0) {
+      return base::Internal("fake restore failure");
+    }
+    spec_ = spec;
     state_.pid = 4242;
     state_.binary = "/fake";
     state_.disk_hotplug_bus = kDiskBusBridge;
@@ -101,6 +115,17 @@ class FakeVmm : public Vmm {
     state_.agent.socket_path = target.run_dir + "/agent.sock";
     return Status::Ok();
   }
+  Status SaveState(const std::string& path, std::chrono::milliseconds) override {
+    std::lock_guard<std::mutex> lock(world_->mu);
+    world_->saved.push_back(spec_.sandbox_id);
+    if (world_->save_fails) {
+      return base::Internal("fake save failure");
+    }
+    if (spec_.memory_fd < 0 || !spec_.fs_shares.empty()) {
+      return base::FailedPrecondition("fake: not a template");
+    }
+    return base::WriteFileAtomic(path, "state of " + spec_.sandbox_id);
+  }
   Status Shutdown(bool, std::chrono::milliseconds) override {
     ++world_->shutdowns;
     alive_ = false;
@@ -136,6 +161,7 @@ class FakeVmm : public Vmm {
  private:
   FakeWorld* world_;
   std::string run_dir_;
+  VmLaunchSpec spec_;
   VmmProcessState state_;
   bool alive_ = false;
 };
@@ -154,8 +180,23 @@ class AlwaysReady : public AgentConnector {
     onlined.push_back(id + " " + std::to_string(vcpus) + " +" + std::to_string(added_memory_mib));
     return Status::Ok();
   }
+  Result<bool> Settled(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override {
+    return settled.load();
+  }
+  Status Resume(const std::string& id, const AgentEndpoint&, std::chrono::milliseconds) override {
+    std::lock_guard<std::mutex> lock(mu);
+    resumed.push_back(id);
+    return Status::Ok();
+  }
+  std::vector<std::string> Resumed() {
+    std::lock_guard<std::mutex> lock(mu);
+    return resumed;
+  }
   int shutdowns = 0;
   std::vector<std::string> onlined;  // "<sandbox> <vcpus> +<added MiB>" per OnlineResources
+  std::atomic<bool> settled{true};
+  std::mutex mu;
+  std::vector<std::string> resumed;  // sandbox ids Resume was called for
 };
 
 class SandboxManagerTest : public ::testing::Test {
@@ -323,6 +364,8 @@ TEST_F(SandboxManagerTest, RecoverAdoptsCleansAndMarksNotReady) {
     Status OnlineResources(const std::string&, const AgentEndpoint&, int, int, std::chrono::milliseconds) override {
       return Status::Ok();
     }
+    Result<bool> Settled(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override { return true; }
+    Status Resume(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override { return Status::Ok(); }
   };
   auto probe = std::make_shared<FailSecond>();
   opts.agent = probe;
@@ -678,6 +721,92 @@ TEST_F(WarmPoolTest, ARestartedManagerRemovesWarmVmsLeftByACrash) {
   EXPECT_NE(::access((root_ + "/state/" + warm_id).c_str(), F_OK), 0);
   EXPECT_EQ(Released(), std::vector<std::string>{root_ + "/shares/" + warm_id});
   EXPECT_TRUE(m2.List().empty());
+}
+
+TEST_F(WarmPoolTest, WithATemplateWarmVmsAreRestoredAndResumed) {
+  SandboxManagerOptions o = PoolOptions(1);
+  o.warm_pool.use_template = true;
+  SandboxManager m(o);
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
+  EXPECT_EQ(m.warm_pool_status().template_state, "ready");
+  std::vector<VmLaunchSpec> started;
+  {
+    std::lock_guard<std::mutex> lock(world_.mu);
+    started = world_.started;
+    ASSERT_EQ(world_.saved.size(), 1u);
+  }
+  ASSERT_EQ(started.size(), 2u);
+  // First the template: RAM in a memfd chrysd keeps, no share (vhost-user-fs cannot be saved); it is gone after.
+  const VmLaunchSpec& tmpl = started[0];
+  EXPECT_NE(tmpl.sandbox_id.find(kTemplateIdMark), std::string::npos);
+  EXPECT_GE(tmpl.memory_fd, 0);
+  EXPECT_TRUE(tmpl.fs_shares.empty());
+  EXPECT_TRUE(tmpl.restore_state_path.empty());
+  // Then the warm VM: restored from the saved state, with the pool's share, resumed (clock, entropy).
+  const VmLaunchSpec& clone = started[1];
+  EXPECT_EQ(clone.restore_state_path, root_ + "/run/vm-template.state");
+  EXPECT_EQ(clone.memory_fd, tmpl.memory_fd);
+  EXPECT_EQ(clone.memory_mib, tmpl.memory_mib) << "a clone has its template's shape";
+  EXPECT_EQ(clone.max_memory_mib, tmpl.max_memory_mib);
+  EXPECT_EQ(clone.kernel_cmdline, tmpl.kernel_cmdline);
+  ASSERT_EQ(clone.fs_shares.size(), 1u);
+  EXPECT_EQ(agent_->Resumed(), std::vector<std::string>{clone.sandbox_id});
+  EXPECT_EQ(Entries(root_ + "/state"), std::vector<std::string>{clone.sandbox_id}) << "the template VM is gone";
+
+  // A pod takes the warm VM; a second one, finding none ready, gets one restored on the spot.
+  auto first = m.Create(PodRequest("pod1"));
+  ASSERT_TRUE(first.ok()) << first.error().message();
+  auto second = m.Create(PodRequest("pod2"));
+  ASSERT_TRUE(second.ok()) << second.error().message();
+  EXPECT_TRUE(second->from_warm_pool);
+  ASSERT_TRUE(PoolFull(m));
+  auto status = m.warm_pool_status();
+  EXPECT_EQ(status.claimed, 2u);
+  EXPECT_GE(status.missed, 1u);
+  EXPECT_GE(status.restored_on_demand, 1u);
+  {
+    std::lock_guard<std::mutex> lock(world_.mu);
+    for (size_t i = 1; i < world_.started.size(); ++i) {
+      EXPECT_FALSE(world_.started[i].restore_state_path.empty()) << "start " << i << " booted instead of restoring";
+    }
+  }
+  m.StopWarmPool();
+  EXPECT_NE(::access((root_ + "/run/vm-template.state").c_str(), F_OK), 0) << "the template goes with the pool";
+  EXPECT_EQ(m.warm_pool_status().template_state, "off");
+  for (const char* id : {"pod1", "pod2"}) {
+    ASSERT_TRUE(m.Stop(id).ok());
+    ASSERT_TRUE(m.Remove(id).ok());
+  }
+}
+
+TEST_F(WarmPoolTest, ATemplateThatCannotBeSavedLeavesWarmVmsBooting) {
+  world_.save_fails = true;
+  SandboxManagerOptions o = PoolOptions(1);
+  o.warm_pool.use_template = true;
+  SandboxManager m(o);
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
+  auto status = m.warm_pool_status();
+  EXPECT_NE(status.template_state.find("failed: "), std::string::npos) << status.template_state;
+  EXPECT_NE(status.last_error.find("fake save failure"), std::string::npos) << status.last_error;
+  EXPECT_NE(::access((root_ + "/run/vm-template.state").c_str(), F_OK), 0);
+  std::lock_guard<std::mutex> lock(world_.mu);
+  ASSERT_EQ(world_.started.size(), 2u);
+  EXPECT_TRUE(world_.started[1].restore_state_path.empty()) << "the warm VM boots";
+  EXPECT_EQ(Entries(root_ + "/state").size(), 1u) << "only the warm VM is left";
+}
+
+TEST_F(WarmPoolTest, RestoresThatKeepFailingDropTheTemplate) {
+  world_.restore_failures_left = kTemplateFailureLimit;
+  SandboxManagerOptions o = PoolOptions(1);
+  o.warm_pool.use_template = true;
+  SandboxManager m(o);
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
+  auto status = m.warm_pool_status();
+  EXPECT_NE(status.template_state.find("restores in a row failed"), std::string::npos) << status.template_state;
+  EXPECT_NE(::access((root_ + "/run/vm-template.state").c_str(), F_OK), 0) << "a dropped template's file goes";
+  std::lock_guard<std::mutex> lock(world_.mu);
+  ASSERT_GE(world_.started.size(), 2u + kTemplateFailureLimit - 1);
+  EXPECT_TRUE(world_.started.back().restore_state_path.empty()) << "after the drop, the warm VM boots";
 }
 
 }  // namespace
