@@ -678,6 +678,59 @@ TEST(WarmPool, APodWithLimitsGetsTheWarmVmGrownToItsSize) {
   EXPECT_FALSE(std::filesystem::exists("/sys/fs/cgroup/chrysalis-warm", ec));
 }
 
+// With the VM template (the default), the warm VM and a VM restored on the spot for a second pod are clones of one
+// saved VM: each must run on the host's clock and draw its own random stream (a clone that skipped Resume would print
+// the template's bytes, the same in both pods).
+TEST(WarmPool, TemplateClonesHaveTheHostsClockAndTheirOwnRandomness) {
+  std::unique_ptr<PodEnv> env;
+  pid_t warm_vm = 0;
+  ASSERT_NO_FATAL_FAILURE(StartWithOneWarmVm(env, warm_vm));
+  nlohmann::json pool = WarmPool(*env);
+  ASSERT_EQ(pool.value("template", ""), "ready") << pool.dump() << "\n" << env->chrysd().Output();
+
+  std::vector<std::string> pods;
+  std::vector<std::string> lines;  // "<guest unix time> <16 random bytes in hex>" per pod
+  for (const char* name : {"clone-a", "clone-b"}) {
+    v1::PodSandboxConfig pod_config = env->PodConfig(name);
+    auto started = Clock::now();
+    auto pod = env->RunPod(pod_config);
+    ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
+    pods.push_back(*pod);
+    EXPECT_EQ(PodVmInfo(*env, *pod)["fromWarmPool"], true);
+    auto probe_config = env->ContainerConfig(
+        "probe", {"/bin/sh", "-c", "echo \"$(date +%s) $(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\""});
+    std::string probe = RunContainer(*env, *pod, pod_config, probe_config);
+    ASSERT_FALSE(probe.empty());
+    ASSERT_TRUE(env->WaitExited(probe).ok());
+    std::string log = LogText(env->LogPath(pod_config, probe_config));
+    size_t at = log.find(" stdout F ");
+    ASSERT_NE(at, std::string::npos) << log;
+    std::string line = log.substr(at + 10, log.find('\n', at) - at - 10);
+    long long guest_time = std::atoll(line.c_str());
+    long long host_before = std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::system_clock::now().time_since_epoch() - (Clock::now() - started))
+                                .count();
+    long long host_after =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    EXPECT_GE(guest_time, host_before - 1) << "the clone kept the template's clock: " << line;
+    EXPECT_LE(guest_time, host_after + 1) << line;
+    lines.push_back(line.substr(line.find(' ') + 1));
+    EXPECT_EQ(lines.back().size(), 32u) << line;
+  }
+  EXPECT_NE(lines[0], lines[1]) << "two clones drew the same random bytes";
+  pool = WarmPool(*env);
+  EXPECT_EQ(pool.value("claimed", 0), 2) << pool.dump();
+  EXPECT_EQ(pool.value("last_error", "?"), "") << pool.dump();
+
+  for (const auto& pod : pods) {
+    ASSERT_TRUE(env->StopPod(pod).ok());
+    ASSERT_TRUE(env->RemovePod(pod).ok());
+  }
+  EXPECT_EQ(env->chrysd().Stop(), 0);
+  EXPECT_TRUE(env->Traces().mounts.empty());
+  EXPECT_TRUE(env->Traces().vmm_pids.empty()) << "a VM outlived chrysd";
+}
+
 // Ten pods started at once, each running a container: all ready with distinct addresses, all logs right, all gone
 // after a concurrent stop and remove.
 TEST(PodScale, TenPodsAtOnce) {

@@ -52,6 +52,8 @@ TEST(ConfigTest, WrongTypesNameKeyAndExpectation) {
       {"vmm:\n  warm_pool_size: lots\n", "vmm.warm_pool_size", "auto or an integer from 0 to 64"},
       {"vmm:\n  warm_pool_size: -1\n", "vmm.warm_pool_size", "auto or an integer from 0 to 64"},
       {"vmm:\n  warm_pool_size: 65\n", "vmm.warm_pool_size", "auto or an integer from 0 to 64"},
+      {"vmm:\n  vm_template: yes\n", "vmm.vm_template", "true or false"},
+      {"vmm:\n  vm_template: [true]\n", "vmm.vm_template", "true or false"},
   };
   for (const auto& c : cases) {
     Config config;
@@ -104,6 +106,17 @@ TEST(ConfigTest, WarmPoolIsAutoByDefaultAndSizedByTheDefaultHandlersVmm) {
   ASSERT_TRUE(ApplyOverride(config, "vmm.warm_pool_size=auto").ok());
   EXPECT_EQ(config.vmm.warm_pool_size, kWarmPoolAuto);
   EXPECT_EQ(config.ToJson()["vmm"]["warm_pool_size"], "auto");
+}
+
+TEST(ConfigTest, VmTemplateIsOnByDefaultAndCanBeTurnedOff) {
+  Config config;
+  EXPECT_TRUE(config.vmm.vm_template);
+  EXPECT_EQ(config.ToJson()["vmm"]["vm_template"], true);
+  ASSERT_TRUE(ApplyOverride(config, "vmm.vm_template=false").ok());
+  EXPECT_FALSE(config.vmm.vm_template);
+  EXPECT_EQ(config.ToJson()["vmm"]["vm_template"], false);
+  ASSERT_TRUE(ApplyYaml(config, "vmm:\n  vm_template: true\n", "c.yaml").ok());
+  EXPECT_TRUE(config.vmm.vm_template);
 }
 
 TEST(ConfigTest, YamlRoundTrip) {

@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -215,6 +217,67 @@ TEST(QemuTest, CommandLineHasEveryPart) {
   EXPECT_TRUE(has("-device", "virtio-blk-pci,drive=cdisk0,serial=chrys-tools"));
   EXPECT_TRUE(has("-drive", "if=none,id=cdisk1,format=raw,file=/g/rw.img"));
   EXPECT_TRUE(has("-device", "virtio-blk-pci,drive=cdisk1,serial=rw"));
+}
+
+// A template boot keeps its RAM in the caller's memfd (the fd after the taps); a clone of it starts paused, waiting
+// for the saved state, on the same kind of memory, and without the vhost-user-fs devices it gets after the restore.
+TEST(QemuCommandLineTest, TemplateAndCloneRunOnFileBackedMemory) {
+  QemuConfig c;
+  c.vhost_vsock_device = "/nonexistent";
+  QemuVmm vmm(c);
+  VmLaunchSpec s;
+  s.sandbox_id = "warm-1";
+  s.kernel_path = "/k";
+  s.memory_mib = 256;
+  s.run_dir = "/run/chrys/warm-1";
+  s.console_log_path = "/var/log/warm-1.log";
+  s.interfaces.push_back({{10, 11}, "02:00:00:00:00:01", 1500});
+  s.memory_fd = 42;
+  auto count = [](const std::vector<std::string>& a, const std::string& value) {
+    return std::count(a.begin(), a.end(), value);
+  };
+  auto tmpl = vmm.BuildCommandLine(s, "tcg");
+  EXPECT_EQ(count(tmpl, "memory-backend-file,id=mem0,size=256M,share=on,mem-path=/proc/self/fd/5"), 1)
+      << "two tap fds are 3 and 4, the memory is 5";
+  EXPECT_EQ(count(tmpl, "node,memdev=mem0"), 1);
+  EXPECT_EQ(count(tmpl, "-incoming"), 0);
+  s.restore_state_path = "/run/chrys/vm-template.state";
+  s.fs_shares.push_back({"chrys-pod", "/srv", false});
+  auto clone = vmm.BuildCommandLine(s, "tcg");
+  EXPECT_EQ(count(clone, "memory-backend-file,id=mem0,size=256M,share=on,mem-path=/proc/self/fd/5"), 1);
+  EXPECT_EQ(count(clone, "-incoming"), 1);
+  EXPECT_EQ(count(clone, "defer"), 1);
+  EXPECT_EQ(std::count_if(clone.begin(), clone.end(),
+                          [](const std::string& arg) { return arg.find("vhost-user-fs") != std::string::npos; }),
+            0)
+      << "a share cannot be restored: it is hot-plugged after the state loads";
+  // Apart from the restore, a clone's command line is its template's: the saved devices must match.
+  std::vector<std::string> without_incoming(clone.begin(), clone.end() - 2);
+  EXPECT_EQ(without_incoming, tmpl);
+}
+
+TEST(QemuCommandLineTest, ARestoreNeedsTheTemplatesMemoryAndState) {
+  VmLaunchSpec s;
+  s.sandbox_id = "warm-1";
+  s.kernel_path = "/proc/self/exe";
+  s.memory_mib = 256;
+  s.run_dir = "/run/chrys/warm-1";
+  s.console_log_path = "/var/log/warm-1.log";
+  s.restore_state_path = "/proc/self/exe";
+  auto no_memory = ValidateLaunchSpec(s);
+  ASSERT_FALSE(no_memory.ok());
+  EXPECT_NE(no_memory.error().message().find("memory_fd"), std::string::npos) << no_memory.error().message();
+  s.memory_fd = 3;
+  s.restore_state_path = "/nonexistent/vm-template.state";
+  auto no_state = ValidateLaunchSpec(s);
+  ASSERT_FALSE(no_state.ok());
+  EXPECT_NE(no_state.error().message().find("restore_state_path \"/nonexistent/vm-template.state\""), std::string::npos)
+      << no_state.error().message();
+  s.restore_state_path = "/proc/self/exe";
+  auto valid = ValidateLaunchSpec(s);
+  EXPECT_TRUE(valid.ok()) << valid.error().message();
+  s.hugepages = true;
+  EXPECT_FALSE(ValidateLaunchSpec(s).ok()) << "a memfd template cannot be huge pages";
 }
 
 // A VM booted with room to grow (a warm VM): CPU slots up to max_vcpus, DIMM slots and the memory ceiling.
@@ -452,6 +515,56 @@ TEST(DetachedProcessTest, PassesFdsAndOutlivesItsLauncherSession) {
   EXPECT_FALSE(DetachedProcess::Attach(proc->pid(), proc->start_ticks(), "sleep").ok());
   ::close(fds[0]);
   ::close(fds[1]);
+  (void)base::RemoveTree(dir);
+}
+
+// A clone's memory: the child gets, after the fds it was passed, a memfd holding the source's bytes, in which only
+// the source's non-zero pages are allocated (zero pages and holes stay holes).
+TEST(DetachedProcessTest, CopiesAMemoryFileIntoItsOwnMemfd) {
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  std::string dir = TempDir("memcopy");
+  base::UniqueFd source(static_cast<int>(::syscall(SYS_memfd_create, "test-template", MFD_CLOEXEC)));
+  ASSERT_TRUE(source.valid());
+  constexpr size_t kPage = 4096;
+  ASSERT_EQ(::ftruncate(source.get(), 64 * kPage), 0);
+  std::string expected(64 * kPage, '\0');
+  for (size_t page : {1, 2, 3, 40, 63}) {
+    std::string bytes(kPage, static_cast<char>('a' + page % 26));
+    ASSERT_EQ(::pwrite(source.get(), bytes.data(), kPage, static_cast<off_t>(page * kPage)), ssize_t(kPage));
+    expected.replace(page * kPage, kPage, bytes);
+  }
+  std::string zeros(kPage, '\0');  // written, so allocated in the source, but zero: not copied
+  ASSERT_EQ(::pwrite(source.get(), zeros.data(), kPage, 20 * kPage), ssize_t(kPage));
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  base::UniqueFd keep_read(pipe_fds[0]), keep_write(pipe_fds[1]);
+  DetachedLaunchSpec spec;
+  // fd 3 is the passed pipe; the copy is fd 4.
+  spec.argv = {"/bin/sh", "-c",
+               "cat /proc/self/fd/4 > " + dir + "/copy; stat -L -c %b:%B /proc/self/fd/4 > " + dir +
+                   "/blocks.tmp; readlink /proc/self/fd/4 > " + dir + "/name; mv " + dir + "/blocks.tmp " + dir +
+                   "/blocks"};
+  spec.pass_fds = {keep_write.get()};
+  spec.copy_memory_from_fd = source.get();
+  auto proc = DetachedProcess::Launch(spec);
+  ASSERT_TRUE(proc.ok()) << proc.error().message();
+  for (int i = 0; i < 250 && ::access((dir + "/blocks").c_str(), F_OK) != 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  auto copy = base::ReadFile(dir + "/copy", 1 << 20);
+  ASSERT_TRUE(copy.ok()) << copy.error().message();
+  EXPECT_TRUE(*copy == expected) << "the copy's bytes differ from the source's";
+  auto name = base::ReadFile(dir + "/name");
+  ASSERT_TRUE(name.ok());
+  EXPECT_NE(name->find("memfd:chrys-guest-ram"), std::string::npos) << *name;
+  auto blocks = base::ReadFile(dir + "/blocks");
+  ASSERT_TRUE(blocks.ok());
+  long long count = std::atoll(blocks->c_str());
+  long long unit = std::atoll(blocks->c_str() + blocks->find(':') + 1);
+  EXPECT_EQ(count * unit, static_cast<long long>(5 * kPage)) << "only the 5 non-zero pages are allocated: " << *blocks;
+  (void)proc->WaitExit(2s);
+  spec.copy_memory_from_fd = 987654;
+  EXPECT_EQ(DetachedProcess::Launch(spec).error().code(), base::ErrorCode::kInvalidArgument);
   (void)base::RemoveTree(dir);
 }
 
