@@ -551,6 +551,14 @@ int Debug(CriClient& client, const std::vector<std::string>& args) {
                  "# with the pod's tap and MAC (ip -n " +
                      (netns_name.empty() ? std::string("<netns>") : netns_name) + " link).\n";
     // A pod sized above the pool's shape had vCPUs and a memory DIMM hot-plugged: -smp/-m above show the boot.
+    if (std::find(argv.begin(), argv.end(), "-incoming") != argv.end()) {
+      std::cout << "#\n# It is a clone of the VM template (vmm.vm_template): it started paused (-incoming defer) on a copy\n"
+                   "# of the template's RAM (the memory-backend-file at /proc/self/fd/N), loaded the template's saved\n"
+                   "# device state, then got the pod share hot-plugged. To boot it by hand instead, drop -incoming\n"
+                   "# defer, use -object memory-backend-memfd,id=mem0,size=<-m size>,share=on for that object, and add\n"
+                   "# -chardev socket,id=fs0,path=<run dir>/fs0.sock -device vhost-user-fs-pci,chardev=fs0,tag=chrys-pod\n"
+                   "# with a virtiofsd serving the pod's shared directory on that socket.\n";
+    }
     std::cout << "# The VM now has " << vm.value("vcpus", 0) << " vCPUs and " << vm.value("memoryMib", 0)
               << " MiB (booted as -smp/-m above, grown by CPU and DIMM hot-plug when the pod is larger); to boot the\n"
                  "# pod's shape by hand, use -smp "
