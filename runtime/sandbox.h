@@ -269,10 +269,12 @@ class SandboxManager {
   base::Status MakeTemplate();
   SandboxRequest WarmRequest(const std::string& id) const;
   bool PoolStopping();
-  // Boots one warm VM into `sb` (locked by the caller), from the template when there is one.
-  base::Status BootWarm(Sandbox& sb);
-  // A warm VM restored from the template for a pod that found none ready; nullptr without a template.
-  std::shared_ptr<Sandbox> RestoreWarmNow();
+  // Boots one warm VM into `sb` (locked by the caller), from the template when there is one; `for_pod`: restored on
+  // the spot for that pod's request (its cgroup parent).
+  base::Status BootWarm(Sandbox& sb, const SandboxRequest* for_pod = nullptr);
+  // A warm VM restored from the template for a pod that found none ready, under the pod's cgroup parent; nullptr
+  // without a template or when the restore failed (last_error says why).
+  std::shared_ptr<Sandbox> RestoreWarmNow(const SandboxRequest& for_pod);
   // Drops the template (its memory and state file); `why` becomes template_state when not empty.
   void DropTemplate(const std::string& why);
 

@@ -127,7 +127,7 @@ std::optional<Result<SandboxStatus>> SandboxManager::ClaimWarm(const SandboxRequ
   }
   if (!sb) {
     // No warm VM is ready: restoring one from the template still beats a boot by seconds.
-    sb = RestoreWarmNow();
+    sb = RestoreWarmNow(request);
     if (!sb) {
       return std::nullopt;
     }
@@ -252,9 +252,15 @@ SandboxRequest SandboxManager::WarmRequest(const std::string& id) const {
   return request;
 }
 
-Status SandboxManager::BootWarm(Sandbox& sb) {
+Status SandboxManager::BootWarm(Sandbox& sb, const SandboxRequest* for_pod) {
   const WarmPoolOptions& pool = options_.warm_pool;
   SandboxRequest request = WarmRequest(sb.id);
+  if (for_pod != nullptr) {
+    // Restored on the spot for a pod: under the pod's cgroup parent from the start, at its CPU weight (the pool's
+    // parent has the lowest) and with the memory it touches charged to the pod.
+    request.cgroup_parent = for_pod->cgroup_parent;
+    request.cgroup_driver = for_pod->cgroup_driver;
+  }
   std::shared_ptr<base::UniqueFd> template_memory;  // held until the launch copied it
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -347,7 +353,7 @@ Status SandboxManager::MakeTemplate() {
   return Status::Ok();
 }
 
-std::shared_ptr<SandboxManager::Sandbox> SandboxManager::RestoreWarmNow() {
+std::shared_ptr<SandboxManager::Sandbox> SandboxManager::RestoreWarmNow(const SandboxRequest& for_pod) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (template_state_ != "ready" || pool_stopping_) {
@@ -361,7 +367,7 @@ std::shared_ptr<SandboxManager::Sandbox> SandboxManager::RestoreWarmNow() {
   Status restored = Status::Ok();
   {
     std::lock_guard<std::mutex> sandbox_lock(sb->mu);
-    restored = BootWarm(*sb);
+    restored = BootWarm(*sb, &for_pod);
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (!restored.ok()) {

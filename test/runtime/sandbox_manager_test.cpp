@@ -44,6 +44,7 @@ struct FakeWorld {
   std::vector<std::string> saved;     // sandbox ids SaveState was asked of
   bool save_fails = false;
   std::atomic<int> restore_failures_left{0};  // restores (Start with restore_state_path) that fail
+  std::atomic<int> pool_start_delay_ms{0};    // slows starts in the pool's cgroup parent (the refill thread's)
 };
 
 class FakeVmm : public Vmm {
@@ -60,6 +61,9 @@ class FakeVmm : public Vmm {
     }
     if (world_->fail_start) {
       return base::Unavailable("fake start failure");
+    }
+    if (spec.cgroup_parent == "chrysalis-warm" && world_->pool_start_delay_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(world_->pool_start_delay_ms.load()));
     }
     if (!spec.restore_state_path.empty() && world_->restore_failures_left.fetch_sub(1) > 0) {
       return base::Internal("fake restore failure");
@@ -753,12 +757,24 @@ TEST_F(WarmPoolTest, WithATemplateWarmVmsAreRestoredAndResumed) {
   EXPECT_EQ(agent_->Resumed(), std::vector<std::string>{clone.sandbox_id});
   EXPECT_EQ(Entries(root_ + "/state"), std::vector<std::string>{clone.sandbox_id}) << "the template VM is gone";
 
-  // A pod takes the warm VM; a second one, finding none ready, gets one restored on the spot.
+  // A pod takes the warm VM; a second one, finding none ready (the refill is slowed), gets one restored on the
+  // spot, under its own cgroup parent rather than the pool's lowest-weight one.
+  world_.pool_start_delay_ms = 300;
   auto first = m.Create(PodRequest("pod1"));
   ASSERT_TRUE(first.ok()) << first.error().message();
-  auto second = m.Create(PodRequest("pod2"));
+  SandboxRequest second_request = PodRequest("pod2");
+  second_request.cgroup_parent = "kubepods/pod2";
+  auto second = m.Create(second_request);
   ASSERT_TRUE(second.ok()) << second.error().message();
   EXPECT_TRUE(second->from_warm_pool);
+  {
+    std::lock_guard<std::mutex> lock(world_.mu);
+    auto on_demand = std::find_if(world_.started.begin(), world_.started.end(),
+                                  [](const VmLaunchSpec& s) { return s.cgroup_parent == "kubepods/pod2"; });
+    ASSERT_NE(on_demand, world_.started.end()) << "pod2's VM was not restored on the spot";
+    EXPECT_FALSE(on_demand->restore_state_path.empty());
+    EXPECT_EQ(on_demand->sandbox_id.rfind(kWarmIdPrefix, 0), 0u);
+  }
   ASSERT_TRUE(PoolFull(m));
   auto status = m.warm_pool_status();
   EXPECT_EQ(status.claimed, 2u);
