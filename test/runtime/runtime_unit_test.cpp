@@ -219,18 +219,30 @@ TEST(QemuTest, CommandLineHasEveryPart) {
   EXPECT_TRUE(has("-device", "virtio-blk-pci,drive=cdisk1,serial=rw"));
 }
 
-// A template boot keeps its RAM in the caller's memfd (the fd after the taps); a clone of it starts paused, waiting
-// for the saved state, on the same kind of memory, and without the vhost-user-fs devices it gets after the restore.
-TEST(QemuCommandLineTest, TemplateAndCloneRunOnFileBackedMemory) {
+// QEMU as on this host: no /dev/vhost-vsock, so the agent channel is virtio-serial.
+QemuConfig NoVsockQemuConfig() {
   QemuConfig c;
   c.vhost_vsock_device = "/nonexistent";
-  QemuVmm vmm(c);
+  return c;
+}
+
+// A warm VM's launch spec of `memory_mib` (one vCPU, direct kernel boot).
+VmLaunchSpec WarmSpec(int memory_mib) {
   VmLaunchSpec s;
   s.sandbox_id = "warm-1";
   s.kernel_path = "/k";
-  s.memory_mib = 256;
+  s.vcpus = 1;
+  s.memory_mib = memory_mib;
   s.run_dir = "/run/chrys/warm-1";
   s.console_log_path = "/var/log/warm-1.log";
+  return s;
+}
+
+// A template boot keeps its RAM in the caller's memfd (the fd after the taps); a clone of it starts paused, waiting
+// for the saved state, on the same kind of memory, and without the vhost-user-fs devices it gets after the restore.
+TEST(QemuCommandLineTest, TemplateAndCloneRunOnFileBackedMemory) {
+  QemuVmm vmm(NoVsockQemuConfig());
+  VmLaunchSpec s = WarmSpec(256);
   s.interfaces.push_back({{10, 11}, "02:00:00:00:00:01", 1500});
   s.memory_fd = 42;
   auto count = [](const std::vector<std::string>& a, const std::string& value) {
@@ -282,16 +294,8 @@ TEST(QemuCommandLineTest, ARestoreNeedsTheTemplatesMemoryAndState) {
 
 // A VM booted with room to grow (a warm VM): CPU slots up to max_vcpus, DIMM slots and the memory ceiling.
 TEST(QemuCommandLineTest, RoomToGrowAddsCpuAndMemorySlots) {
-  QemuConfig c;
-  c.vhost_vsock_device = "/nonexistent";
-  QemuVmm vmm(c);
-  VmLaunchSpec s;
-  s.sandbox_id = "warm-1";
-  s.kernel_path = "/k";
-  s.vcpus = 1;
-  s.memory_mib = 640;
-  s.run_dir = "/run/chrys/warm-1";
-  s.console_log_path = "/var/log/warm-1.log";
+  QemuVmm vmm(NoVsockQemuConfig());
+  VmLaunchSpec s = WarmSpec(640);
   s.fs_shares.push_back({"chrys-pod", "/srv", false});
   auto plain = vmm.BuildCommandLine(s, "tcg");
   s.max_vcpus = 16;

@@ -430,6 +430,12 @@ class WarmPoolTest : public SandboxManagerTest {
     };
     return o;
   }
+  // A pool of one whose warm VMs are clones of a VM template.
+  SandboxManagerOptions TemplatePoolOptions() {
+    SandboxManagerOptions o = PoolOptions(1);
+    o.warm_pool.use_template = true;
+    return o;
+  }
   // A pod of the default shape (no pod-level limits) with one NIC and the pod share.
   SandboxRequest PodRequest(const std::string& id) {
     SandboxRequest r;
@@ -728,9 +734,7 @@ TEST_F(WarmPoolTest, ARestartedManagerRemovesWarmVmsLeftByACrash) {
 }
 
 TEST_F(WarmPoolTest, WithATemplateWarmVmsAreRestoredAndResumed) {
-  SandboxManagerOptions o = PoolOptions(1);
-  o.warm_pool.use_template = true;
-  SandboxManager m(o);
+  SandboxManager m(TemplatePoolOptions());
   ASSERT_NO_FATAL_FAILURE(StartFull(m));
   EXPECT_EQ(m.warm_pool_status().template_state, "ready");
   std::vector<VmLaunchSpec> started;
@@ -797,9 +801,7 @@ TEST_F(WarmPoolTest, WithATemplateWarmVmsAreRestoredAndResumed) {
 
 TEST_F(WarmPoolTest, ATemplateThatCannotBeSavedLeavesWarmVmsBooting) {
   world_.save_fails = true;
-  SandboxManagerOptions o = PoolOptions(1);
-  o.warm_pool.use_template = true;
-  SandboxManager m(o);
+  SandboxManager m(TemplatePoolOptions());
   ASSERT_NO_FATAL_FAILURE(StartFull(m));
   auto status = m.warm_pool_status();
   EXPECT_NE(status.template_state.find("failed: "), std::string::npos) << status.template_state;
@@ -813,9 +815,7 @@ TEST_F(WarmPoolTest, ATemplateThatCannotBeSavedLeavesWarmVmsBooting) {
 
 TEST_F(WarmPoolTest, RestoresThatKeepFailingDropTheTemplate) {
   world_.restore_failures_left = kTemplateFailureLimit;
-  SandboxManagerOptions o = PoolOptions(1);
-  o.warm_pool.use_template = true;
-  SandboxManager m(o);
+  SandboxManager m(TemplatePoolOptions());
   ASSERT_NO_FATAL_FAILURE(StartFull(m));
   auto status = m.warm_pool_status();
   EXPECT_NE(status.template_state.find("restores in a row failed"), std::string::npos) << status.template_state;
