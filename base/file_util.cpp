@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <system_error>
+#include <vector>
 
 #include "base/unique_fd.h"
 
@@ -196,6 +198,51 @@ std::vector<std::string> MountPointsAtOrBelow(const std::string& dir) {
   std::stable_sort(out.begin(), out.end(),
                    [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   return out;
+}
+
+Result<uint64_t> PunchZeroPages(int fd) {
+  constexpr size_t kPage = 4096;
+  constexpr size_t kChunk = 1 << 20;
+  off_t size = ::lseek(fd, 0, SEEK_END);
+  if (size < 0) {
+    return SystemError("sizing the file to punch");
+  }
+  std::vector<char> buffer(kChunk);
+  uint64_t freed = 0;
+  off_t offset = 0;
+  while (offset < size) {
+    off_t data = ::lseek(fd, offset, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) {
+        break;
+      }
+      return SystemError("finding data in the file to punch");
+    }
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) {
+      return SystemError("finding holes in the file to punch");
+    }
+    while (data < hole) {
+      size_t want = static_cast<size_t>(std::min<off_t>(hole - data, static_cast<off_t>(kChunk)));
+      ssize_t got = ::pread(fd, buffer.data(), want, data);
+      if (got <= 0) {
+        return SystemError("reading the file to punch");
+      }
+      for (size_t at = 0; at + kPage <= static_cast<size_t>(got); at += kPage) {
+        const char* page = buffer.data() + at;
+        if (page[0] == 0 && std::memcmp(page, page + 1, kPage - 1) == 0) {
+          if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, data + static_cast<off_t>(at),
+                          static_cast<off_t>(kPage)) != 0) {
+            return SystemError("punching a zero page");
+          }
+          freed += kPage;
+        }
+      }
+      data += got;
+    }
+    offset = hole;
+  }
+  return freed;
 }
 
 }  // namespace chrys::base

@@ -22,6 +22,10 @@ Status WriteAll(int fd, const std::string& data, const std::string& what);
 Status WriteInterfaceFile(const std::string& path, const std::string& value);
 
 // Reads a whole file, refusing files larger than `max_bytes`.
+// Deallocates the pages of `fd` (a file on a filesystem with holes, such as a memfd) that hold only zeros: they read
+// the same afterwards and take no memory. Returns the bytes freed.
+Result<uint64_t> PunchZeroPages(int fd);
+
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes = 64UL << 20);
 
 // mkdir -p with the given mode for directories it creates.

@@ -125,6 +125,7 @@ grpc::Status RuntimeServiceImpl::Status(grpc::ServerContext* /*context*/, const 
                          {"missed", pool.missed},
                          {"restored_on_demand", pool.restored_on_demand},
                          {"template", pool.template_state},
+                         {"template_memory_bytes", pool.template_memory_bytes},
                          {"last_error", pool.last_error}};
     (*response->mutable_info())["config"] = info.dump();
   }

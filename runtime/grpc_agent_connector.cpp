@@ -96,6 +96,16 @@ Status GrpcAgentConnector::Resume(const std::string& sandbox_id, const AgentEndp
   return Status::Ok();
 }
 
+Status GrpcAgentConnector::PrepareTemplate(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                           milliseconds timeout) {
+  CHRYS_ASSIGN_OR_RETURN(std::shared_ptr<agent::AgentClient> client, Get(sandbox_id, endpoint, timeout));
+  auto zeroed = client->PrepareTemplate(timeout);
+  if (!zeroed.ok()) {
+    return zeroed.error();
+  }
+  return Status::Ok();
+}
+
 void GrpcAgentConnector::Forget(const std::string& sandbox_id) {
   std::lock_guard<std::mutex> lock(mu_);
   clients_.erase(sandbox_id);

@@ -29,6 +29,8 @@ class GrpcAgentConnector : public AgentConnector {
                              std::chrono::milliseconds patience) override;
   base::Status Resume(const std::string& sandbox_id, const AgentEndpoint& endpoint,
                       std::chrono::milliseconds timeout) override;
+  base::Status PrepareTemplate(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                               std::chrono::milliseconds timeout) override;
   base::Status OnlineResources(const std::string& sandbox_id, const AgentEndpoint& endpoint, int vcpus,
                                int added_memory_mib, std::chrono::milliseconds timeout) override;
 

@@ -71,6 +71,9 @@ class AgentConnector {
   // entropy (clones must not share the template's).
   virtual base::Status Resume(const std::string& sandbox_id, const AgentEndpoint& endpoint,
                               std::chrono::milliseconds timeout) = 0;
+  // The template VM, about to be saved: has the guest zero its free memory (clones then copy only pages in use).
+  virtual base::Status PrepareTemplate(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                                       std::chrono::milliseconds timeout) = 0;
 };
 
 struct SandboxRequest {
@@ -137,6 +140,7 @@ struct WarmPoolStatus {
   uint64_t restored_on_demand = 0;  // of those, pods given a VM restored from the template on the spot
   // "off" (not asked for), "pending" (being made), "ready", or "failed: <why>" (warm VMs boot instead).
   std::string template_state = "off";
+  uint64_t template_memory_bytes = 0;  // what the template's RAM holds (its zero pages dropped)
   std::string last_error;
 };
 

@@ -1,6 +1,7 @@
 // The sandbox manager's warm pool: VMs booted ahead of demand and claimed by pods (see WarmPoolOptions).
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -334,13 +335,19 @@ Status SandboxManager::MakeTemplate() {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  if (settled.ok() && options_.agent) {
+    // Free guest memory is zeroed, so it reads as zero pages: clones skip them, and the template drops them below.
+    settled = options_.agent->PrepareTemplate(sb->id, sb->vmm->agent_endpoint(), options_.hotplug_timeout);
+    options_.agent->Forget(sb->id);  // the clones are reached afresh; this connection would only go stale
+  }
   if (settled.ok()) {
-    if (options_.agent) {
-      options_.agent->Forget(sb->id);  // the clones are reached afresh; this connection would only go stale
-    }
     settled = sb->vmm->SaveState(state_path, options_.hotplug_timeout);
   }
   DiscardWarm(*sb, sb->id);
+  if (settled.ok()) {
+    auto punched = base::PunchZeroPages(memory->get());
+    settled = punched.ok() ? Status::Ok() : Status(punched.error());
+  }
   if (!settled.ok()) {
     (void)base::RemoveFileIfExists(state_path);
     return settled.error().Wrap("saving the template VM");
@@ -522,6 +529,12 @@ WarmPoolStatus SandboxManager::warm_pool_status() {
   status.missed = pool_missed_;
   status.restored_on_demand = pool_restored_on_demand_;
   status.template_state = template_state_;
+  if (template_memory_) {
+    struct stat st {};
+    if (::fstat(template_memory_->get(), &st) == 0) {
+      status.template_memory_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+  }
   status.last_error = pool_last_error_;
   return status;
 }

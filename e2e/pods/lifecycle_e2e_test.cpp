@@ -687,6 +687,9 @@ TEST(WarmPool, TemplateClonesHaveTheHostsClockAndTheirOwnRandomness) {
   ASSERT_NO_FATAL_FAILURE(StartWithOneWarmVm(env, warm_vm));
   nlohmann::json pool = WarmPool(*env);
   ASSERT_EQ(pool.value("template", ""), "ready") << pool.dump() << "\n" << env->chrysd().Output();
+  // The template's RAM, its zero pages dropped: something, and less than the 256 MiB it booted with.
+  EXPECT_GT(pool.value("template_memory_bytes", uint64_t{0}), 0u) << pool.dump();
+  EXPECT_LT(pool.value("template_memory_bytes", uint64_t{0}), uint64_t{256} << 20) << pool.dump();
 
   std::vector<std::string> pods;
   std::vector<std::string> lines;  // "<guest unix time> <16 random bytes in hex>" per pod

@@ -261,6 +261,12 @@ base::Status LineAgentConnector::Resume(const std::string& sandbox_id, const Age
                          "sandbox " + sandbox_id + ": the line-protocol test guest cannot set its clock or reseed");
 }
 
+base::Status LineAgentConnector::PrepareTemplate(const std::string& sandbox_id, const AgentEndpoint&,
+                                                 std::chrono::milliseconds) {
+  return base::MakeError(base::ErrorCode::kUnimplemented,
+                         "sandbox " + sandbox_id + ": the line-protocol test guest is never a template");
+}
+
 void LineAgentConnector::Rename(const std::string& from, const std::string& to) {
   std::lock_guard<std::mutex> lock(mu_);
   auto node = conns_.extract(from);

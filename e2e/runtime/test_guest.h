@@ -50,6 +50,8 @@ class LineAgentConnector : public AgentConnector {
   // The line-protocol guest is never restored from a template.
   base::Status Resume(const std::string& sandbox_id, const AgentEndpoint& endpoint,
                       std::chrono::milliseconds timeout) override;
+  base::Status PrepareTemplate(const std::string& sandbox_id, const AgentEndpoint& endpoint,
+                               std::chrono::milliseconds timeout) override;
 
   // Sends one command and returns the reply text after the id.
   base::Result<std::string> Call(const std::string& sandbox_id, const AgentEndpoint& endpoint,

@@ -15,6 +15,7 @@
 
 #include "base/file_util.h"
 #include "base/phase_timer.h"
+#include "guest/agent/free_memory.h"
 #include "guest/agent/guest_init.h"
 #include "guest/agent/log.h"
 #include "guest/agent/sandbox.h"
@@ -446,6 +447,26 @@ grpc::Status AgentService::Resume(grpc::ServerContext*, const v1::ResumeRequest*
     resp->set_clock_step_ns(step);
     LogInfo("resumed from a template: clock stepped %lld ms, random generator reseeded",
             static_cast<long long>(step / 1000000));
+    return grpc::Status::OK;
+  });
+}
+
+grpc::Status AgentService::PrepareTemplate(grpc::ServerContext*, const v1::PrepareTemplateRequest* req,
+                                           v1::PrepareTemplateResponse* resp) {
+  return Guarded("PrepareTemplate", [&] {
+    if (auto valid = ValidatePrepareTemplate(*req); !valid.ok()) {
+      return ToGrpc(valid.error());
+    }
+    uint64_t keep = (req->keep_free_mib() == 0 ? 16 : req->keep_free_mib()) * (uint64_t{1} << 20);
+    base::PhaseTimer phases;
+    auto zeroed = ZeroFreeMemory(keep, ReadMemFree);
+    if (!zeroed.ok()) {
+      return ToGrpc(zeroed.error());
+    }
+    phases.End("zero");
+    resp->set_zeroed_bytes(*zeroed);
+    LogInfo("template: %llu MiB of free memory zeroed (%s)", static_cast<unsigned long long>(*zeroed >> 20),
+            phases.summary().c_str());
     return grpc::Status::OK;
   });
 }

@@ -67,6 +67,8 @@ class AgentService final : public v1::Agent::Service {
   grpc::Status OnlineResources(grpc::ServerContext* ctx, const v1::OnlineResourcesRequest* req,
                                v1::OnlineResourcesResponse* resp) override;
   grpc::Status Resume(grpc::ServerContext* ctx, const v1::ResumeRequest* req, v1::ResumeResponse* resp) override;
+  grpc::Status PrepareTemplate(grpc::ServerContext* ctx, const v1::PrepareTemplateRequest* req,
+                               v1::PrepareTemplateResponse* resp) override;
 
  private:
   ContainerManager& containers_;

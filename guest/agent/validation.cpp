@@ -460,6 +460,13 @@ Status ValidateResume(const v1::ResumeRequest& request) {
   return Status::Ok();
 }
 
+Status ValidatePrepareTemplate(const v1::PrepareTemplateRequest& request) {
+  if (request.keep_free_mib() > 1024) {
+    return InvalidArgument("keep_free_mib: " + std::to_string(request.keep_free_mib()) + " is over 1024");
+  }
+  return Status::Ok();
+}
+
 Status ValidateOnlineResources(const v1::OnlineResourcesRequest& request) {
   if (request.vcpus() < 1 || request.vcpus() > 255) {
     return InvalidArgument("vcpus: " + std::to_string(request.vcpus()) + " is outside 1..255");

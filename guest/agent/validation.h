@@ -38,6 +38,7 @@ base::Status ValidateContainerConfig(const v1::ContainerConfig& config);
 base::Status ValidateSetupSandbox(const v1::SetupSandboxRequest& request);
 base::Status ValidateMountShare(const v1::MountShareRequest& request);
 base::Status ValidateResume(const v1::ResumeRequest& request);
+base::Status ValidatePrepareTemplate(const v1::PrepareTemplateRequest& request);
 // vcpus 1..255, added_memory_mib at most 4 TiB, timeout_ms at most 60000 (0: the default).
 base::Status ValidateOnlineResources(const v1::OnlineResourcesRequest& request);
 base::Status ValidateProcessRef(const v1::ProcessRef& ref, const std::string& field);

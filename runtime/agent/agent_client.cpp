@@ -489,6 +489,18 @@ Result<v1::ResumeResponse> AgentClient::Resume(int64_t unix_time_ns, const std::
   return resp;
 }
 
+Result<uint64_t> AgentClient::PrepareTemplate(std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, timeout);
+  v1::PrepareTemplateRequest req;
+  v1::PrepareTemplateResponse resp;
+  grpc::Status s = stub_->PrepareTemplate(&ctx, req, &resp);
+  if (!s.ok()) {
+    return Fail(s, "agent PrepareTemplate");
+  }
+  return resp.zeroed_bytes();
+}
+
 Result<v1::Resources> AgentClient::UpdateContainerResources(const std::string& container_id,
                                                             const v1::Resources& resources) {
   grpc::ClientContext ctx;

@@ -116,6 +116,8 @@ class AgentClient {
   // After a restore from a template: sets the guest clock to `unix_time_ns` and reseeds its random generator with
   // `entropy` (32..512 bytes).
   base::Result<v1::ResumeResponse> Resume(int64_t unix_time_ns, const std::string& entropy);
+  // On the template VM before it is saved: zeroes the guest's free memory; returns the bytes zeroed.
+  base::Result<uint64_t> PrepareTemplate(std::chrono::milliseconds timeout);
 
   // Changes a created or running container's cgroup limits (fields left zero/empty stay as they are);
   // returns the limits the guest reports in force afterwards.

@@ -1,11 +1,15 @@
 #include "base/file_util.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <filesystem>
+
+#include "base/unique_fd.h"
 
 namespace chrys::base {
 namespace {
@@ -86,6 +90,36 @@ TEST_F(FileUtilTest, MountPointsAtOrBelowDeepestFirstWithEscapedNames) {
   EXPECT_EQ(mounts, (std::vector<std::string>{inner, top}));
   EXPECT_TRUE(sibling.empty());
   EXPECT_TRUE(MountPointsAtOrBelow(top).empty());
+}
+
+// A memfd with data pages, written-zero pages and holes: only the zero pages are punched, and the bytes read the same.
+TEST(PunchZeroPages, FreesOnlyPagesThatHoldZeros) {
+  UniqueFd fd(static_cast<int>(::syscall(SYS_memfd_create, "punch-test", MFD_CLOEXEC)));
+  ASSERT_TRUE(fd.valid());
+  constexpr size_t kPage = 4096;
+  ASSERT_EQ(::ftruncate(fd.get(), 32 * kPage), 0);
+  std::string data(kPage, 'x');
+  std::string zeros(kPage, '\0');
+  std::string zero_but_last(kPage, '\0');
+  zero_but_last.back() = 1;
+  ASSERT_EQ(::pwrite(fd.get(), data.data(), kPage, 0), ssize_t(kPage));
+  for (size_t page : {1, 2, 3, 10}) {
+    ASSERT_EQ(::pwrite(fd.get(), zeros.data(), kPage, static_cast<off_t>(page * kPage)), ssize_t(kPage));
+  }
+  ASSERT_EQ(::pwrite(fd.get(), zero_but_last.data(), kPage, 4 * kPage), ssize_t(kPage));
+  auto freed = PunchZeroPages(fd.get());
+  ASSERT_TRUE(freed.ok()) << freed.error().message();
+  EXPECT_EQ(*freed, 4 * kPage);
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd.get(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_blocks) * 512, 2 * kPage) << "the data page and the almost-zero page stay";
+  EXPECT_EQ(st.st_size, static_cast<off_t>(32 * kPage));
+  std::string page(kPage, '?');
+  ASSERT_EQ(::pread(fd.get(), page.data(), kPage, 4 * kPage), ssize_t(kPage));
+  EXPECT_EQ(page, zero_but_last);
+  ASSERT_EQ(::pread(fd.get(), page.data(), kPage, 2 * kPage), ssize_t(kPage));
+  EXPECT_EQ(page, zeros);
+  EXPECT_FALSE(PunchZeroPages(-1).ok());
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "base/file_util.h"
 #include "guest/agent/container_manager.h"
+#include "guest/agent/free_memory.h"
 #include "guest/agent/guest_init.h"
 #include "guest/agent/oci_spec.h"
 #include "guest/agent/sandbox.h"
@@ -183,6 +184,52 @@ TEST(Validation, OnlineResourcesNamesTheFieldOutOfRange) {
   bad = r;
   bad.set_timeout_ms(60001);
   refused(bad, "timeout_ms");
+}
+
+TEST(Validation, ResumeAndPrepareTemplateNameTheFieldOutOfRange) {
+  v1::ResumeRequest r;
+  r.set_unix_time_ns(1796313124LL * 1000000000);
+  r.set_entropy(std::string(64, 'e'));
+  EXPECT_TRUE(ValidateResume(r).ok());
+  auto refused = [](const base::Status& st, const std::string& field) {
+    ASSERT_FALSE(st.ok()) << field;
+    EXPECT_EQ(st.error().code(), base::ErrorCode::kInvalidArgument);
+    EXPECT_NE(st.error().message().find(field + ":"), std::string::npos) << st.error().message();
+  };
+  auto bad = r;
+  bad.set_unix_time_ns(0);
+  refused(ValidateResume(bad), "unix_time_ns");
+  bad = r;
+  bad.set_entropy(std::string(31, 'e'));
+  refused(ValidateResume(bad), "entropy");
+  bad.set_entropy(std::string(513, 'e'));
+  refused(ValidateResume(bad), "entropy");
+  v1::PrepareTemplateRequest p;
+  EXPECT_TRUE(ValidatePrepareTemplate(p).ok());
+  p.set_keep_free_mib(1025);
+  refused(ValidatePrepareTemplate(p), "keep_free_mib");
+}
+
+// Zeroing free memory takes chunks until MemFree reaches what is kept, and gives them all back.
+TEST(FreeMemory, TakesChunksDownToWhatIsKeptAndFreesThem) {
+  uint64_t free_bytes = 64ULL << 20;  // a stand-in MemFree, lowered by each chunk the fake sees taken
+  int reads = 0;
+  auto mem_free = [&]() -> base::Result<uint64_t> {
+    uint64_t now = free_bytes - static_cast<uint64_t>(reads) * (4ULL << 20);
+    ++reads;
+    return now;
+  };
+  auto zeroed = ZeroFreeMemory(16ULL << 20, mem_free);
+  ASSERT_TRUE(zeroed.ok()) << zeroed.error().message();
+  // 64 MiB free, 16 kept, 4 MiB chunks: chunks are taken while at least 16 + 4 MiB are free.
+  EXPECT_EQ(*zeroed, 48ULL << 20);
+  auto failing = []() -> base::Result<uint64_t> { return base::Internal("no meminfo"); };
+  auto failed = ZeroFreeMemory(0, failing);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.error().message().find("no meminfo"), std::string::npos);
+  auto real = ReadMemFree();
+  ASSERT_TRUE(real.ok()) << real.error().message();
+  EXPECT_GT(*real, 0u);
 }
 
 TEST(Validation, SignalsAndStdin) {

@@ -192,6 +192,11 @@ class AlwaysReady : public AgentConnector {
     resumed.push_back(id);
     return Status::Ok();
   }
+  Status PrepareTemplate(const std::string& id, const AgentEndpoint&, std::chrono::milliseconds) override {
+    std::lock_guard<std::mutex> lock(mu);
+    prepared_templates.push_back(id);
+    return Status::Ok();
+  }
   std::vector<std::string> Resumed() {
     std::lock_guard<std::mutex> lock(mu);
     return resumed;
@@ -200,7 +205,8 @@ class AlwaysReady : public AgentConnector {
   std::vector<std::string> onlined;  // "<sandbox> <vcpus> +<added MiB>" per OnlineResources
   std::atomic<bool> settled{true};
   std::mutex mu;
-  std::vector<std::string> resumed;  // sandbox ids Resume was called for
+  std::vector<std::string> resumed;             // sandbox ids Resume was called for
+  std::vector<std::string> prepared_templates;  // sandbox ids PrepareTemplate was called for
 };
 
 class SandboxManagerTest : public ::testing::Test {
@@ -370,6 +376,9 @@ TEST_F(SandboxManagerTest, RecoverAdoptsCleansAndMarksNotReady) {
     }
     Result<bool> Settled(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override { return true; }
     Status Resume(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override { return Status::Ok(); }
+    Status PrepareTemplate(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override {
+      return Status::Ok();
+    }
   };
   auto probe = std::make_shared<FailSecond>();
   opts.agent = probe;
@@ -759,6 +768,10 @@ TEST_F(WarmPoolTest, WithATemplateWarmVmsAreRestoredAndResumed) {
   EXPECT_EQ(clone.kernel_cmdline, tmpl.kernel_cmdline);
   ASSERT_EQ(clone.fs_shares.size(), 1u);
   EXPECT_EQ(agent_->Resumed(), std::vector<std::string>{clone.sandbox_id});
+  {
+    std::lock_guard<std::mutex> lock(agent_->mu);
+    EXPECT_EQ(agent_->prepared_templates, std::vector<std::string>{tmpl.sandbox_id}) << "zeroed before the save";
+  }
   EXPECT_EQ(Entries(root_ + "/state"), std::vector<std::string>{clone.sandbox_id}) << "the template VM is gone";
 
   // A pod takes the warm VM; a second one, finding none ready (the refill is slowed), gets one restored on the
