@@ -14,6 +14,7 @@
 #include <system_error>
 #include <vector>
 
+#include "base/page_runs.h"
 #include "base/unique_fd.h"
 
 namespace chrys::base {
@@ -201,46 +202,21 @@ std::vector<std::string> MountPointsAtOrBelow(const std::string& dir) {
 }
 
 Result<uint64_t> PunchZeroPages(int fd) {
-  constexpr size_t kPage = 4096;
-  constexpr size_t kChunk = 1 << 20;
-  off_t size = ::lseek(fd, 0, SEEK_END);
-  if (size < 0) {
-    return SystemError("sizing the file to punch");
-  }
-  std::vector<char> buffer(kChunk);
+  std::vector<char> buffer(1 << 20);
   uint64_t freed = 0;
-  off_t offset = 0;
-  while (offset < size) {
-    off_t data = ::lseek(fd, offset, SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) {
-        break;
-      }
-      return SystemError("finding data in the file to punch");
-    }
-    off_t hole = ::lseek(fd, data, SEEK_HOLE);
-    if (hole < 0) {
-      return SystemError("finding holes in the file to punch");
-    }
-    while (data < hole) {
-      size_t want = static_cast<size_t>(std::min<off_t>(hole - data, static_cast<off_t>(kChunk)));
-      ssize_t got = ::pread(fd, buffer.data(), want, data);
-      if (got <= 0) {
-        return SystemError("reading the file to punch");
-      }
-      for (size_t at = 0; at + kPage <= static_cast<size_t>(got); at += kPage) {
-        const char* page = buffer.data() + at;
-        if (page[0] == 0 && std::memcmp(page, page + 1, kPage - 1) == 0) {
-          if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, data + static_cast<off_t>(at),
-                          static_cast<off_t>(kPage)) != 0) {
-            return SystemError("punching a zero page");
-          }
-          freed += kPage;
+  int err =
+      ForEachPageRun(fd, buffer.data(), buffer.size(), [fd, &freed](off_t at, const char*, size_t len, bool zero) {
+        if (!zero) {
+          return 0;
         }
-      }
-      data += got;
-    }
-    offset = hole;
+        if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, static_cast<off_t>(len)) != 0) {
+          return errno;
+        }
+        freed += len;
+        return 0;
+      });
+  if (err != 0) {
+    return SystemError("punching the zero pages of fd " + std::to_string(fd), err);
   }
   return freed;
 }

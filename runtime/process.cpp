@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/page_runs.h"
 #include "base/text.h"
 
 extern char** environ;
@@ -104,72 +105,23 @@ struct PreparedLaunch {
   mutable std::vector<char> copy_buffer;  // allocated before fork: the child must not allocate
 };
 
-bool PageIsZero(const char* page, size_t len) {
-  const char* end = page + len;
-  for (; page + sizeof(uint64_t) <= end; page += sizeof(uint64_t)) {
-    uint64_t word;
-    std::memcpy(&word, page, sizeof word);
-    if (word != 0) {
-      return false;
-    }
-  }
-  for (; page < end; ++page) {
-    if (*page != 0) {
-      return false;
-    }
-  }
-  return true;
-}
-
-// Copies the allocated, non-zero pages of `src` into a new memfd of its size; returns the memfd or -1 (errno set).
-// Holes and zero pages stay holes, so the copy holds only what the guest wrote. Only async-signal-safe calls.
+// Copies the non-zero pages of `src` into a new memfd of its size; returns the memfd or -1 (errno set). Holes and
+// zero pages stay holes, so the copy holds only what the guest wrote. Only async-signal-safe calls.
 int CopyMemoryToMemfd(int src, char* buffer, size_t buffer_size) {
-  constexpr size_t kPage = 4096;
   off_t size = ::lseek(src, 0, SEEK_END);
   int dst = static_cast<int>(::syscall(SYS_memfd_create, "chrys-guest-ram", MFD_CLOEXEC));
   if (size < 0 || dst < 0 || ::ftruncate(dst, size) != 0) {
     return -1;
   }
-  off_t offset = 0;
-  while (offset < size) {
-    off_t data = ::lseek(src, offset, SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) {
-        break;  // no data after offset
-      }
-      return -1;
+  int err = base::ForEachPageRun(src, buffer, buffer_size, [dst](off_t at, const char* bytes, size_t len, bool zero) {
+    if (zero) {
+      return 0;
     }
-    off_t hole = ::lseek(src, data, SEEK_HOLE);
-    if (hole < 0) {
-      return -1;
-    }
-    while (data < hole) {
-      size_t want = static_cast<size_t>(hole - data) < buffer_size ? static_cast<size_t>(hole - data) : buffer_size;
-      ssize_t got = ::pread(src, buffer, want, data);
-      if (got < 0 && errno == EINTR) {
-        continue;
-      }
-      if (got <= 0) {
-        return -1;
-      }
-      for (size_t at = 0; at < static_cast<size_t>(got); at += kPage) {
-        size_t len = static_cast<size_t>(got) - at < kPage ? static_cast<size_t>(got) - at : kPage;
-        if (PageIsZero(buffer + at, len)) {
-          continue;
-        }
-        // Runs of non-zero pages go in one write.
-        size_t run = len;
-        while (at + run < static_cast<size_t>(got) && !PageIsZero(buffer + at + run, kPage)) {
-          run += kPage;
-        }
-        if (::pwrite(dst, buffer + at, run, data + static_cast<off_t>(at)) != static_cast<ssize_t>(run)) {
-          return -1;
-        }
-        at += run - len;
-      }
-      data += got;
-    }
-    offset = hole;
+    return ::pwrite(dst, bytes, len, at) == static_cast<ssize_t>(len) ? 0 : (errno != 0 ? errno : EIO);
+  });
+  if (err != 0) {
+    errno = err;
+    return -1;
   }
   return dst;
 }

@@ -40,6 +40,8 @@ constexpr const char* kBridgeAnchorSlot = "0x1f";
 // DIMM slots of a VM booted with room to grow (Grow plugs one DIMM per call).
 constexpr int kMemorySlots = 4;
 constexpr int kBridgeDiskSlots = 30;
+// QMP's name for the template state file's fd, saved (migrate) or loaded (migrate-incoming).
+constexpr const char* kTemplateStateFd = "template-state";
 // VMs started before the bridge have one PCIe root port per disk, hp0..hp7.
 constexpr int kLegacyRootPorts = 8;
 
@@ -455,18 +457,23 @@ Result<json> PollQmp(const std::function<Result<json>()>& query, const std::func
 
 }  // namespace
 
+Status QemuVmm::PassTemplateState(int state_fd, milliseconds timeout) {
+  // The RAM is not in the state (x-ignore-shared): it stays in the template's memfd, which a clone runs on a copy of.
+  CHRYS_RETURN_IF_ERROR(Qmp("migrate-set-capabilities",
+                            {{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}},
+                            timeout));
+  CHRYS_RETURN_IF_ERROR(qmp_->ExecuteWithFd("getfd", {{"fdname", kTemplateStateFd}}, state_fd, timeout));
+  return Status::Ok();
+}
+
 Status QemuVmm::RestoreFromTemplate() {
   const milliseconds timeout = config_.qmp_timeout;
   base::UniqueFd state(::open(spec_.restore_state_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!state.valid()) {
     return base::SystemError("opening the template state " + spec_.restore_state_path);
   }
-  // The template's RAM is not in the state file (x-ignore-shared): the clone already runs on its copy.
-  CHRYS_RETURN_IF_ERROR(Qmp("migrate-set-capabilities",
-                            {{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}},
-                            timeout));
-  CHRYS_RETURN_IF_ERROR(qmp_->ExecuteWithFd("getfd", {{"fdname", "template-state"}}, state.get(), timeout));
-  CHRYS_RETURN_IF_ERROR(Qmp("migrate-incoming", {{"uri", "fd:template-state"}}, timeout));
+  CHRYS_RETURN_IF_ERROR(PassTemplateState(state.get(), timeout));
+  CHRYS_RETURN_IF_ERROR(Qmp("migrate-incoming", {{"uri", std::string("fd:") + kTemplateStateFd}}, timeout));
   CHRYS_ASSIGN_OR_RETURN(
       json status, PollQmp([&] { return Qmp("query-status", json::object(), timeout); },
                            [](const json& s) { return s.value("status", "") != "inmigrate"; }, timeout, "loading"));
@@ -477,12 +484,7 @@ Status QemuVmm::RestoreFromTemplate() {
   }
   // The shares the template could not carry, in the bridge's top slots (below any NIC plugged later).
   for (size_t i = 0; i < spec_.fs_shares.size(); ++i) {
-    int slot = -1;
-    for (int p = kBridgeDiskSlots - 1; p >= 0 && slot < 0; --p) {
-      if (!SlotTaken(p)) {
-        slot = p;
-      }
-    }
+    int slot = TopFreeSlot();
     if (slot < 0) {
       return base::MakeError(base::ErrorCode::kResourceExhausted, "no hot-plug slot is free for a share");
     }
@@ -523,11 +525,8 @@ Status QemuVmm::SaveState(const std::string& state_path, milliseconds timeout) {
   }
   // Paused first, so the RAM left in memory_fd and the device state written here are of the same instant.
   CHRYS_RETURN_IF_ERROR(Qmp("stop", json::object(), timeout));
-  CHRYS_RETURN_IF_ERROR(Qmp("migrate-set-capabilities",
-                            {{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}},
-                            timeout));
-  CHRYS_RETURN_IF_ERROR(qmp_->ExecuteWithFd("getfd", {{"fdname", "template-state"}}, out.get(), timeout));
-  CHRYS_RETURN_IF_ERROR(Qmp("migrate", {{"uri", "fd:template-state"}}, timeout));
+  CHRYS_RETURN_IF_ERROR(PassTemplateState(out.get(), timeout));
+  CHRYS_RETURN_IF_ERROR(Qmp("migrate", {{"uri", std::string("fd:") + kTemplateStateFd}}, timeout));
   CHRYS_ASSIGN_OR_RETURN(json migration, PollQmp([&] { return Qmp("query-migrate", json::object(), timeout); },
                                                  [](const json& m) {
                                                    std::string s = m.value("status", "");
@@ -644,6 +643,15 @@ Status QemuVmm::HotplugDisk(const DiskSpec& disk, milliseconds timeout) {
   return Status::Ok();
 }
 
+int QemuVmm::TopFreeSlot() const {
+  for (int p = kBridgeDiskSlots - 1; p >= 0; --p) {
+    if (!SlotTaken(p)) {
+      return p;
+    }
+  }
+  return -1;
+}
+
 bool QemuVmm::SlotTaken(int slot) const {
   return std::any_of(state_.plugged_disks.begin(), state_.plugged_disks.end(),
                      [slot](const PluggedDisk& d) { return d.slot == slot; }) ||
@@ -661,12 +669,7 @@ Status QemuVmm::HotplugNic(const NetInterfaceSpec& nic, milliseconds timeout) {
     return base::FailedPrecondition("VM " + spec_.sandbox_id + " has no hot-plug bridge for a NIC");
   }
   // NICs take the bridge's slots from the top, disks from the bottom.
-  int slot = -1;
-  for (int p = kBridgeDiskSlots - 1; p >= 0 && slot < 0; --p) {
-    if (!SlotTaken(p)) {
-      slot = p;
-    }
-  }
+  int slot = TopFreeSlot();
   if (slot < 0) {
     return base::MakeError(base::ErrorCode::kResourceExhausted,
                            "no hot-plug slot of " + spec_.sandbox_id + " is free for NIC " + nic.guest_mac);

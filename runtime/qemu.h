@@ -88,8 +88,12 @@ class QemuVmm : public Vmm {
   base::Status RestoreFromTemplate();
   // The sandbox's cgroup (in every hierarchy) under spec.cgroup_parent.
   base::Result<VmmCgroup> CreateCgroup(const VmLaunchSpec& spec) const;
-  // True when a hot-plugged disk or NIC occupies bridge slot `slot`.
+  // True when a hot-plugged disk, NIC or share occupies bridge slot `slot`.
   bool SlotTaken(int slot) const;
+  // The highest free bridge slot (NICs and shares fill from the top), or -1.
+  int TopFreeSlot() const;
+  // Sets up migration of the device state only (x-ignore-shared) through `state_fd`, passed to QEMU by name.
+  base::Status PassTemplateState(int state_fd, std::chrono::milliseconds timeout);
   base::Result<nlohmann::json> Qmp(const std::string& command, const nlohmann::json& args,
                                    std::chrono::milliseconds timeout);
   // Stops helpers, removes sockets and cgroups; the VMM process must be gone already.
