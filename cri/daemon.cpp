@@ -282,6 +282,10 @@ base::Status Daemon::Start() {
   builder.RegisterService(admin_service_.get());
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  // No bandwidth-delay probing: on a local socket it only adds a PING and its ACK to each call that carries a
+  // request message (two more wakeups per RPC), and CRI requests are small. Measured with ContainerStatus in a
+  // loop: p99 0.29-0.43 ms without it, 0.43-2.06 ms with it.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<RpcLogInterceptorFactory>());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
