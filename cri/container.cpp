@@ -636,12 +636,15 @@ void RuntimeServiceImpl::FillContainerStatus(const ContainerRecord& c, v1::Conta
   *status->mutable_resources()->mutable_linux() = c.config.linux().resources();
 }
 
-grpc::Status RuntimeServiceImpl::ContainerStatus(grpc::ServerContext* /*context*/,
-                                                 const v1::ContainerStatusRequest* request,
-                                                 v1::ContainerStatusResponse* response) {
+// A callback handler: it answers from the pod store, without waiting on anything, on gRPC's own thread.
+grpc::ServerUnaryReactor* RuntimeServiceImpl::ContainerStatus(grpc::CallbackServerContext* context,
+                                                              const v1::ContainerStatusRequest* request,
+                                                              v1::ContainerStatusResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   auto found = backends_.pods.FindContainerPtr(request->container_id());
   if (!found.ok()) {
-    return ToGrpcStatus(found.error());
+    reactor->Finish(ToGrpcStatus(found.error()));
+    return reactor;
   }
   const ContainerRecord& record = **found;
   FillContainerStatus(record, response->mutable_status());
@@ -650,7 +653,8 @@ grpc::Status RuntimeServiceImpl::ContainerStatus(grpc::ServerContext* /*context*
         {"sandboxId", record.sandbox_id}, {"layerDisks", record.layer_serials}, {"scratchDisk", record.scratch_serial}};
     (*response->mutable_info())["info"] = info.dump();
   }
-  return grpc::Status::OK;
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
 }
 
 // A callback handler on raw bytes: it runs on gRPC's own thread without a hand-off, and answers from the encoded

@@ -124,16 +124,24 @@ Result<std::unique_ptr<AgentClient>> AgentClient::ConnectWhenReady(const AgentEn
 }
 
 bool AgentClient::Healthy() const {
-  return !broken_.load();
+  return !broken_->load();
 }
 
-base::Error AgentClient::Fail(const grpc::Status& status, const std::string& context) {
-  // A channel made from a descriptor never reconnects, and has no connectivity state to ask: a call that
-  // fails with UNAVAILABLE means the byte stream is gone, and the owner must dial again.
+namespace {
+
+// A failed call as our Error. A channel made from a descriptor never reconnects, and has no connectivity state to
+// ask: a call that fails with UNAVAILABLE means the byte stream is gone, and the owner must dial again (`broken`).
+base::Error FailCall(const grpc::Status& status, const std::string& context, std::atomic<bool>& broken) {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    broken_ = true;
+    broken = true;
   }
   return FromGrpcStatus(status, context);
+}
+
+}  // namespace
+
+base::Error AgentClient::Fail(const grpc::Status& status, const std::string& context) {
+  return FailCall(status, context, *broken_);
 }
 
 Result<v1::PingResponse> AgentClient::Ping(std::chrono::milliseconds timeout) {
@@ -394,6 +402,114 @@ Status AgentClient::ReadOutput(const v1::ProcessRef& process, const OutputSink& 
     return Fail(s, "agent ReadOutput " + process.container_id());
   }
   return Status::Ok();
+}
+
+namespace {
+
+// ReadOutputAsync's reactor. It keeps itself alive (self_) from Start until OnDone, and the channel with it.
+class OutputReader final : public grpc::ClientReadReactor<v1::OutputChunk>,
+                           public AgentCall,
+                           public std::enable_shared_from_this<OutputReader> {
+ public:
+  OutputReader(std::shared_ptr<grpc::Channel> channel, std::shared_ptr<std::atomic<bool>> broken,
+               AgentClient::OutputSink sink, std::function<void(Status)> on_done)
+      : channel_(std::move(channel)),
+        broken_(std::move(broken)),
+        sink_(std::move(sink)),
+        on_done_(std::move(on_done)) {}
+
+  void Start(v1::Agent::Stub& stub, const v1::ProcessRef& process, std::chrono::milliseconds timeout) {
+    self_ = shared_from_this();
+    SetDeadline(ctx_, timeout);
+    *request_.mutable_process() = process;
+    stub.async()->ReadOutput(&ctx_, &request_, this);
+    StartRead(&chunk_);
+    StartCall();
+  }
+  void Cancel() override { ctx_.TryCancel(); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      return;  // the stream ended; OnDone follows
+    }
+    if (!sink_(chunk_.stream(), chunk_.data())) {
+      stopped_ = true;
+      ctx_.TryCancel();
+      return;
+    }
+    StartRead(&chunk_);
+  }
+  void OnDone(const grpc::Status& status) override {
+    Status result = Status::Ok();
+    if (!stopped_ && !status.ok()) {
+      result = FailCall(status, "agent ReadOutput " + request_.process().container_id(), *broken_);
+    }
+    auto on_done = std::move(on_done_);
+    auto keep = std::move(self_);  // this may go when `keep` does, after the callback
+    on_done(std::move(result));
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<std::atomic<bool>> broken_;
+  AgentClient::OutputSink sink_;
+  std::function<void(Status)> on_done_;
+  grpc::ClientContext ctx_;
+  v1::ReadOutputRequest request_;
+  v1::OutputChunk chunk_;
+  bool stopped_ = false;  // the sink asked to stop: the cancellation that follows is not an error
+  std::shared_ptr<OutputReader> self_;
+};
+
+// WaitProcessAsync's call state, alive until its callback ran.
+class ProcessWaiter final : public AgentCall, public std::enable_shared_from_this<ProcessWaiter> {
+ public:
+  ProcessWaiter(std::shared_ptr<grpc::Channel> channel, std::shared_ptr<std::atomic<bool>> broken,
+                std::function<void(Result<v1::ExitStatus>)> on_done)
+      : channel_(std::move(channel)), broken_(std::move(broken)), on_done_(std::move(on_done)) {}
+
+  void Start(v1::Agent::Stub& stub, const v1::ProcessRef& process, std::chrono::milliseconds timeout) {
+    SetDeadline(ctx_, timeout);
+    *request_.mutable_process() = process;
+    stub.async()->WaitProcess(&ctx_, &request_, &response_,
+                              [self = shared_from_this()](const grpc::Status& status) { self->Done(status); });
+  }
+  void Cancel() override { ctx_.TryCancel(); }
+
+ private:
+  void Done(const grpc::Status& status) {
+    auto on_done = std::move(on_done_);
+    if (!status.ok()) {
+      on_done(FailCall(status, "agent WaitProcess " + request_.process().container_id(), *broken_));
+      return;
+    }
+    on_done(response_.status());
+  }
+
+  std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<std::atomic<bool>> broken_;
+  std::function<void(Result<v1::ExitStatus>)> on_done_;
+  grpc::ClientContext ctx_;
+  v1::WaitProcessRequest request_;
+  v1::WaitProcessResponse response_;
+};
+
+}  // namespace
+
+std::shared_ptr<AgentCall> AgentClient::ReadOutputAsync(const v1::ProcessRef& process,
+                                                        std::chrono::milliseconds timeout, OutputSink sink,
+                                                        std::function<void(Status)> on_done) {
+  auto reader = std::make_shared<OutputReader>(channel_, broken_, std::move(sink), std::move(on_done));
+  reader->Start(*stub_, process, timeout);
+  return reader;
+}
+
+std::shared_ptr<AgentCall> AgentClient::WaitProcessAsync(const v1::ProcessRef& process,
+                                                         std::chrono::milliseconds timeout,
+                                                         std::function<void(Result<v1::ExitStatus>)> on_done) {
+  auto waiter = std::make_shared<ProcessWaiter>(channel_, broken_, std::move(on_done));
+  waiter->Start(*stub_, process, timeout);
+  return waiter;
 }
 
 Result<v1::ContainerStatsResponse> AgentClient::ContainerStats(const std::string& container_id) {

@@ -42,6 +42,14 @@ class CallCanceller {
   bool cancelled_ = false;
 };
 
+// One asynchronous agent call in flight (AgentClient::ReadOutputAsync, WaitProcessAsync). Cancel() ends it early;
+// its completion callback still runs, once. Holding the handle keeps the call's state (and its channel) alive.
+class AgentCall {
+ public:
+  virtual ~AgentCall() = default;
+  virtual void Cancel() = 0;
+};
+
 struct AgentClientOptions {
   // Deadline of ordinary calls (not Wait/ReadOutput/WatchEvents, which block until their event).
   std::chrono::milliseconds call_timeout{std::chrono::seconds(30)};
@@ -100,6 +108,17 @@ class AgentClient {
   base::Status ReadOutput(const v1::ProcessRef& process, const OutputSink& sink, std::chrono::milliseconds timeout,
                           CallCanceller* canceller = nullptr);
 
+  // ReadOutput without a thread waiting on it: chunks reach `sink` on a gRPC callback thread, each read only after
+  // the previous chunk was taken (the same backpressure), then `on_done` runs once, also on a gRPC thread, with what
+  // ReadOutput would have returned (OK when both streams closed or the sink stopped). Many containers are followed at
+  // once: a thread blocked in each of their reads joins gRPC's polling, and every RPC chrysd serves then hands the
+  // poller from one such thread to the next.
+  std::shared_ptr<AgentCall> ReadOutputAsync(const v1::ProcessRef& process, std::chrono::milliseconds timeout,
+                                             OutputSink sink, std::function<void(base::Status)> on_done);
+  // WaitProcess the same way: `on_done` gets its result once, on a gRPC callback thread.
+  std::shared_ptr<AgentCall> WaitProcessAsync(const v1::ProcessRef& process, std::chrono::milliseconds timeout,
+                                              std::function<void(base::Result<v1::ExitStatus>)> on_done);
+
   base::Result<v1::ContainerStatsResponse> ContainerStats(const std::string& container_id);
   base::Result<v1::SandboxStatsResponse> SandboxStats();
   // Delivers events until `on_event` returns false, the connection drops, or `timeout` passes.
@@ -140,7 +159,8 @@ class AgentClient {
   AgentClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Agent::Stub> stub_;
-  std::atomic<bool> broken_{false};
+  // Shared with asynchronous calls, which may end after this client is gone.
+  std::shared_ptr<std::atomic<bool>> broken_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 }  // namespace chrys::runtime::agent
