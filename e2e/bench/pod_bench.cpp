@@ -24,6 +24,7 @@
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -31,6 +32,7 @@
 
 #include "base/file_util.h"
 #include "cri/config.h"
+#include "e2e/bench/containerd_cri.h"
 #include "e2e/fixtures/child_process.h"
 #include "e2e/pods/pod_env.h"
 #include "runtime/guest_manifest.h"
@@ -51,6 +53,7 @@ struct Options {
   int warm_pool = cri::kWarmPoolAuto;  // chrysd's vmm.warm_pool_size; by default chrysd's default, auto
   int pod_cpus = 0;                    // pod-level CPU limit in whole CPUs; 0: none
   int pod_memory_mib = 0;              // pod-level memory limit; 0: none
+  bool containerd_peer = true;         // the RPC latency of containerd's CRI beside chrysd's
 };
 
 // The pod-level limits of every pod the bench starts (none when both are 0).
@@ -63,6 +66,47 @@ void ApplyPodLimits(const Options& o, v1::PodSandboxConfig& pod_config) {
     pod_config.mutable_linux()->mutable_resources()->set_memory_limit_in_bytes(static_cast<int64_t>(o.pod_memory_mib)
                                                                                << 20);
   }
+}
+
+// Labels and annotations as kubelet sets them on a pod and its containers, so list answers are as large as on a node.
+void AddKubeletMetadata(v1::PodSandboxConfig& pod) {
+  const auto& md = pod.metadata();
+  auto& labels = *pod.mutable_labels();
+  labels["io.kubernetes.pod.name"] = md.name();
+  labels["io.kubernetes.pod.namespace"] = md.namespace_();
+  labels["io.kubernetes.pod.uid"] = md.uid();
+  labels["app"] = "bench";
+  auto& annotations = *pod.mutable_annotations();
+  annotations["kubernetes.io/config.seen"] = "2026-12-03T10:00:00.000000000Z";
+  annotations["kubernetes.io/config.source"] = "api";
+}
+void AddKubeletMetadata(const v1::PodSandboxConfig& pod, v1::ContainerConfig& container) {
+  auto& labels = *container.mutable_labels();
+  labels["io.kubernetes.container.name"] = container.metadata().name();
+  labels["io.kubernetes.pod.name"] = pod.metadata().name();
+  labels["io.kubernetes.pod.namespace"] = pod.metadata().namespace_();
+  labels["io.kubernetes.pod.uid"] = pod.metadata().uid();
+  auto& annotations = *container.mutable_annotations();
+  annotations["io.kubernetes.container.hash"] = "5d3a1b7c";
+  annotations["io.kubernetes.container.restartCount"] = "0";
+  annotations["io.kubernetes.container.terminationMessagePath"] = "/dev/termination-log";
+  annotations["io.kubernetes.container.terminationMessagePolicy"] = "File";
+  annotations["io.kubernetes.pod.terminationGracePeriod"] = "30";
+}
+
+// The bench's pod `name` and its containers: the first prints a line then sleeps, the others sleep.
+v1::PodSandboxConfig BenchPod(PodEnv& env, const Options& o, const std::string& name) {
+  v1::PodSandboxConfig pod = env.PodConfig(name);
+  ApplyPodLimits(o, pod);
+  AddKubeletMetadata(pod);
+  return pod;
+}
+v1::ContainerConfig BenchContainer(PodEnv& env, const v1::PodSandboxConfig& pod, int index) {
+  v1::ContainerConfig c = index == 0
+                              ? env.ContainerConfig("first", {"/bin/sh", "-c", "echo first-line; exec sleep 100000"})
+                              : env.ContainerConfig("extra-" + std::to_string(index), {"sleep", "100000"});
+  AddKubeletMetadata(pod, c);
+  return c;
 }
 
 double Ms(Clock::duration d) {
@@ -262,14 +306,13 @@ bool LogHasLine(const std::string& path, const std::string& text) {
 base::Result<PodTiming> RunOnePod(PodEnv& env, const Options& o, const std::string& name, int containers,
                                   std::string* pod_id) {
   PodTiming t;
-  v1::PodSandboxConfig pod_config = env.PodConfig(name);
-  ApplyPodLimits(o, pod_config);
+  v1::PodSandboxConfig pod_config = BenchPod(env, o, name);
   CHRYS_RETURN_IF_ERROR(base::MakeDirs(pod_config.log_directory()));
   auto start = Clock::now();
   CHRYS_ASSIGN_OR_RETURN(t.pod_id, env.RunPod(pod_config));
   *pod_id = t.pod_id;
   t.ready_ms = Ms(Clock::now() - start);
-  auto first = env.ContainerConfig("first", {"/bin/sh", "-c", "echo first-line; exec sleep 100000"});
+  auto first = BenchContainer(env, pod_config, 0);
   CHRYS_ASSIGN_OR_RETURN(std::string id, env.CreateContainer(t.pod_id, first, pod_config));
   CHRYS_RETURN_IF_ERROR(env.StartContainer(id));
   t.container_ids.push_back(id);
@@ -296,7 +339,7 @@ base::Result<PodTiming> RunOnePod(PodEnv& env, const Options& o, const std::stri
   }
   t.log_ms = Ms(Clock::now() - start);
   for (int c = 1; c < containers; ++c) {
-    auto extra = env.ContainerConfig("extra-" + std::to_string(c), {"sleep", "100000"});
+    auto extra = BenchContainer(env, pod_config, c);
     CHRYS_ASSIGN_OR_RETURN(std::string extra_id, env.CreateContainer(t.pod_id, extra, pod_config));
     CHRYS_RETURN_IF_ERROR(env.StartContainer(extra_id));
     t.container_ids.push_back(extra_id);
@@ -449,9 +492,8 @@ struct RpcLatency {
   double host_busy_percent = 0;                                      // while they ran
 };
 
-base::Result<RpcLatency> MeasureRpcs(PodEnv& env, int iterations, const std::vector<std::string>& containers,
-                                     size_t pods) {
-  auto& rt = env.runtime();
+base::Result<RpcLatency> MeasureRpcs(v1::RuntimeService::Stub& rt, int iterations,
+                                     const std::vector<std::string>& containers, size_t pods) {
   RpcLatency out;
   CpuTimes before = ReadCpuTimes();
   CHRYS_ASSIGN_OR_RETURN(out.list_containers, TimeRpc("ListContainers", iterations, [&](int) {
@@ -475,6 +517,36 @@ base::Result<RpcLatency> MeasureRpcs(PodEnv& env, int iterations, const std::vec
                          }));
   out.host_busy_percent = BusyPercent(before, ReadCpuTimes());
   return out;
+}
+
+// The same RPCs on containerd's CRI (runc containers) with the same pods x containers (configs, image, labels), run
+// while chrysd's pods still run: the same host, background and client. containerd goes when this returns.
+base::Result<RpcLatency> MeasureContainerd(PodEnv& env, const Options& o, const std::string& work,
+                                           std::string* version) {
+  ContainerdCriOptions options;
+  options.dir = work + "/containerd";
+  options.image_layout = env.image_layout();
+  options.pause_image = env.pause_image();
+  options.bridge = "chrys-bcd0";
+  options.subnet = "10.199.90.0/24";
+  CHRYS_ASSIGN_OR_RETURN(std::unique_ptr<ContainerdCri> containerd, ContainerdCri::Start(options));
+  *version = containerd->version();
+  std::vector<std::string> containers;
+  for (int i = 0; i < o.serial; ++i) {
+    std::string name = "serial-" + std::to_string(i);
+    v1::PodSandboxConfig pod = BenchPod(env, o, name);
+    pod.set_log_directory(options.dir + "/logs/" + name);
+    std::vector<v1::ContainerConfig> configs;
+    for (int c = 0; c < o.containers; ++c) {
+      configs.push_back(BenchContainer(env, pod, c));
+    }
+    CHRYS_ASSIGN_OR_RETURN(std::vector<std::string> ids, containerd->RunPodWith(pod, configs));
+    containers.insert(containers.end(), ids.begin(), ids.end());
+  }
+  double waited = WaitForQuietHost();
+  std::fprintf(stderr, "%s: %d pods x %d containers running; host quiet after %.0f ms\n", version->c_str(), o.serial,
+               o.containers, waited);
+  return MeasureRpcs(containerd->runtime(), o.rpc_iterations, containers, static_cast<size_t>(o.serial));
 }
 
 json RpcJson(const RpcLatency& r) {
@@ -525,13 +597,15 @@ int Main(int argc, char** argv) {
       o.pod_cpus = ParseCount("--pod-cpus", next(), 0, 16);
     } else if (arg == "--pod-memory-mib") {
       o.pod_memory_mib = ParseCount("--pod-memory-mib", next(), 0, 1 << 20);
+    } else if (arg == "--no-containerd") {
+      o.containerd_peer = false;
     } else {
-      std::fprintf(
-          stderr,
-          "usage: pod_bench [--serial N (20)] [--parallel N (10)] [--containers N per serial pod (3)]\n"
-          "                 [--rpc-iterations N (1000)] [--bare-every N serial pods (5)]\n"
-          "                 [--warm-pool N chrysd's vmm.warm_pool_size, 0..64 (chrysd's default)]\n"
-          "                 [--pod-cpus N pod CPU limit (0: none)] [--pod-memory-mib M pod memory limit (0)]\n");
+      std::fprintf(stderr,
+                   "usage: pod_bench [--serial N (20)] [--parallel N (10)] [--containers N per serial pod (3)]\n"
+                   "                 [--rpc-iterations N (1000)] [--bare-every N serial pods (5)]\n"
+                   "                 [--warm-pool N chrysd's vmm.warm_pool_size, 0..64 (chrysd's default)]\n"
+                   "                 [--pod-cpus N pod CPU limit (0: none)] [--pod-memory-mib M pod memory limit (0)]\n"
+                   "                 [--no-containerd (skip containerd's CRI as the RPC latency peer)]\n");
       return 2;
     }
   }
@@ -641,9 +715,16 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   for (const auto& p : serial) {
     all_containers.insert(all_containers.end(), p.container_ids.begin(), p.container_ids.end());
   }
-  CHRYS_ASSIGN_OR_RETURN(RpcLatency rpc_fresh, MeasureRpcs(env, o.rpc_iterations, all_containers, serial.size()));
+  CHRYS_ASSIGN_OR_RETURN(RpcLatency rpc_fresh,
+                         MeasureRpcs(env.runtime(), o.rpc_iterations, all_containers, serial.size()));
   double settle_ms = WaitForQuietHost();
-  CHRYS_ASSIGN_OR_RETURN(RpcLatency rpc_settled, MeasureRpcs(env, o.rpc_iterations, all_containers, serial.size()));
+  CHRYS_ASSIGN_OR_RETURN(RpcLatency rpc_settled,
+                         MeasureRpcs(env.runtime(), o.rpc_iterations, all_containers, serial.size()));
+  std::optional<RpcLatency> rpc_containerd;
+  std::string containerd_version;
+  if (o.containerd_peer) {
+    CHRYS_ASSIGN_OR_RETURN(rpc_containerd, MeasureContainerd(env, o, work, &containerd_version));
+  }
   RemovePods(env, pods);
   pods.clear();
 
@@ -755,6 +836,25 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
                 Percentile(r->list_pods, 0.99));
   }
 
+  if (rpc_containerd) {
+    const RpcLatency& ours = rpc_settled;
+    const RpcLatency& theirs = *rpc_containerd;
+    std::printf(
+        "\nRPC latency beside %s (CRI plugin, runc), the same %d pods x %d containers, after the pods "
+        "settled; host %.0f%% / %.0f%% busy\n",
+        containerd_version.c_str(), o.serial, o.containers, ours.host_busy_percent, theirs.host_busy_percent);
+    std::printf("%-28s %12s %12s %14s %14s %10s\n", "", "chrysd p50", "chrysd p99", "containerd p50", "containerd p99",
+                "p99 ratio");
+    for (auto [name, field] : {std::pair{"ListContainers (us)", &RpcLatency::list_containers},
+                               std::pair{"ContainerStatus (us)", &RpcLatency::container_status},
+                               std::pair{"ListPodSandbox (us)", &RpcLatency::list_pods}}) {
+      double our_p99 = Percentile(ours.*field, 0.99);
+      double their_p99 = Percentile(theirs.*field, 0.99);
+      std::printf("%-28s %12.0f %12.0f %14.0f %14.0f %10.2f\n", name, Percentile(ours.*field, 0.5), our_p99,
+                  Percentile(theirs.*field, 0.5), their_p99, their_p99 > 0 ? our_p99 / their_p99 : 0);
+    }
+  }
+
   json out = {
       {"bench", "pod_bench"},
       {"serial_pods", o.serial},
@@ -786,6 +886,10 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       {"rpc_settled", RpcJson(rpc_settled)},
       {"rpc_settle_wait_ms", settle_ms},
   };
+  if (rpc_containerd) {
+    out["rpc_containerd"] = RpcJson(*rpc_containerd);
+    out["containerd_version"] = containerd_version;
+  }
   if (o.warm_pool > 0) {
     out["warm_pool_size"] = o.warm_pool;
     out["serial_from_warm_pool"] = serial_warm;  // per pod, in the order of serial_ready_ms

@@ -230,7 +230,12 @@ base::Status PodEnv::BuildAndImportImage() {
   ImageSpec app_spec = spec;
   app_spec.user = "app:staff";
   CHRYS_ASSIGN_OR_RETURN(BlobDesc app_manifest, writer.AddImage({layer}, app_spec));
-  CHRYS_RETURN_IF_ERROR(writer.WriteIndexJson({{manifest, image_ref_}, {app_manifest, app_image_ref_}}));
+  // A sandbox ("pause") image for containerd, the benchmarks' peer: it must keep running. Not imported into chrysd.
+  ImageSpec pause_spec = spec;
+  pause_spec.cmd = {"/bin/sleep", "2147483647"};
+  CHRYS_ASSIGN_OR_RETURN(BlobDesc pause_manifest, writer.AddImage({layer}, pause_spec));
+  CHRYS_RETURN_IF_ERROR(writer.WriteIndexJson(
+      {{manifest, image_ref_}, {app_manifest, app_image_ref_}, {pause_manifest, pause_image_ref_}}));
 
   for (const std::string& ref : {image_ref_, app_image_ref_}) {
     chrys::admin::v1::ImportImageRequest req;

@@ -52,6 +52,10 @@ class PodEnv {
   const std::string& image() const { return image_ref_; }
   // The same busybox layer with USER app:staff (uid 1000, gid 50 in its /etc/passwd and /etc/group).
   const std::string& app_user_image() const { return app_image_ref_; }
+  // The OCI layout holding image(), app_user_image() and pause_image(), a busybox that sleeps forever (a sandbox
+  // image for containerd; chrysd does not get it).
+  std::string image_layout() const { return root_ + "/image"; }
+  const std::string& pause_image() const { return pause_image_ref_; }
   const std::string& bridge() const { return bridge_; }
   const std::string& subnet() const { return subnet_; }
 
@@ -100,6 +104,7 @@ class PodEnv {
   std::string run_dir_;  // chrysd's --run-dir, short enough for VM socket paths
   std::string image_ref_ = "localhost/chrys-e2e/busybox:1";
   std::string app_image_ref_ = "localhost/chrys-e2e/busybox-app:1";
+  std::string pause_image_ref_ = "localhost/chrys-e2e/pause:1";
   std::unique_ptr<ChrysdProcess> chrysd_;
   std::unique_ptr<cri::CriClient> client_;
   std::unique_ptr<v1::RuntimeService::Stub> runtime_;
