@@ -212,6 +212,13 @@ class ContainerMonitorTest : public ::testing::Test {
     auto text = base::ReadFile(dir_ + "/" + id + ".log");
     return text.ok() ? *text : "";
   }
+  // Waits (5 s at most) until the container's log holds `text`: its follower is inside its stream.
+  bool WaitForLog(const std::string& id, const std::string& text) {
+    for (int i = 0; i < 500 && Log(id).find(text) == std::string::npos; ++i) {
+      std::this_thread::sleep_for(10ms);
+    }
+    return Log(id).find(text) != std::string::npos;
+  }
 
   std::string dir_;
   FakeAgent agent_;
@@ -262,11 +269,7 @@ TEST_F(ContainerMonitorTest, ForgetCancelsABlockedStreamAndNoExitIsRecorded) {
   script.chunks = {{av1::OutputChunk::STDOUT, "running\n"}};
   script.output_end = Script::End::kBlockUntilCancelled;
   Follow("c1", script);
-  // The follower is inside its stream once the first line is in the log.
-  for (int i = 0; i < 500 && Log("c1").find("running") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
-  ASSERT_NE(Log("c1").find("running"), std::string::npos);
+  ASSERT_TRUE(WaitForLog("c1", "running"));
 
   monitor_->Forget("c1");
   EXPECT_TRUE(agent_.WaitCancelled(1, 20s)) << "the agent never saw the stream cancelled";
@@ -283,10 +286,7 @@ TEST_F(ContainerMonitorTest, ManyFollowedContainersCostNoThreadEach) {
   blocking.chunks = {{av1::OutputChunk::STDOUT, "up\n"}};
   blocking.output_end = Script::End::kBlockUntilCancelled;
   Follow("warm", blocking);
-  for (int i = 0; i < 500 && Log("warm").find("up") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
-  ASSERT_NE(Log("warm").find("up"), std::string::npos);
+  ASSERT_TRUE(WaitForLog("warm", "up"));
   std::this_thread::sleep_for(200ms);
   int before = ThreadCount();
   constexpr int kContainers = 40;
@@ -296,11 +296,7 @@ TEST_F(ContainerMonitorTest, ManyFollowedContainersCostNoThreadEach) {
   EXPECT_EQ(monitor_->watched(), static_cast<size_t>(kContainers + 1));
   // Every follower inside its stream: its first line is in its log.
   for (int i = 0; i < kContainers; ++i) {
-    std::string id = "c" + std::to_string(i);
-    for (int wait = 0; wait < 500 && Log(id).find("up") == std::string::npos; ++wait) {
-      std::this_thread::sleep_for(10ms);
-    }
-    ASSERT_NE(Log(id).find("up"), std::string::npos) << id;
+    ASSERT_TRUE(WaitForLog("c" + std::to_string(i), "up")) << "c" << i;
   }
   // A thread per follower would add 40; gRPC may start a few more of its own under load.
   int after = ThreadCount();
