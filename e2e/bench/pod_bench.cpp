@@ -12,7 +12,8 @@
 // whose pool refilled since the last start and no refill boot runs beside a bare one; it counts the pods that claimed
 // a warm VM (pods started at once beyond N boot cold). --pod-cpus N and --pod-memory-mib M give every pod those
 // pod-level limits (kubelet's LinuxPodSandboxConfig.resources), so its VM is sized by them (and a warm VM is grown to
-// them); the bare boot takes the pod VM's vCPUs and memory as the pod reports them.
+// them); the bare boot takes the pod VM's vCPUs and memory as the pod reports them. --no-containerd skips the
+// containerd peer. CHRYS_E2E_KEEP_LOGS=DIR keeps chrysd's log there (its directory goes when the bench ends).
 #include <signal.h>
 #include <unistd.h>
 

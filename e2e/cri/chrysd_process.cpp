@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -25,6 +27,19 @@ ChrysdProcess::ChrysdProcess(std::vector<std::string> extra_args) : extra_args_(
 ChrysdProcess::~ChrysdProcess() {
   if (pid_ > 0) {
     Kill();
+  }
+  // CHRYS_E2E_KEEP_LOGS=DIR keeps each chrysd's log (a bench's or a test's) as DIR/chrysd-<pid>-<dir>.log: the
+  // directory with everything else goes, and a slow pod in a benchmark fails nothing that would print it.
+  if (const char* keep = std::getenv("CHRYS_E2E_KEEP_LOGS"); keep != nullptr && *keep != '\0') {
+    std::string kept = std::string(keep) + "/chrysd-" + std::to_string(::getpid()) + "-" +
+                       std::filesystem::path(dir_).filename().string() + ".log";
+    std::error_code failed;
+    std::filesystem::create_directories(keep, failed);
+    if (!failed) {
+      std::filesystem::copy_file(log_path(), kept, std::filesystem::copy_options::overwrite_existing, failed);
+    }
+    std::fprintf(stderr, "chrysd's log %s %s%s\n", failed ? "could not be kept as" : "kept as", kept.c_str(),
+                 failed ? (": " + failed.message()).c_str() : "");
   }
   std::filesystem::remove_all(dir_);
 }
