@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <random>
 #include <thread>
 
@@ -275,8 +276,14 @@ Status SandboxManager::BootWarm(Sandbox& sb, const SandboxRequest* for_pod) {
   request.fs_shares.push_back({pool.share_tag, share_dir, false});
   Status booted = pool.prepare_share ? pool.prepare_share(share_dir) : Status::Ok();
   if (booted.ok()) {
-    booted = Boot(sb, request, VmmKind::kQemu, template_memory ? nullptr : &warm_booting_pid_);  // undoes itself
-    warm_booting_pid_ = 0;
+    // The refill thread's boot or restore records its VMM's pid, so StopWarmPool can end it rather than wait out a
+    // guest that does not answer (up to the boot timeout). Restores for pods run on RPC threads, several at once:
+    // they neither take nor clear that one slot.
+    std::atomic<pid_t>* booting_pid = for_pod == nullptr ? &warm_booting_pid_ : nullptr;
+    booted = Boot(sb, request, VmmKind::kQemu, booting_pid);  // undoes itself
+    if (booting_pid != nullptr) {
+      *booting_pid = 0;
+    }
   }
   if (!booted.ok() && pool.release_share) {
     (void)pool.release_share(share_dir);
@@ -296,6 +303,27 @@ Status SandboxManager::BootWarm(Sandbox& sb, const SandboxRequest* for_pod) {
   }
   return booted;
 }
+
+namespace {
+
+// How often the agent logged the end of a host session on this console log ("host session on ... ended").
+size_t CountSessionEnds(const std::string& console_log_path) {
+  auto text = base::ReadFile(console_log_path, 1 << 20);
+  if (!text.ok()) {
+    return 0;
+  }
+  size_t count = 0;
+  for (size_t at = text->find("host session on "); at != std::string::npos;
+       at = text->find("host session on ", at + 1)) {
+    size_t line_end = std::min(text->find('\n', at), text->size());
+    if (text->find(" ended", at) < line_end) {
+      ++count;
+    }
+  }
+  return count;
+}
+
+}  // namespace
 
 Status SandboxManager::MakeTemplate() {
   int memfd = static_cast<int>(::syscall(SYS_memfd_create, "chrys-template-ram", MFD_CLOEXEC));
@@ -338,7 +366,16 @@ Status SandboxManager::MakeTemplate() {
   if (settled.ok() && options_.agent) {
     // Free guest memory is zeroed, so it reads as zero pages: clones skip them, and the template drops them below.
     settled = options_.agent->PrepareTemplate(sb->id, sb->vmm->agent_endpoint(), options_.hotplug_timeout);
-    options_.agent->Forget(sb->id);  // the clones are reached afresh; this connection would only go stale
+    // The clones are reached afresh, so the host's session ends here, and the save waits until the agent has seen it
+    // end (it logs so on the console). Saved mid-session, every clone resumed inside that session: the host's first
+    // bytes were garbage to it, it dropped them, and the host's next connection stalled until the boot timed out.
+    size_t ended_before = CountSessionEnds(sb->spec.console_log_path);
+    options_.agent->Forget(sb->id);
+    auto wait_until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (CountSessionEnds(sb->spec.console_log_path) <= ended_before &&
+           std::chrono::steady_clock::now() < wait_until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
   if (settled.ok()) {
     settled = sb->vmm->SaveState(state_path, options_.hotplug_timeout);
