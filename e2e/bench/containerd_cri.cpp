@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <sys/mount.h>
 
-#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -191,32 +190,14 @@ void ContainerdCri::StopShims() {
   ::closedir(proc);
 }
 
-void ContainerdCri::UnmountUnder(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::vector<std::string> points;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, point;
-    fields >> id >> parent >> devno >> root >> point;
-    if (point.rfind(dir + "/", 0) == 0) {
-      points.push_back(point);
-    }
-  }
-  // Deepest first.
-  std::sort(points.begin(), points.end(),
-            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  for (const auto& point : points) {
-    ::umount2(point.c_str(), MNT_DETACH);
-  }
-}
-
 ContainerdCri::~ContainerdCri() {
   RemoveAllPods();
   runtime_.reset();
   daemon_.Stop();
   StopShims();
-  UnmountUnder(options_.dir);
+  for (const auto& mount_point : base::MountPointsAtOrBelow(options_.dir)) {  // deepest first
+    (void)::umount2(mount_point.c_str(), MNT_DETACH);
+  }
   base::CommandSpec del;
   del.argv = {"ip", "link", "del", options_.bridge};
   del.timeout = std::chrono::seconds(10);

@@ -47,7 +47,6 @@ class ContainerdCri {
   explicit ContainerdCri(ContainerdCriOptions options) : options_(std::move(options)) {}
   void RemoveAllPods();
   void StopShims();
-  void UnmountUnder(const std::string& dir);
 
   ContainerdCriOptions options_;
   std::string socket_;
