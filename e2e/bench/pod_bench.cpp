@@ -5,7 +5,10 @@
 //     interleaved with the pods, and all at once).
 //   - chrysd's RSS with the serial pods running, beside its RSS with no pod.
 //   - p50/p99 of ListContainers, ContainerStatus and ListPodSandbox with those pods × containers per pod, right
-//     after the last pod started and again once the host has gone quiet, each with the host's CPU use meanwhile.
+//     after the last pod started and again once the host has gone quiet, each with the host's CPU use meanwhile;
+//     the settled figures beside the gRPC floor (grpc_floor.h: chrysd's own answers served as fixed bytes, so what is
+//     left is gRPC, the socket and the client's decoding) and containerd's CRI with the same pods and containers.
+//     chrysd runs at its default log level (info), as on a node.
 // Prints a table and one JSON line. Flags: --serial N --parallel N --containers N --rpc-iterations N --bare-every N
 // --warm-pool N. With --warm-pool N (0..64; default chrysd's, auto; 0: no pool) chrysd keeps N VMs booted and
 // the bench waits for a full pool before each serial pod, each bare boot and each at-once phase, so a pod meets a node
@@ -22,6 +25,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -34,6 +38,7 @@
 #include "base/file_util.h"
 #include "cri/config.h"
 #include "e2e/bench/containerd_cri.h"
+#include "e2e/bench/grpc_floor.h"
 #include "e2e/fixtures/child_process.h"
 #include "e2e/pods/pod_env.h"
 #include "runtime/guest_manifest.h"
@@ -538,6 +543,7 @@ base::Result<RpcLatency> MeasureContainerd(PodEnv& env, const Options& o, const 
     v1::PodSandboxConfig pod = BenchPod(env, o, name);
     pod.set_log_directory(options.dir + "/logs/" + name);
     std::vector<v1::ContainerConfig> configs;
+    configs.reserve(o.containers);
     for (int c = 0; c < o.containers; ++c) {
       configs.push_back(BenchContainer(env, pod, c));
     }
@@ -548,6 +554,34 @@ base::Result<RpcLatency> MeasureContainerd(PodEnv& env, const Options& o, const 
   std::fprintf(stderr, "%s: %d pods x %d containers running; host quiet after %.0f ms\n", version->c_str(), o.serial,
                o.containers, waited);
   return MeasureRpcs(containerd->runtime(), o.rpc_iterations, containers, static_cast<size_t>(o.serial));
+}
+
+// The same RPCs on the gRPC floor (e2e/bench/grpc_floor.h): a server answering with chrysd's own answers as
+// fixed bytes, so what is left is gRPC, the socket and the client's decoding. Measured while chrysd's pods run.
+base::Result<RpcLatency> MeasureFloor(PodEnv& env, const Options& o, const std::string& work,
+                                      const std::vector<std::string>& containers, size_t pods) {
+  FloorAnswers answers;
+  v1::ListContainersResponse containers_listed;
+  if (auto st = env.runtime().ListContainers(Ctx().get(), {}, &containers_listed); !st.ok()) {
+    return cri::CriClient::CallError("ListContainers", st);
+  }
+  answers.list_containers = containers_listed.SerializeAsString();
+  v1::ContainerStatusRequest status_request;
+  status_request.set_container_id(containers.front());
+  v1::ContainerStatusResponse status;
+  if (auto st = env.runtime().ContainerStatus(Ctx().get(), status_request, &status); !st.ok()) {
+    return cri::CriClient::CallError("ContainerStatus", st);
+  }
+  answers.container_status = status.SerializeAsString();
+  v1::ListPodSandboxResponse pods_listed;
+  if (auto st = env.runtime().ListPodSandbox(Ctx().get(), {}, &pods_listed); !st.ok()) {
+    return cri::CriClient::CallError("ListPodSandbox", st);
+  }
+  answers.list_pod_sandbox = pods_listed.SerializeAsString();
+  CHRYS_ASSIGN_OR_RETURN(
+      std::unique_ptr<GrpcFloor> floor,
+      GrpcFloor::Start(std::filesystem::read_symlink("/proc/self/exe").string(), work + "/grpc-floor", answers));
+  return MeasureRpcs(floor->runtime(), o.rpc_iterations, containers, pods);
 }
 
 json RpcJson(const RpcLatency& r) {
@@ -612,8 +646,9 @@ int Main(int argc, char** argv) {
   }
 
   // Always said, since the test harness turns the pool off unless asked.
+  // chrysd logs at its default level, as on a node: the harness's debug level writes a line per RPC.
   std::vector<std::string> chrysd_args = {
-      "--set",
+      "--log-level", "info", "--set",
       "vmm.warm_pool_size=" + (o.warm_pool == cri::kWarmPoolAuto ? std::string("auto") : std::to_string(o.warm_pool))};
   auto env = PodEnv::Create(chrysd_args);
   if (!env.ok()) {
@@ -721,6 +756,7 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
   double settle_ms = WaitForQuietHost();
   CHRYS_ASSIGN_OR_RETURN(RpcLatency rpc_settled,
                          MeasureRpcs(env.runtime(), o.rpc_iterations, all_containers, serial.size()));
+  CHRYS_ASSIGN_OR_RETURN(RpcLatency rpc_floor, MeasureFloor(env, o, work, all_containers, serial.size()));
   std::optional<RpcLatency> rpc_containerd;
   std::string containerd_version;
   if (o.containerd_peer) {
@@ -837,22 +873,32 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
                 Percentile(r->list_pods, 0.99));
   }
 
-  if (rpc_containerd) {
+  {
+    // chrysd beside the gRPC floor (its own answers as fixed bytes) and, when measured, containerd's CRI.
     const RpcLatency& ours = rpc_settled;
-    const RpcLatency& theirs = *rpc_containerd;
     std::printf(
-        "\nRPC latency beside %s (CRI plugin, runc), the same %d pods x %d containers, after the pods "
-        "settled; host %.0f%% / %.0f%% busy\n",
-        containerd_version.c_str(), o.serial, o.containers, ours.host_busy_percent, theirs.host_busy_percent);
-    std::printf("%-28s %12s %12s %14s %14s %10s\n", "", "chrysd p50", "chrysd p99", "containerd p50", "containerd p99",
-                "p99 ratio");
+        "\nRPC latency beside the gRPC floor (a server answering chrysd's answers as fixed bytes)%s, the same "
+        "%d pods x %d containers, after the pods settled; host %.0f%% / %.0f%%%s busy\n",
+        rpc_containerd ? (" and " + containerd_version + " (CRI plugin, runc)").c_str() : "", o.serial, o.containers,
+        ours.host_busy_percent, rpc_floor.host_busy_percent,
+        rpc_containerd ? (" / " + std::to_string(std::lround(rpc_containerd->host_busy_percent)) + "%").c_str() : "");
+    std::printf("%-22s %10s %10s %10s %10s", "", "chrysd p50", "chrysd p99", "floor p50", "floor p99");
+    if (rpc_containerd) {
+      std::printf(" %14s %14s %10s", "containerd p50", "containerd p99", "p99 ratio");
+    }
+    std::printf("\n");
     for (auto [name, field] : {std::pair{"ListContainers (us)", &RpcLatency::list_containers},
                                std::pair{"ContainerStatus (us)", &RpcLatency::container_status},
                                std::pair{"ListPodSandbox (us)", &RpcLatency::list_pods}}) {
       double our_p99 = Percentile(ours.*field, 0.99);
-      double their_p99 = Percentile(theirs.*field, 0.99);
-      std::printf("%-28s %12.0f %12.0f %14.0f %14.0f %10.2f\n", name, Percentile(ours.*field, 0.5), our_p99,
-                  Percentile(theirs.*field, 0.5), their_p99, their_p99 > 0 ? our_p99 / their_p99 : 0);
+      std::printf("%-22s %10.0f %10.0f %10.0f %10.0f", name, Percentile(ours.*field, 0.5), our_p99,
+                  Percentile(rpc_floor.*field, 0.5), Percentile(rpc_floor.*field, 0.99));
+      if (rpc_containerd) {
+        double their_p99 = Percentile((*rpc_containerd).*field, 0.99);
+        std::printf(" %14.0f %14.0f %10.2f", Percentile((*rpc_containerd).*field, 0.5), their_p99,
+                    their_p99 > 0 ? our_p99 / their_p99 : 0);
+      }
+      std::printf("\n");
     }
   }
 
@@ -886,6 +932,7 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
       {"rpc_right_after_start", RpcJson(rpc_fresh)},
       {"rpc_settled", RpcJson(rpc_settled)},
       {"rpc_settle_wait_ms", settle_ms},
+      {"rpc_grpc_floor", RpcJson(rpc_floor)},
   };
   if (rpc_containerd) {
     out["rpc_containerd"] = RpcJson(*rpc_containerd);
@@ -904,5 +951,8 @@ base::Status Bench(const Options& o, PodEnv& env, std::vector<std::string>& pods
 }  // namespace chrys::e2e
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--grpc-floor") {
+    return chrys::e2e::ServeGrpcFloor(argv[2]);  // the floor server's own process (grpc_floor.h)
+  }
   return chrys::e2e::Main(argc, argv);
 }
