@@ -36,8 +36,9 @@ class Daemon {
   // Blocks until RequestShutdown() has stopped the server.
   void Wait();
 
-  // Stops accepting RPCs and lets in-flight ones finish for up to shutdown_grace_seconds. Thread-safe: the
-  // signal thread calls it while the main thread sits in Wait().
+  // Stops accepting RPCs and lets in-flight ones finish for up to shutdown_grace_seconds; then closes the clients'
+  // connections. Thread-safe: the signal thread calls it while the main thread sits in Wait(); later calls do
+  // nothing.
   void RequestShutdown();
 
   // Shuts down if still serving, then removes the socket and releases the instance lock. Main thread only.
@@ -67,6 +68,7 @@ class Daemon {
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   bool socket_owned_ = false;
+  std::atomic<bool> shutdown_requested_{false};
   std::atomic<bool> stop_accel_probe_{false};
   std::thread accel_probe_;  // the background KVM probe started with the daemon
 };

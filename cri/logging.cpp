@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <list>
+#include <mutex>
 
 #include "base/file_util.h"
 
@@ -14,9 +16,28 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+struct InFlight {
+  std::string method;
+  Clock::time_point start;
+};
+
+// RPCs in flight, in start order; a list, so each interceptor's entry stays put until it erases it.
+std::mutex in_flight_mutex;
+std::list<InFlight> in_flight;
+
 class RpcLogInterceptor final : public grpc::experimental::Interceptor {
  public:
-  explicit RpcLogInterceptor(grpc::experimental::ServerRpcInfo* info) : method_(info->method()) {}
+  explicit RpcLogInterceptor(grpc::experimental::ServerRpcInfo* info) : method_(info->method()) {
+    std::lock_guard lock(in_flight_mutex);
+    entry_ = in_flight.insert(in_flight.end(), InFlight{method_, start_});
+  }
+  // gRPC deletes an RPC's interceptors when the RPC is done.
+  ~RpcLogInterceptor() override {
+    std::lock_guard lock(in_flight_mutex);
+    in_flight.erase(entry_);
+  }
+  RpcLogInterceptor(const RpcLogInterceptor&) = delete;
+  RpcLogInterceptor& operator=(const RpcLogInterceptor&) = delete;
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     using grpc::experimental::InterceptionHookPoints;
@@ -40,9 +61,23 @@ class RpcLogInterceptor final : public grpc::experimental::Interceptor {
  private:
   std::string method_;
   Clock::time_point start_ = Clock::now();
+  std::list<InFlight>::iterator entry_;
 };
 
 }  // namespace
+
+std::vector<std::string> InFlightRpcs() {
+  auto now = Clock::now();
+  std::vector<std::string> out;
+  std::lock_guard lock(in_flight_mutex);
+  out.reserve(in_flight.size());
+  for (const InFlight& rpc : in_flight) {
+    out.push_back(rpc.method + " (" +
+                  std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - rpc.start).count()) +
+                  " ms)");
+  }
+  return out;
+}
 
 grpc::experimental::Interceptor* RpcLogInterceptorFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {

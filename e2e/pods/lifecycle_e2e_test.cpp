@@ -462,6 +462,61 @@ TEST(ChrysdRestart, PodsKeepRunningAndStayUsable) {
   EXPECT_EQ(NewTraces(clean, env->Traces()), "");
 }
 
+// SIGTERM while an RPC runs: chrysd stops taking new RPCs but lets that one finish and answer before it exits (and
+// closes the idle connections, this test's own among them, only after that answer went out).
+TEST(ChrysdRestart, SigtermLetsAnRpcInFlightFinish) {
+  auto env = MakeEnv();
+  ASSERT_TRUE(env);
+  HostTraces clean = env->Traces();
+  std::string shared = env->root() + "/in-flight";
+  ASSERT_TRUE(base::MakeDirs(shared).ok());
+  v1::PodSandboxConfig pod_config = env->PodConfig("in-flight");
+  auto pod = env->RunPod(pod_config);
+  ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
+  auto config = env->ContainerConfig("sleeper", {"sleep", "3600"});
+  auto* mount = config.add_mounts();
+  mount->set_container_path("/shared");
+  mount->set_host_path(shared);
+  std::string container = RunContainer(*env, *pod, pod_config, config);
+  ASSERT_FALSE(container.empty());
+  ASSERT_TRUE(env->WaitRunning(container).ok());
+
+  // An ExecSync that says on the host when it runs, then takes a while; on a channel of its own, since the restart
+  // below drops the environment's.
+  auto exec_stub = env->chrysd().RuntimeStub();
+  auto exec = std::async(std::launch::async, [&] {
+    v1::ExecSyncRequest req;
+    req.set_container_id(container);
+    for (const char* arg : {"/bin/sh", "-c", "touch /shared/started; sleep 2; echo finished"}) {
+      req.add_cmd(arg);
+    }
+    req.set_timeout(60);
+    v1::ExecSyncResponse resp;
+    grpc::Status status = exec_stub->ExecSync(Ctx().get(), req, &resp);
+    return std::make_pair(status, resp);
+  });
+  bool started = false;
+  for (int i = 0; i < 600 && !started; ++i) {  // 60 s at most
+    started = std::filesystem::exists(shared + "/started");
+    if (!started) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  ASSERT_TRUE(started) << "the exec did not start\n" << env->chrysd().Output();
+  ASSERT_TRUE(env->Restart(/*crash=*/false).ok()) << env->chrysd().Output();
+  ASSERT_EQ(exec.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  auto [status, resp] = exec.get();
+  ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << env->chrysd().Output();
+  EXPECT_EQ(resp.exit_code(), 0);
+  EXPECT_EQ(resp.stdout(), "finished\n");
+  EXPECT_NE(env->chrysd().Output().find("in flight: /runtime.v1.RuntimeService/ExecSync"), std::string::npos)
+      << env->chrysd().Output();
+
+  ASSERT_TRUE(env->StopPod(*pod).ok());
+  ASSERT_TRUE(env->RemovePod(*pod).ok());
+  EXPECT_EQ(NewTraces(clean, env->Traces()), "");
+}
+
 // chrysd's warm pool as Status reports it (verbose info "config" → "warm_pool").
 nlohmann::json WarmPool(PodEnv& env) {
   v1::StatusRequest req;
