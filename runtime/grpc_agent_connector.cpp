@@ -62,7 +62,8 @@ Status GrpcAgentConnector::Shutdown(const std::string& sandbox_id, const AgentEn
     }
     client = std::shared_ptr<agent::AgentClient>(std::move(connected).value());
   }
-  return client->Shutdown(timeout);
+  // No grace for the containers: a pod's stop terminates them forcibly (CRI), after kubelet's StopContainer calls.
+  return client->Shutdown(std::chrono::milliseconds(0), timeout);
 }
 
 Status GrpcAgentConnector::OnlineResources(const std::string& sandbox_id, const AgentEndpoint& endpoint, int vcpus,

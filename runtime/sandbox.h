@@ -52,7 +52,7 @@ class AgentConnector {
   // the guest will never become ready. `patience` bounds how long one call may wait for the answer.
   virtual base::Result<bool> Probe(const std::string& sandbox_id, const AgentEndpoint& endpoint,
                                    std::chrono::milliseconds patience) = 0;
-  // Asks the guest to stop its containers and power off; bounded by `timeout`.
+  // Asks the guest to kill what still runs in it, at once, and power off; bounded by `timeout`.
   virtual base::Status Shutdown(const std::string& sandbox_id, const AgentEndpoint& endpoint,
                                 std::chrono::milliseconds timeout) = 0;
   // Drops any connection kept for the sandbox.

@@ -55,7 +55,7 @@ class GuestE2E : public ::testing::Test {
 
   static void TearDownTestSuite() {
     if (client_ != nullptr) {
-      auto s = client_->Shutdown(std::chrono::seconds(2));
+      auto s = client_->Shutdown(std::chrono::seconds(2), std::chrono::seconds(32));
       EXPECT_TRUE(s.ok()) << s.error().message();
       delete client_;
       client_ = nullptr;

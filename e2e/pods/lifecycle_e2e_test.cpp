@@ -197,6 +197,46 @@ TEST(PodLifecycle, RunInspectListStopRemoveIdempotent) {
   EXPECT_EQ(NewTraces(clean, env->Traces()), "");
 }
 
+// StopPodSandbox terminates what still runs forcibly (CRI): kubelet gave each container its grace through
+// StopContainer before, so a container that would take its time over SIGTERM gets SIGKILL, not a second grace.
+TEST(PodLifecycle, StopPodSandboxKillsRunningContainersAtOnce) {
+  auto env = MakeEnv();
+  ASSERT_TRUE(env);
+  HostTraces clean = env->Traces();
+  std::string shared = env->root() + "/stop-signal";
+  ASSERT_TRUE(base::MakeDirs(shared).ok());
+  v1::PodSandboxConfig pod_config = env->PodConfig("forced-stop");
+  auto pod = env->RunPod(pod_config);
+  ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
+  // Notes a SIGTERM on the host and keeps running; says when its trap is set.
+  auto config = env->ContainerConfig(
+      "stubborn",
+      {"/bin/sh", "-c", "trap 'echo term >> /shared/signals' TERM; touch /shared/ready; while :; do sleep 0.1; done"});
+  auto* mount = config.add_mounts();
+  mount->set_container_path("/shared");
+  mount->set_host_path(shared);
+  std::string container = RunContainer(*env, *pod, pod_config, config);
+  ASSERT_FALSE(container.empty());
+  bool ready = false;
+  for (int i = 0; i < 600 && !ready; ++i) {  // 60 s at most
+    ready = std::filesystem::exists(shared + "/ready");
+    if (!ready) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  ASSERT_TRUE(ready) << "the container did not start\n" << env->chrysd().Output();
+  pid_t vm = VmPid(*env, *pod);
+
+  ASSERT_TRUE(env->StopPod(*pod).ok());
+  EXPECT_FALSE(ProcessAlive(vm)) << "VMM " << vm << " survived StopPodSandbox";
+  EXPECT_FALSE(std::filesystem::exists(shared + "/signals")) << "the container was sent SIGTERM";
+  auto status = env->ContainerStatus(container);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  EXPECT_EQ(status->state(), v1::CONTAINER_EXITED);
+  ASSERT_TRUE(env->RemovePod(*pod).ok());
+  EXPECT_EQ(NewTraces(clean, env->Traces()), "");
+}
+
 // One pod, several containers: exit codes and reasons, both streams in the CRI log, a line over 16 KiB and the
 // output printed right before exit, ExecSync (output, exit code, timeout), StopContainer, RemoveContainer.
 TEST(ContainerLifecycle, ExitCodesLogsExecStopRemove) {

@@ -500,7 +500,7 @@ grpc::Status AgentService::OnlineResources(grpc::ServerContext*, const v1::Onlin
 
 grpc::Status AgentService::Shutdown(grpc::ServerContext*, const v1::ShutdownRequest* req, v1::ShutdownResponse*) {
   return Guarded("Shutdown", [&] {
-    uint32_t grace = req->grace_period_ms() == 0 ? 10000 : req->grace_period_ms();
+    uint32_t grace = req->force() ? 0 : req->grace_period_ms() == 0 ? 10000 : req->grace_period_ms();
     if (grace > 60000) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "grace_period_ms: at most 60000");
     }

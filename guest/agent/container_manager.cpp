@@ -1014,7 +1014,7 @@ void ContainerManager::StopAll(std::chrono::milliseconds grace) {
     for (auto& [id, c] : containers_) {
       all.push_back(c);
       if (!c->init->exited && c->init->pidfd) {
-        PidfdSignal(c->init->pidfd.get(), SIGTERM);
+        PidfdSignal(c->init->pidfd.get(), grace.count() > 0 ? SIGTERM : SIGKILL);
       }
     }
   }

@@ -562,11 +562,16 @@ Status AgentClient::WatchEvents(const std::function<bool(const v1::Event&)>& on_
   return Status::Ok();
 }
 
-Status AgentClient::Shutdown(std::chrono::milliseconds grace) {
+Status AgentClient::Shutdown(std::chrono::milliseconds grace, std::chrono::milliseconds timeout) {
   grpc::ClientContext ctx;
-  SetDeadline(ctx, grace + options_.call_timeout);
+  SetDeadline(ctx, timeout);
   v1::ShutdownRequest req;
-  req.set_grace_period_ms(static_cast<uint32_t>(grace.count()));
+  if (grace.count() > 0) {
+    req.set_grace_period_ms(static_cast<uint32_t>(grace.count()));
+  } else {
+    req.set_force(true);
+    req.set_grace_period_ms(1);  // what an agent from before `force` honours: all but at once
+  }
   v1::ShutdownResponse resp;
   grpc::Status s = stub_->Shutdown(&ctx, req, &resp);
   if (!s.ok()) {

@@ -124,8 +124,9 @@ class AgentClient {
   // Delivers events until `on_event` returns false, the connection drops, or `timeout` passes.
   base::Status WatchEvents(const std::function<bool(const v1::Event&)>& on_event, std::chrono::milliseconds timeout);
 
-  // Asks the guest to stop its containers and power off. The reply comes before the power-off.
-  base::Status Shutdown(std::chrono::milliseconds grace);
+  // Asks the guest to stop its containers (SIGTERM, SIGKILL after `grace`; a zero grace kills them at once) and
+  // power off, waiting at most `timeout` for the reply, which comes before the power-off.
+  base::Status Shutdown(std::chrono::milliseconds grace, std::chrono::milliseconds timeout);
 
   // Has the guest bring hot-plugged vCPUs and memory online (see the agent's OnlineResources); waits at most
   // `timeout` for them to appear.
