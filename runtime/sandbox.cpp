@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <regex>
 #include <thread>
 
@@ -14,6 +15,7 @@
 #include "base/scratch_disk.h"
 #include "base/subprocess.h"
 #include "runtime/cloud_hypervisor.h"
+#include "runtime/process.h"
 #include "runtime/qemu.h"
 #include "runtime/sandbox_record.h"
 
@@ -337,7 +339,29 @@ Result<SandboxStatus> SandboxManager::Create(const SandboxRequest& request) {
   return Snapshot(*sb);
 }
 
-Status SandboxManager::Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind, std::atomic<pid_t>* vmm_pid) {
+void SandboxManager::BootingVmm::Set(const VmmProcessState& process) {
+  std::lock_guard lock(mu_);
+  process_ = process;
+}
+
+void SandboxManager::BootingVmm::Clear() {
+  std::lock_guard lock(mu_);
+  process_ = VmmProcessState();
+}
+
+void SandboxManager::BootingVmm::Kill() {
+  std::lock_guard lock(mu_);
+  if (process_.pid <= 0) {
+    return;
+  }
+  // Attach succeeds only for the very process (start time and binary), through a pidfd held from then on.
+  auto vmm = DetachedProcess::Attach(process_.pid, process_.start_time_ticks, process_.binary);
+  if (vmm.ok()) {
+    (void)vmm->Signal(SIGKILL);
+  }
+}
+
+Status SandboxManager::Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind, BootingVmm* booting) {
   VmLaunchSpec& spec = sb.spec;
   spec.sandbox_id = request.id;
   spec.kernel_path = options_.kernel_path;
@@ -387,8 +411,8 @@ Status SandboxManager::Boot(Sandbox& sb, const SandboxRequest& request, VmmKind 
   if (!started.ok()) {
     return fail(started.error().Wrap("starting the VM of sandbox " + request.id));
   }
-  if (vmm_pid != nullptr) {
-    *vmm_pid = sb.vmm->process_state().pid;
+  if (booting != nullptr) {
+    booting->Set(sb.vmm->process_state());
   }
   // From here a crash leaves a record with the VMM's pid: the next Recover finds and removes it.
   persisted = Persist(sb);

@@ -258,9 +258,21 @@ class SandboxManager {
   SandboxStatus Snapshot(const Sandbox& sb) const;
   base::Result<std::unique_ptr<Vmm>> MakeVmm(VmmKind kind);
   base::Status RecoverOne(const std::string& id, RecoveryReport& report);
-  // Fills in the spec from the request and boots the VM; on failure everything is undone. `vmm_pid`, when given,
-  // holds the VMM's pid from its launch until Boot returns (the warm pool ends a boot in flight by killing it).
-  base::Status Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind, std::atomic<pid_t>* vmm_pid = nullptr);
+  // The VMM of the refill thread's boot in flight, which StopWarmPool ends rather than wait out. Kept as pid, start
+  // time and binary: the kill goes to that very process, never to another that took the pid.
+  class BootingVmm {
+   public:
+    void Set(const VmmProcessState& process);
+    void Clear();
+    void Kill();
+
+   private:
+    std::mutex mu_;
+    VmmProcessState process_;
+  };
+  // Fills in the spec from the request and boots the VM; on failure everything is undone. `booting`, when given,
+  // holds the VMM from its launch until Boot returns.
+  base::Status Boot(Sandbox& sb, const SandboxRequest& request, VmmKind kind, BootingVmm* booting = nullptr);
   bool FitsWarmPool(const SandboxRequest& request, VmmKind kind) const;
   bool CanGrowTo(const PodResources& resources) const;
   int WarmBootMemoryMib() const;
@@ -290,7 +302,7 @@ class SandboxManager {
   std::map<std::string, std::shared_ptr<Sandbox>> warm_;
   std::condition_variable pool_cv_;
   bool pool_stopping_ = false;
-  std::atomic<pid_t> warm_booting_pid_{0};
+  BootingVmm warm_booting_;
   uint64_t pool_claimed_ = 0;
   uint64_t pool_missed_ = 0;
   uint64_t pool_restored_on_demand_ = 0;

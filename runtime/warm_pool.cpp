@@ -276,13 +276,13 @@ Status SandboxManager::BootWarm(Sandbox& sb, const SandboxRequest* for_pod) {
   request.fs_shares.push_back({pool.share_tag, share_dir, false});
   Status booted = pool.prepare_share ? pool.prepare_share(share_dir) : Status::Ok();
   if (booted.ok()) {
-    // The refill thread's boot or restore records its VMM's pid, so StopWarmPool can end it rather than wait out a
+    // The refill thread's boot or restore records its VMM, so StopWarmPool can end it rather than wait out a
     // guest that does not answer (up to the boot timeout). Restores for pods run on RPC threads, several at once:
     // they neither take nor clear that one slot.
-    std::atomic<pid_t>* booting_pid = for_pod == nullptr ? &warm_booting_pid_ : nullptr;
-    booted = Boot(sb, request, VmmKind::kQemu, booting_pid);  // undoes itself
-    if (booting_pid != nullptr) {
-      *booting_pid = 0;
+    BootingVmm* booting = for_pod == nullptr ? &warm_booting_ : nullptr;
+    booted = Boot(sb, request, VmmKind::kQemu, booting);  // undoes itself
+    if (booting != nullptr) {
+      booting->Clear();
     }
   }
   if (!booted.ok() && pool.release_share) {
@@ -341,8 +341,8 @@ Status SandboxManager::MakeTemplate() {
   request.memory_fd = memory->get();
   std::lock_guard<std::mutex> sandbox_lock(sb->mu);
   // The template has no share: a vhost-user-fs device cannot be saved. Its clones get theirs after the restore.
-  Status booted = Boot(*sb, request, VmmKind::kQemu, &warm_booting_pid_);
-  warm_booting_pid_ = 0;
+  Status booted = Boot(*sb, request, VmmKind::kQemu, &warm_booting_);
+  warm_booting_.Clear();
   if (!booted.ok()) {
     return booted.error().Wrap("booting the template VM");
   }
@@ -529,9 +529,7 @@ void SandboxManager::StopWarmPool() {
   bool ran = refill_.joinable();
   if (refill_.joinable()) {
     // A boot in flight ends when its VMM dies: the agent channel closes and the readiness wait fails.
-    if (pid_t pid = warm_booting_pid_.load(); pid > 0) {
-      ::kill(pid, SIGKILL);
-    }
+    warm_booting_.Kill();
     refill_.join();
   }
   std::map<std::string, std::shared_ptr<Sandbox>> warm;
