@@ -147,6 +147,49 @@ std::string RunContainer(PodEnv& env, const std::string& pod_id, const v1::PodSa
   return *id;
 }
 
+// Waits (60 s at most) until `path` exists: a mark a container left in a shared directory.
+bool WaitForFile(const std::string& path) {
+  for (int i = 0; i < 600; ++i) {
+    if (std::filesystem::exists(path)) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+// A pod with one container running `script` that sees the host directory <env root>/<name> at /shared, where the
+// container leaves marks for the test; returned once the container has created /shared/ready.
+struct PodWithSharedDir {
+  v1::PodSandboxConfig pod_config;
+  std::string pod;
+  std::string container;
+  std::string shared;  // host side
+};
+PodWithSharedDir RunPodWithSharedDir(PodEnv& env, const std::string& name, const std::string& script) {
+  PodWithSharedDir out;
+  out.shared = env.root() + "/" + name;
+  EXPECT_TRUE(base::MakeDirs(out.shared).ok());
+  out.pod_config = env.PodConfig(name);
+  auto pod = env.RunPod(out.pod_config);
+  EXPECT_TRUE(pod.ok()) << pod.error().message() << "\n" << env.chrysd().Output();
+  if (!pod.ok()) {
+    return out;
+  }
+  out.pod = *pod;
+  auto config = env.ContainerConfig(name, {"/bin/sh", "-c", "touch /shared/ready; " + script});
+  auto* mount = config.add_mounts();
+  mount->set_container_path("/shared");
+  mount->set_host_path(out.shared);
+  out.container = RunContainer(env, out.pod, out.pod_config, config);
+  bool ready = !out.container.empty() && WaitForFile(out.shared + "/ready");
+  EXPECT_TRUE(ready) << "the container did not start\n" << env.chrysd().Output();
+  if (!ready) {
+    out.container.clear();
+  }
+  return out;
+}
+
 TEST(PodLifecycle, RunInspectListStopRemoveIdempotent) {
   auto env = MakeEnv();
   ASSERT_TRUE(env);
@@ -203,37 +246,19 @@ TEST(PodLifecycle, StopPodSandboxKillsRunningContainersAtOnce) {
   auto env = MakeEnv();
   ASSERT_TRUE(env);
   HostTraces clean = env->Traces();
-  std::string shared = env->root() + "/stop-signal";
-  ASSERT_TRUE(base::MakeDirs(shared).ok());
-  v1::PodSandboxConfig pod_config = env->PodConfig("forced-stop");
-  auto pod = env->RunPod(pod_config);
-  ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
-  // Notes a SIGTERM on the host and keeps running; says when its trap is set.
-  auto config = env->ContainerConfig(
-      "stubborn",
-      {"/bin/sh", "-c", "trap 'echo term >> /shared/signals' TERM; touch /shared/ready; while :; do sleep 0.1; done"});
-  auto* mount = config.add_mounts();
-  mount->set_container_path("/shared");
-  mount->set_host_path(shared);
-  std::string container = RunContainer(*env, *pod, pod_config, config);
-  ASSERT_FALSE(container.empty());
-  bool ready = false;
-  for (int i = 0; i < 600 && !ready; ++i) {  // 60 s at most
-    ready = std::filesystem::exists(shared + "/ready");
-    if (!ready) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  ASSERT_TRUE(ready) << "the container did not start\n" << env->chrysd().Output();
-  pid_t vm = VmPid(*env, *pod);
+  // Notes a SIGTERM on the host and keeps running.
+  PodWithSharedDir run =
+      RunPodWithSharedDir(*env, "forced-stop", "trap 'echo term >> /shared/signals' TERM; while :; do sleep 0.1; done");
+  ASSERT_FALSE(run.container.empty());
+  pid_t vm = VmPid(*env, run.pod);
 
-  ASSERT_TRUE(env->StopPod(*pod).ok());
+  ASSERT_TRUE(env->StopPod(run.pod).ok());
   EXPECT_FALSE(ProcessAlive(vm)) << "VMM " << vm << " survived StopPodSandbox";
-  EXPECT_FALSE(std::filesystem::exists(shared + "/signals")) << "the container was sent SIGTERM";
-  auto status = env->ContainerStatus(container);
+  EXPECT_FALSE(std::filesystem::exists(run.shared + "/signals")) << "the container was sent SIGTERM";
+  auto status = env->ContainerStatus(run.container);
   ASSERT_TRUE(status.ok()) << status.error().message();
   EXPECT_EQ(status->state(), v1::CONTAINER_EXITED);
-  ASSERT_TRUE(env->RemovePod(*pod).ok());
+  ASSERT_TRUE(env->RemovePod(run.pod).ok());
   EXPECT_EQ(NewTraces(clean, env->Traces()), "");
 }
 
@@ -508,18 +533,9 @@ TEST(ChrysdRestart, SigtermLetsAnRpcInFlightFinish) {
   auto env = MakeEnv();
   ASSERT_TRUE(env);
   HostTraces clean = env->Traces();
-  std::string shared = env->root() + "/in-flight";
-  ASSERT_TRUE(base::MakeDirs(shared).ok());
-  v1::PodSandboxConfig pod_config = env->PodConfig("in-flight");
-  auto pod = env->RunPod(pod_config);
-  ASSERT_TRUE(pod.ok()) << pod.error().message() << "\n" << env->chrysd().Output();
-  auto config = env->ContainerConfig("sleeper", {"sleep", "3600"});
-  auto* mount = config.add_mounts();
-  mount->set_container_path("/shared");
-  mount->set_host_path(shared);
-  std::string container = RunContainer(*env, *pod, pod_config, config);
-  ASSERT_FALSE(container.empty());
-  ASSERT_TRUE(env->WaitRunning(container).ok());
+  PodWithSharedDir run = RunPodWithSharedDir(*env, "in-flight", "exec sleep 3600");
+  ASSERT_FALSE(run.container.empty());
+  const std::string& container = run.container;
 
   // An ExecSync that says on the host when it runs, then takes a while; on a channel of its own, since the restart
   // below drops the environment's.
@@ -535,14 +551,7 @@ TEST(ChrysdRestart, SigtermLetsAnRpcInFlightFinish) {
     grpc::Status status = exec_stub->ExecSync(Ctx().get(), req, &resp);
     return std::make_pair(status, resp);
   });
-  bool started = false;
-  for (int i = 0; i < 600 && !started; ++i) {  // 60 s at most
-    started = std::filesystem::exists(shared + "/started");
-    if (!started) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  ASSERT_TRUE(started) << "the exec did not start\n" << env->chrysd().Output();
+  ASSERT_TRUE(WaitForFile(run.shared + "/started")) << "the exec did not start\n" << env->chrysd().Output();
   ASSERT_TRUE(env->Restart(/*crash=*/false).ok()) << env->chrysd().Output();
   ASSERT_EQ(exec.wait_for(std::chrono::seconds(60)), std::future_status::ready);
   auto [status, resp] = exec.get();
@@ -552,8 +561,8 @@ TEST(ChrysdRestart, SigtermLetsAnRpcInFlightFinish) {
   EXPECT_NE(env->chrysd().Output().find("in flight: /runtime.v1.RuntimeService/ExecSync"), std::string::npos)
       << env->chrysd().Output();
 
-  ASSERT_TRUE(env->StopPod(*pod).ok());
-  ASSERT_TRUE(env->RemovePod(*pod).ok());
+  ASSERT_TRUE(env->StopPod(run.pod).ok());
+  ASSERT_TRUE(env->RemovePod(run.pod).ok());
   EXPECT_EQ(NewTraces(clean, env->Traces()), "");
 }
 
