@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -40,12 +41,16 @@ struct FakeWorld {
   std::map<std::string, std::string> adopted_disk_bus;  // sandbox id -> disk_hotplug_bus Adopt was given
   // Template runs (read after the pool is full or stopped, or under mu).
   std::mutex mu;
-  std::vector<VmLaunchSpec> started;  // every Start's spec
-  std::vector<std::string> saved;     // sandbox ids SaveState was asked of
+  std::vector<VmLaunchSpec> started;          // every Start's spec
+  std::vector<std::string> saved;             // sandbox ids SaveState was asked of
+  std::vector<bool> saved_after_session_end;  // per save: the console showed the agent's host session ended
   bool save_fails = false;
   std::atomic<int> restore_failures_left{0};  // restores (Start with restore_state_path) that fail
   std::atomic<int> pool_start_delay_ms{0};    // slows starts in the pool's cgroup parent (the refill thread's)
 };
+
+// What the agent prints on its console when the host's session ends (guest/agent/channel.cpp).
+constexpr const char* kSessionEnded = "host session on /dev/vport2p1 ended: host disconnected";
 
 class FakeVmm : public Vmm {
  public:
@@ -120,8 +125,10 @@ class FakeVmm : public Vmm {
     return Status::Ok();
   }
   Status SaveState(const std::string& path, std::chrono::milliseconds) override {
+    auto console = base::ReadFile(spec_.console_log_path);
     std::lock_guard<std::mutex> lock(world_->mu);
     world_->saved.push_back(spec_.sandbox_id);
+    world_->saved_after_session_end.push_back(console.ok() && console->find(kSessionEnded) != std::string::npos);
     if (world_->save_fails) {
       return base::Internal("fake save failure");
     }
@@ -172,12 +179,31 @@ class FakeVmm : public Vmm {
 
 class AlwaysReady : public AgentConnector {
  public:
+  // Joins the console writers.
+  ~AlwaysReady() override {
+    for (auto& t : console_writers_) {
+      t.join();
+    }
+  }
   Result<bool> Probe(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override { return true; }
   Status Shutdown(const std::string&, const AgentEndpoint&, std::chrono::milliseconds) override {
     ++shutdowns;
     return Status::Ok();
   }
-  void Forget(const std::string&) override {}
+  // As the agent does when the host drops its connection: logs the session's end on the console, a moment later.
+  // Only for the template, the one VM whose console chrysd reads for it.
+  void Forget(const std::string& id) override {
+    if (state_dir.empty() || id.find(kTemplateIdMark) == std::string::npos) {
+      return;
+    }
+    std::string console = state_dir + "/" + id + "/console.log";
+    int delay_ms = session_end_delay_ms;
+    std::lock_guard<std::mutex> lock(mu);
+    console_writers_.emplace_back([console, delay_ms] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      std::ofstream(console, std::ios::app) << "[    6.555] chrys-agent info: " << kSessionEnded << "\n";
+    });
+  }
   void Rename(const std::string&, const std::string&) override {}
   Status OnlineResources(const std::string& id, const AgentEndpoint&, int vcpus, int added_memory_mib,
                          std::chrono::milliseconds) override {
@@ -207,6 +233,11 @@ class AlwaysReady : public AgentConnector {
   std::mutex mu;
   std::vector<std::string> resumed;             // sandbox ids Resume was called for
   std::vector<std::string> prepared_templates;  // sandbox ids PrepareTemplate was called for
+  std::string state_dir;                        // where the consoles are; none written when empty
+  int session_end_delay_ms = 0;
+
+ private:
+  std::vector<std::thread> console_writers_;
 };
 
 class SandboxManagerTest : public ::testing::Test {
@@ -217,6 +248,7 @@ class SandboxManagerTest : public ::testing::Test {
     ASSERT_TRUE(base::WriteFileAtomic(root_ + "/vmlinuz", "k").ok());
     ASSERT_TRUE(base::WriteFileAtomic(root_ + "/layer.img", "l").ok());
     agent_ = std::make_shared<AlwaysReady>();
+    agent_->state_dir = root_ + "/state";
   }
   void TearDown() override { (void)base::RemoveTree(root_); }
 
@@ -810,6 +842,17 @@ TEST_F(WarmPoolTest, WithATemplateWarmVmsAreRestoredAndResumed) {
     ASSERT_TRUE(m.Stop(id).ok());
     ASSERT_TRUE(m.Remove(id).ok());
   }
+}
+
+// Saved mid-session, every clone would resume inside the host's session of the template and stall its first
+// connection: the save waits until the agent has logged that session's end.
+TEST_F(WarmPoolTest, TheTemplateIsSavedOnlyOnceTheAgentSawTheHostSessionEnd) {
+  agent_->session_end_delay_ms = 300;
+  SandboxManager m(TemplatePoolOptions());
+  ASSERT_NO_FATAL_FAILURE(StartFull(m));
+  EXPECT_EQ(m.warm_pool_status().template_state, "ready");
+  std::lock_guard<std::mutex> lock(world_.mu);
+  EXPECT_EQ(world_.saved_after_session_end, std::vector<bool>{true});
 }
 
 TEST_F(WarmPoolTest, ATemplateThatCannotBeSavedLeavesWarmVmsBooting) {
