@@ -6,11 +6,11 @@
 #include <cstdio>
 
 #include "base/file_util.h"
+#include "cri/server_options.h"
 
 namespace chrys::e2e {
 namespace {
 
-constexpr int kMaxMessageBytes = 16 * 1024 * 1024;  // chrysd's limit
 constexpr auto kStartTimeout = std::chrono::seconds(10);
 
 std::string SocketOf(const std::string& dir) {
@@ -97,10 +97,7 @@ int ServeGrpcFloor(const std::string& dir) {
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + SocketOf(dir), grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
-  // The options chrysd serves with (cri/daemon.cpp).
-  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  builder.SetMaxSendMessageSize(kMaxMessageBytes);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  cri::ApplyCriServerOptions(builder);  // as chrysd serves
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
     std::fprintf(stderr, "grpc floor: cannot listen on %s\n", SocketOf(dir).c_str());
